@@ -1,0 +1,62 @@
+"""The collector's aiohttp application factory and its resource lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import asyncpg
+from aiohttp import web
+
+from collector import views
+from collector.config import CollectorConfig
+from collector.metrics import Metrics
+from collector.state import CONFIG, METRICS, POOL, SIGNER, STATE, WRITER, RunState
+from collector.write_buffer import HitWriter
+from pixeltrack.tokens import Signer
+
+log = logging.getLogger(__name__)
+
+
+async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
+    """A lazy pool: no connection at start, so a collector starts with PostgreSQL down."""
+    config = app[CONFIG]
+    app[POOL] = asyncpg.create_pool(
+        config.database_url, min_size=0, max_size=2, timeout=5,
+        server_settings={"timezone": "UTC", "application_name": "pixeltrack-collector"},
+    )
+    await app[POOL]
+    yield
+    await app[POOL].close()
+
+
+async def writer_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The write buffer and its flusher; the final flush runs after the listener closed."""
+    writer = HitWriter(app[CONFIG], app[POOL], app[METRICS])
+    app[WRITER] = writer
+    task = asyncio.create_task(writer.run(), name="pixeltrack-flusher")
+    yield
+    # Not task.cancel(): a COPY cut short would leave its batch nowhere.
+    writer.stop()
+    await task
+    await writer.flush()
+    log.info("final flush done (%d hits spooled for replay)", len(writer.spool.pending()))
+
+
+def create_app(config: CollectorConfig) -> web.Application:
+    """The collector app; pool cleanup is registered first so it closes last."""
+    app = web.Application(handler_args={"max_field_size": 16384, "max_line_size": 16384})
+    app[CONFIG] = config
+    app[SIGNER] = Signer(config.secrets.current, config.secrets.previous)
+    app[METRICS] = Metrics()
+    app[STATE] = RunState()
+    app.cleanup_ctx.append(pool_ctx)
+    app.cleanup_ctx.append(writer_ctx)
+    app.router.add_get("/o/{token}", views.open_pixel)
+    app.router.add_get("/c/{token}", views.click)
+    app.router.add_get("/d/{token}/{page}", views.doc_page)
+    app.router.add_get("/healthz", views.healthz)
+    app.router.add_get("/readyz", views.readyz)
+    app.router.add_get("/metrics", views.metrics)
+    return app

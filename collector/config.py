@@ -1,0 +1,58 @@
+"""Collector settings, read once from the environment (flags override)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from pixeltrack.config import ConfigError, Network, Secrets, env_float, env_int, parse_networks
+
+
+@dataclass(frozen=True)
+class CollectorConfig:
+    """Everything the collector needs; build with ``from_env`` or directly in tests."""
+
+    database_url: str
+    secrets: Secrets
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    trusted_proxies: tuple[Network, ...] = ()
+    batch_size: int = 5000          # rows per COPY
+    flush_interval: float = 0.5     # seconds: the oldest buffered hit waits at most this long
+    max_buffer: int = 200_000       # past this the buffer goes straight to the spool
+    copy_timeout: float = 10.0      # a COPY slower than this is spooled instead
+    spool_dir: Path = Path(".pixeltrack/spool")
+    spool_max_bytes: int = 1 << 30  # 1 GiB; past it /readyz turns 503
+    drain_grace: float = 2.0        # seconds /readyz says 503 before the listener closes
+    reuse_port: bool = False
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: Any) -> CollectorConfig:
+        """Read the PIXELTRACK_* variables; ``overrides`` (flags) win when not None."""
+        url = environ.get("DATABASE_URL", "")
+        if not url and not overrides.get("database_url"):
+            raise ConfigError("DATABASE_URL is not set: the collector needs its PostgreSQL")
+        data_dir = Path(environ.get("PIXELTRACK_DATA_DIR", ".pixeltrack"))
+        config = cls(
+            database_url=url,
+            secrets=Secrets.from_env(environ),
+            host=environ.get("PIXELTRACK_HOST", "127.0.0.1"),
+            port=env_int(environ, "PIXELTRACK_PORT", 8080),
+            workers=env_int(environ, "PIXELTRACK_WORKERS", 1),
+            trusted_proxies=parse_networks(environ.get("PIXELTRACK_TRUSTED_PROXIES", "")),
+            batch_size=env_int(environ, "PIXELTRACK_BATCH_SIZE", 5000),
+            flush_interval=env_float(environ, "PIXELTRACK_FLUSH_INTERVAL", 0.5),
+            max_buffer=env_int(environ, "PIXELTRACK_MAX_BUFFER", 200_000),
+            copy_timeout=env_float(environ, "PIXELTRACK_COPY_TIMEOUT", 10.0),
+            spool_dir=Path(environ.get("PIXELTRACK_SPOOL_DIR", str(data_dir / "spool"))),
+            spool_max_bytes=env_int(environ, "PIXELTRACK_SPOOL_MAX_BYTES", 1 << 30),
+            drain_grace=env_float(environ, "PIXELTRACK_DRAIN_GRACE", 2.0),
+        )
+        config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
+        if config.batch_size < 1 or config.flush_interval <= 0 or config.workers < 1:
+            raise ConfigError("PIXELTRACK_BATCH_SIZE, PIXELTRACK_FLUSH_INTERVAL and --workers must be positive")
+        return config

@@ -1,0 +1,58 @@
+"""Prometheus metrics of one collector process (or of all, with --workers).
+
+Counters are bumped once per batch by the flusher, not per request, so the
+request path never touches them; `buffered` covers hits not yet counted.
+With several worker processes the parent sets PROMETHEUS_MULTIPROC_DIR and
+/metrics adds up every worker's values.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter as TallyCounter
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+
+
+class Metrics:
+    """The collector's instruments, in a registry of their own (one per app)."""
+
+    def __init__(self) -> None:
+        self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.accepted = Counter("pixeltrack_hits_accepted", "Hits attributed to a job", ["kind"], registry=r)
+        self.rejected = Counter("pixeltrack_hits_rejected", "Hits whose token was refused", ["reason"], registry=r)
+        self.repaired = Counter("pixeltrack_input_repaired", "Input values cleaned at the edge", ["reason"], registry=r)
+        self.written = Counter("pixeltrack_hits_written", "Hits written to PostgreSQL", registry=r)
+        self.spooled = Counter("pixeltrack_hits_spooled", "Hits written to the disk spool", registry=r)
+        self.replayed = Counter("pixeltrack_hits_replayed", "Spooled hits replayed into PostgreSQL", registry=r)
+        self.copy_failures = Counter("pixeltrack_copy_failures", "COPY batches that failed", registry=r)
+        self.flush_seconds = Histogram(
+            "pixeltrack_flush_seconds", "Time to write one batch", registry=r,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        mode = {"multiprocess_mode": "livesum"} if self.multiprocess else {}
+        self.buffered = Gauge("pixeltrack_hits_buffered", "Hits in memory awaiting a flush", registry=r, **mode)
+        self.spool_bytes = Gauge("pixeltrack_spool_bytes", "Bytes waiting in the spool", registry=r,
+                                 **({"multiprocess_mode": "max"} if self.multiprocess else {}))
+        self.database_up = Gauge("pixeltrack_database_up", "1 when the last write reached PostgreSQL",
+                                 registry=r, **({"multiprocess_mode": "min"} if self.multiprocess else {}))
+        self.database_up.set(1)
+
+    def count_batch(self, kinds: TallyCounter[str], reasons: TallyCounter[str], repairs: TallyCounter[str]) -> None:
+        """Add one batch's tallies."""
+        for kind, n in kinds.items():
+            self.accepted.labels(kind).inc(n)
+        for reason, n in reasons.items():
+            self.rejected.labels(reason).inc(n)
+        for reason, n in repairs.items():
+            self.repaired.labels(reason).inc(n)
+
+    def render(self) -> bytes:
+        """The text exposition format."""
+        if self.multiprocess:
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry)
+        return generate_latest(self.registry)

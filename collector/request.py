@@ -1,0 +1,77 @@
+"""Validating and cleaning what a client sent, at the edge of the batch.
+
+Everything here runs in the flusher, once per batch, never in the request
+handler: the handler only copies references. Nothing a client can send may
+fail a COPY, so text is cut, stripped of NUL bytes and made valid UTF-8, and
+each repair is counted by reason.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import Counter
+from functools import lru_cache
+
+from pixeltrack.config import Network
+
+# Longest value kept per header; longer ones are cut (and counted).
+LIMITS = {"user_agent": 1024, "referer": 2048, "accept_language": 256, "link": 2048}
+XFF_MAX_HOPS = 32
+
+
+def clean_text(value: str | None, limit: int, repairs: Counter[str]) -> str | None:
+    """``value`` made safe for a PostgreSQL text column."""
+    if value is None:
+        return None
+    if len(value) > limit:
+        value = value[:limit]
+        repairs["too_long"] += 1
+    if "\x00" in value:
+        value = value.replace("\x00", "")
+        repairs["nul_byte"] += 1
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates from undecodable bytes
+            value = value.encode("utf-8", "replace").decode("utf-8")
+            repairs["bad_encoding"] += 1
+    return value
+
+
+@lru_cache(maxsize=4096)
+def parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """An address from text, or None; IPv4-mapped IPv6 becomes IPv4."""
+    try:
+        addr = ipaddress.ip_address(text.strip().split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
+        return addr.ipv4_mapped
+    return addr
+
+
+class ClientAddress:
+    """Resolves the client: the peer, or the right-most untrusted X-Forwarded-For hop."""
+
+    def __init__(self, trusted: tuple[Network, ...]) -> None:
+        self.trusted = trusted
+        self._is_trusted = lru_cache(maxsize=4096)(self._check)
+
+    def _check(self, addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        return any(addr.version == net.version and addr in net for net in self.trusted)
+
+    def resolve(self, peer: str | None, xff: str | None, repairs: Counter[str]) -> str | None:
+        """The address to record, as text, or None when there is none."""
+        addr = parse_ip(peer) if peer else None
+        if addr is None or not xff or not self.trusted or not self._is_trusted(addr):
+            return str(addr) if addr is not None else None
+        hops = xff.split(",")[-XFF_MAX_HOPS:]
+        for hop in reversed(hops):
+            candidate = parse_ip(hop)
+            if candidate is None:
+                repairs["bad_forwarded_for"] += 1
+                break  # garbage ends the chain: keep the last address we could believe
+            addr = candidate
+            if not self._is_trusted(candidate):
+                break
+        return str(addr)

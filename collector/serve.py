@@ -1,0 +1,92 @@
+"""Running the collector: one process, or N sharing a port, with a graceful drain.
+
+On SIGTERM or SIGINT: /readyz answers 503 for ``drain_grace`` seconds while
+hits are still answered (the load balancer moves away), then the listener
+closes, the buffer is flushed (or spooled) and the process exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from collector.app import create_app
+from collector.config import CollectorConfig
+from collector.state import STATE
+
+log = logging.getLogger(__name__)
+
+Extra = Callable[[asyncio.Event], Awaitable[None]]
+
+
+def install_uvloop() -> None:
+    """Use uvloop where it is installed."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+async def serve(config: CollectorConfig, extra: Extra | None = None, started: Callable[[], None] | None = None) -> None:
+    """Serve until SIGTERM/SIGINT; ``extra(stop)`` runs alongside (the aggregator in `up`)."""
+    app = create_app(config)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5)
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.port, reuse_port=config.reuse_port or None, backlog=2048)
+    await site.start()
+    log.info("collector listening on http://%s:%s (pid %d)", config.host, config.port, os.getpid())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    side = asyncio.create_task(extra(stop)) if extra else None
+    if started:
+        started()
+    try:
+        await stop.wait()
+        log.info("stopping: draining for %.1fs", config.drain_grace)
+        app[STATE].draining = True
+        await asyncio.sleep(config.drain_grace)
+    finally:
+        await runner.cleanup()
+        if side:
+            await side
+    log.info("collector stopped")
+
+
+def run(config: CollectorConfig) -> int:
+    """Run one collector process in the foreground."""
+    install_uvloop()
+    asyncio.run(serve(config))
+    return 0
+
+
+def run_workers(config: CollectorConfig, argv_env: dict[str, str]) -> int:
+    """Start ``config.workers`` processes on one port (SO_REUSEPORT) and wait for them.
+
+    Signals are passed on, so SIGTERM drains every worker. Metrics are summed
+    across workers through a shared PROMETHEUS_MULTIPROC_DIR.
+    """
+    metrics_dir = tempfile.mkdtemp(prefix="pixeltrack-metrics-")
+    env = {**os.environ, **argv_env, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
+    cmd = [sys.executable, "-m", "collector", "--reuse-port", "--host", config.host, "--port", str(config.port)]
+    procs = [subprocess.Popen(cmd, env=env) for _ in range(config.workers)]
+
+    def forward(signum: int, _frame: object) -> None:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    codes = [p.wait() for p in procs]
+    return max(codes, default=0)

@@ -1,0 +1,104 @@
+"""Request handlers: answer at once, append the hit, never await anything.
+
+A handler verifies the token (microseconds, no database), appends one tuple
+to the write buffer and returns a prebuilt answer. Everything else (client
+address resolution, cleaning, ids, timestamps as datetimes) happens in the
+flusher, once per batch.
+"""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+
+from collector.pixel import GIF, NO_STORE, NOT_FOUND_BODY, PIXEL_HEADERS
+from collector.state import METRICS, SIGNER, STATE, WRITER
+from pixeltrack.tokens import KIND_CLICK, KIND_DOC, KIND_OPEN, TokenError
+
+PREFETCH_HEADERS = ("Sec-Purpose", "Purpose", "X-Purpose", "X-Moz")
+MAX_PAGE = 100_000
+
+
+def _prefetch(request: web.Request) -> bool:
+    if request.method == "HEAD":
+        return True
+    headers = request.headers
+    return any(name in headers for name in PREFETCH_HEADERS)
+
+
+def record(request: web.Request, kind: str, job: int, rcpt: int | None, link: str | None,
+           page: int | None, reason: str | None) -> None:
+    """Append one hit as a plain tuple (see write_buffer.HIT_FIELDS)."""
+    h = request.headers
+    request.app[WRITER].append((
+        time.time(), kind, job, rcpt, link, page, request.remote, h.get("X-Forwarded-For"),
+        h.get("User-Agent"), h.get("Referer"), h.get("Accept-Language"), request.method,
+        _prefetch(request), reason,
+    ))
+
+
+def _verify(request: web.Request, token: str, want: int) -> tuple[int, int | None, str | None, str | None]:
+    """(job, recipient, url, reject reason); job 0 when the token is refused."""
+    try:
+        t = request.app[SIGNER].verify(token)
+    except TokenError as exc:
+        return 0, None, None, exc.reason
+    if t.kind != want:
+        return 0, None, None, "wrong_kind"
+    return t.job_id, t.recipient_id, t.url, None
+
+
+def gif() -> web.Response:
+    """The cached pixel with headers no cache may reuse."""
+    return web.Response(body=GIF, headers=PIXEL_HEADERS)
+
+
+async def open_pixel(request: web.Request) -> web.Response:
+    """GET /o/{token}.gif: an email open. Always the GIF, whatever the token."""
+    token = request.match_info["token"].removesuffix(".gif")
+    job, rcpt, _, reason = _verify(request, token, KIND_OPEN)
+    record(request, "open", job, rcpt, None, None, reason)
+    return gif()
+
+
+async def doc_page(request: web.Request) -> web.Response:
+    """GET /d/{token}/{page}.gif: one page of a tracked document was shown."""
+    job, rcpt, _, reason = _verify(request, request.match_info["token"], KIND_DOC)
+    raw = request.match_info["page"].removesuffix(".gif")
+    page = int(raw) if raw.isdecimal() and len(raw) <= 6 else 0
+    if not 1 <= page <= MAX_PAGE and reason is None:
+        job, rcpt, reason = 0, None, "bad_page"
+    record(request, "doc", job, rcpt, None, page if reason is None else None, reason)
+    return gif()
+
+
+async def click(request: web.Request) -> web.Response:
+    """GET /c/{token}: redirect to the signed destination, or 404. Never an open redirect."""
+    job, rcpt, url, reason = _verify(request, request.match_info["token"], KIND_CLICK)
+    record(request, "click", job, rcpt, url, None, reason)
+    if reason is not None or url is None:
+        return web.Response(status=404, body=NOT_FOUND_BODY, content_type="text/plain", headers=NO_STORE)
+    return web.Response(status=302, headers={"Location": url, **NO_STORE})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """The process is alive."""
+    return web.Response(text="ok\n")
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """503 while draining, or when neither PostgreSQL nor the spool can keep hits."""
+    if request.app[STATE].draining:
+        return web.Response(status=503, text="draining\n")
+    if not request.app[WRITER].can_keep_hits():
+        return web.Response(status=503, text="cannot keep hits: database down and spool full\n")
+    return web.Response(text="ready\n")
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text format."""
+    m = request.app[METRICS]
+    m.buffered.set(len(request.app[WRITER].buffer))
+    return web.Response(body=m.render(), content_type="text/plain", charset="utf-8",
+                        headers={"Cache-Control": "no-store"})
