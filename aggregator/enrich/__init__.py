@@ -1,0 +1,37 @@
+"""Enrichment of raw hits, run by the aggregator in batch.
+
+Never on the collector's request path. ``Enricher(config).enrich(hits,
+sent_at)`` returns, for each raw hit, the enrichment columns of ``raw_hits``
+(see schema.sql) plus ``client_ip_masked``:
+
+* client -- ``client``: browser, OS, device class, mail client (ua-parser);
+* machine or person -- ``machine``: Apple MPP, Gmail/Yahoo/other image
+  proxies, link scanners, crawlers, prefetches; rules and evidence in RULES.md;
+* location -- ``geo``: country, region, city, ASN from configured .mmdb files,
+  country from the data embedded in ``iptocc`` otherwise; address masking;
+* entry source and campaign -- ``source`` with the site lists in ``sites``;
+* language -- primary tag of Accept-Language.
+
+Configuration (``EnrichConfig.from_env``):
+
+================================== ======================================================
+PIXELTRACK_GEOIP                    .mmdb paths, comma or colon separated
+PIXELTRACK_GEOIP_EMBEDDED           0 to turn off the embedded country fallback
+PIXELTRACK_IPV4_PREFIX / _IPV6_     masking prefix, default 24 / 48
+PIXELTRACK_SCANNER_BURST_SECONDS    window for "many links at once", default 2
+PIXELTRACK_SCANNER_BURST_LINKS      distinct links in that window, default 2
+PIXELTRACK_SCANNER_SEND_SECONDS     "click right after send" window, default 10
+PIXELTRACK_SCANNER_AGENTS           comma list of scanner agent substrings
+PIXELTRACK_SCANNER_NETWORKS         CIDRs of mail security gateways
+PIXELTRACK_SCANNER_APPLE_NETWORKS   CIDRs of Apple's relay (MPP)
+PIXELTRACK_INTERNAL_HOSTS           the site's own hosts (referrer => internal)
+================================== ======================================================
+"""
+
+from __future__ import annotations
+
+from .config import EnrichConfig
+from .enricher import OUTPUT_KEYS, Enricher, language
+from .geo import mask_ip
+
+__all__ = ["OUTPUT_KEYS", "EnrichConfig", "Enricher", "language", "mask_ip"]
