@@ -32,8 +32,12 @@ def clean_text(value: str | None, limit: int, repairs: Counter[str]) -> str | No
     if not value.isascii():
         try:
             value.encode("utf-8")
-        except UnicodeEncodeError:  # lone surrogates from undecodable bytes
-            value = value.encode("utf-8", "replace").decode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates: bytes that were not UTF-8
+            try:
+                raw = value.encode("utf-8", "surrogateescape")
+            except UnicodeEncodeError:
+                raw = value.encode("utf-8", "replace")
+            value = raw.decode("utf-8", "replace")
             repairs["bad_encoding"] += 1
     return value
 
