@@ -131,3 +131,217 @@ END $$;
 
 -- -------------------------------------------------------------- roll-ups ----
 -- (report tables: see the aggregator section below)
+
+-- ============================================================ aggregator ====
+-- Everything below is written by the aggregator (`pixeltrack aggregator`).
+-- A hit is rolled up exactly once: a run claims unrolled raw hits with
+-- FOR UPDATE SKIP LOCKED, merges them into these tables with
+-- INSERT ... ON CONFLICT DO UPDATE and marks them rolled (rolled_at), all in
+-- one transaction. Every key starts with job_id (Citus distribution by job).
+-- "human" = total - machine; machine hits (HEAD, prefetch, mail proxies,
+-- link scanners) never count as a person's open or click.
+
+-- Per-job secret for unique/anonymous repeat recognition. The stored state
+-- only holds keyed hashes of recipients; destroying the key (and the hashes)
+-- when the job's retention ends makes them unlinkable for good.
+CREATE TABLE IF NOT EXISTS job_keys (
+    job_id        bigint PRIMARY KEY,
+    key           bytea,                 -- NULL once destroyed
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    destroyed_at  timestamptz
+);
+COMMENT ON TABLE job_keys IS 'Per-job hashing key for repeat recognition; destroyed when the job''s retention ends.';
+
+-- Keyed hashes of the recipients already counted, per job and scope:
+-- kind 'open' / 'click' (link_id 0) for unique openers and clickers, 'link'
+-- (link_id) for unique clickers of one link, 'any' for the distinct active
+-- recipients of a demographic cell (anonymous jobs).
+CREATE TABLE IF NOT EXISTS unique_seen (
+    job_id    bigint NOT NULL,
+    kind      text NOT NULL,
+    link_id   bigint NOT NULL DEFAULT 0,
+    hash      bytea NOT NULL,
+    inferred  boolean NOT NULL DEFAULT false,  -- an open known only from a click
+    PRIMARY KEY (job_id, kind, link_id, hash)
+);
+COMMENT ON TABLE unique_seen IS 'Keyed hashes of recipients already counted as unique (no identity without the job key).';
+
+-- Recipients erased with `pixeltrack forget`: later hits from their tokens
+-- are counted but never attributed again.
+CREATE TABLE IF NOT EXISTS forgotten_recipients (
+    job_id        bigint NOT NULL,
+    recipient_id  bigint NOT NULL,
+    forgotten_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (job_id, recipient_id)
+);
+COMMENT ON TABLE forgotten_recipients IS 'Recipients erased on request; their later hits are never attributed.';
+
+-- Headline numbers of a job, one row per kind of hit (open, click, doc, page).
+CREATE TABLE IF NOT EXISTS report_job_totals (
+    job_id        bigint NOT NULL,
+    kind          text NOT NULL,
+    total         bigint NOT NULL DEFAULT 0,   -- every hit
+    machine       bigint NOT NULL DEFAULT 0,   -- hits by proxies, scanners, prefetch
+    unique_count  bigint NOT NULL DEFAULT 0,   -- distinct recipients (human); 0 for blind jobs
+    inferred      bigint NOT NULL DEFAULT 0,   -- opens: unique openers known only from a click
+    updated_at    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (job_id, kind)
+);
+COMMENT ON TABLE report_job_totals IS 'Job totals per kind of hit: total, machine, unique (human = total - machine).';
+
+-- Time series: hits per job, UTC hour of the hit itself (late hits land in
+-- their own hour) and kind.
+CREATE TABLE IF NOT EXISTS report_hourly (
+    job_id   bigint NOT NULL,
+    hour     timestamptz NOT NULL,
+    kind     text NOT NULL,
+    total    bigint NOT NULL DEFAULT 0,
+    machine  bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (job_id, hour, kind)
+);
+COMMENT ON TABLE report_hourly IS 'Per-hour time series of hits per job and kind (hour of the hit, UTC).';
+
+-- Clicks per tracked destination (a clicked URL missing from `links` is still here).
+CREATE TABLE IF NOT EXISTS report_links (
+    job_id        bigint NOT NULL,
+    link_id       bigint NOT NULL,
+    url           text NOT NULL,
+    total         bigint NOT NULL DEFAULT 0,
+    machine       bigint NOT NULL DEFAULT 0,
+    unique_count  bigint NOT NULL DEFAULT 0,   -- distinct human clickers; 0 for blind jobs
+    PRIMARY KEY (job_id, link_id)
+);
+COMMENT ON TABLE report_links IS 'Per-link clicks: total, machine, unique clickers.';
+
+-- Personal jobs (and consenting recipients of permission_personal jobs) only.
+CREATE TABLE IF NOT EXISTS report_recipients (
+    job_id          bigint NOT NULL,
+    recipient_id    bigint NOT NULL,
+    opens           bigint NOT NULL DEFAULT 0,   -- human opens
+    machine_opens   bigint NOT NULL DEFAULT 0,
+    clicks          bigint NOT NULL DEFAULT 0,   -- human clicks
+    machine_clicks  bigint NOT NULL DEFAULT 0,
+    first_open      timestamptz,
+    last_open       timestamptz,
+    first_click     timestamptz,
+    last_click      timestamptz,
+    PRIMARY KEY (job_id, recipient_id)
+);
+COMMENT ON TABLE report_recipients IS 'Per-recipient activity; personal tracking only (consenting recipients).';
+
+CREATE TABLE IF NOT EXISTS report_recipient_links (
+    job_id        bigint NOT NULL,
+    recipient_id  bigint NOT NULL,
+    link_id       bigint NOT NULL,
+    clicks        bigint NOT NULL DEFAULT 0,   -- human clicks
+    machine       bigint NOT NULL DEFAULT 0,
+    first_click   timestamptz,
+    last_click    timestamptz,
+    PRIMARY KEY (job_id, recipient_id, link_id)
+);
+COMMENT ON TABLE report_recipient_links IS 'Clicks of one recipient on one link; personal tracking only.';
+
+-- Anonymous jobs: counts per demographic profile, never per person. The
+-- report merges cells with fewer than k distinct recipients into "other".
+CREATE TABLE IF NOT EXISTS report_demographics (
+    job_id         bigint NOT NULL,
+    age_band       text NOT NULL,      -- e.g. 25-34, unknown
+    gender         text NOT NULL,
+    zip            text NOT NULL,
+    recipients     bigint NOT NULL DEFAULT 0,  -- distinct recipients with any hit in the cell
+    opens          bigint NOT NULL DEFAULT 0,  -- human
+    unique_opens   bigint NOT NULL DEFAULT 0,
+    clicks         bigint NOT NULL DEFAULT 0,  -- human
+    unique_clicks  bigint NOT NULL DEFAULT 0,
+    machine        bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (job_id, age_band, gender, zip)
+);
+COMMENT ON TABLE report_demographics IS 'Anonymous jobs: activity per (age band, gender, zip) cell; small cells shown only as "other".';
+
+-- Breakdown cube filled from enrichment; '' = not known or not kept by the
+-- mode (blind jobs keep only traffic and machine_reason).
+CREATE TABLE IF NOT EXISTS report_breakdowns (
+    job_id          bigint NOT NULL,
+    kind            text NOT NULL,
+    traffic         text NOT NULL DEFAULT '',   -- human | machine | unknown
+    machine_reason  text NOT NULL DEFAULT '',
+    device_class    text NOT NULL DEFAULT '',
+    os              text NOT NULL DEFAULT '',
+    browser         text NOT NULL DEFAULT '',
+    mail_client     text NOT NULL DEFAULT '',
+    country         text NOT NULL DEFAULT '',
+    hits            bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (job_id, kind, traffic, machine_reason, device_class, os, browser, mail_client, country)
+);
+COMMENT ON TABLE report_breakdowns IS 'Hits per job by device class, OS, browser, mail client, country and human/machine.';
+
+-- Hits whose token was refused (job_id 0) or whose job is unknown.
+CREATE TABLE IF NOT EXISTS report_rejected (
+    job_id  bigint NOT NULL,           -- 0: never attributed
+    hour    timestamptz NOT NULL,
+    kind    text NOT NULL,
+    reason  text NOT NULL,
+    hits    bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (job_id, hour, kind, reason)
+);
+COMMENT ON TABLE report_rejected IS 'Rejected hits per hour, kind and reason (never counted as opens or clicks).';
+
+-- ------------------------------------------------------------- views ----
+CREATE OR REPLACE VIEW job_rates AS
+SELECT j.job_id, j.name, j.mode,
+       (SELECT count(*) FROM recipients r WHERE r.job_id = j.job_id) AS recipients,
+       coalesce(o.total - o.machine, 0) AS opens,
+       CASE WHEN j.mode <> 'blind' THEN coalesce(o.unique_count, 0) END AS unique_opens,
+       coalesce(c.total - c.machine, 0) AS clicks,
+       CASE WHEN j.mode <> 'blind' THEN coalesce(c.unique_count, 0) END AS unique_clicks,
+       CASE WHEN j.mode <> 'blind' THEN round(coalesce(o.unique_count, 0)::numeric
+            / nullif((SELECT count(*) FROM recipients r WHERE r.job_id = j.job_id), 0), 4) END AS open_rate,
+       CASE WHEN j.mode <> 'blind' THEN round(coalesce(c.unique_count, 0)::numeric
+            / nullif((SELECT count(*) FROM recipients r WHERE r.job_id = j.job_id), 0), 4) END AS click_rate,
+       CASE WHEN j.mode <> 'blind' THEN round(coalesce(c.unique_count, 0)::numeric
+            / nullif(o.unique_count, 0), 4)
+            ELSE round((c.total - c.machine)::numeric / nullif(o.total - o.machine, 0), 4) END
+           AS click_to_open_rate
+FROM jobs j
+LEFT JOIN report_job_totals o ON o.job_id = j.job_id AND o.kind = 'open'
+LEFT JOIN report_job_totals c ON c.job_id = j.job_id AND c.kind = 'click';
+COMMENT ON VIEW job_rates IS 'Open rate, click rate and click-to-open rate per job (unique, human; blind: per hit).';
+
+CREATE OR REPLACE VIEW top_links AS
+SELECT l.job_id, l.url, l.total - l.machine AS clicks,
+       CASE WHEN j.mode <> 'blind' THEN l.unique_count END AS unique_clicks,
+       l.machine,
+       rank() OVER (PARTITION BY l.job_id ORDER BY l.total - l.machine DESC) AS rank
+FROM report_links l JOIN jobs j USING (job_id);
+COMMENT ON VIEW top_links IS 'Links of each job ranked by human clicks.';
+
+CREATE OR REPLACE VIEW hourly_activity AS
+SELECT job_id, hour,
+       sum(total - machine) FILTER (WHERE kind = 'open') AS opens,
+       sum(total - machine) FILTER (WHERE kind = 'click') AS clicks,
+       sum(total - machine) FILTER (WHERE kind NOT IN ('open', 'click')) AS views,
+       sum(machine) AS machine
+FROM report_hourly GROUP BY job_id, hour;
+COMMENT ON VIEW hourly_activity IS 'Human opens, clicks and views per job and UTC hour, plus machine hits.';
+
+-- Drops raw_hits day partitions that end before `cutoff`, skipping any that
+-- still hold hits not rolled up. Returns the names dropped.
+CREATE OR REPLACE FUNCTION pixeltrack_drop_partitions_before(cutoff date)
+RETURNS SETOF text LANGUAGE plpgsql AS $$
+DECLARE
+    part text;
+    pending boolean;
+BEGIN
+    FOR part IN
+        SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+        WHERE i.inhparent = 'raw_hits'::regclass AND c.relname ~ '^raw_hits_[0-9]{8}$'
+          AND to_date(substr(c.relname, 10), 'YYYYMMDD') + 1 <= cutoff
+        ORDER BY c.relname
+    LOOP
+        EXECUTE format('SELECT EXISTS (SELECT 1 FROM %I WHERE rolled_at IS NULL)', part) INTO pending;
+        IF NOT pending THEN
+            EXECUTE format('DROP TABLE %I', part);
+            RETURN NEXT part;
+        END IF;
+    END LOOP;
+END $$;

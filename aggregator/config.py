@@ -1,0 +1,71 @@
+"""Settings of the aggregator, read from the environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from pixeltrack.config import ConfigError, env_int
+
+DEFAULT_INTERVAL = 60
+DEFAULT_BATCH = 20_000
+DEFAULT_K = 5
+DEFAULT_RETENTION_DAYS = 90
+# Daily purge time, UTC hour.
+DEFAULT_PURGE_HOUR = 3
+
+
+def _enrich_config(environ: Mapping[str, str]) -> Any:
+    """The enrichment settings, or None while the enrichment package is absent."""
+    try:
+        from aggregator.enrich import EnrichConfig
+    except ImportError:
+        return None
+    return EnrichConfig.from_env(environ)
+
+
+@dataclass(frozen=True)
+class AggregatorConfig:
+    """How often and how much to roll up, and how privacy limits are set."""
+
+    database_url: str | None = None
+    interval: int = DEFAULT_INTERVAL  # seconds between roll-ups
+    batch_size: int = DEFAULT_BATCH  # raw hits claimed per transaction
+    k_anonymity: int = DEFAULT_K  # smallest demographic cell shown on its own
+    retention_days: int = DEFAULT_RETENTION_DAYS  # raw partitions kept at least this long
+    purge_hour: int = DEFAULT_PURGE_HOUR
+    enrich: Any = field(default=None)  # aggregator.enrich.EnrichConfig, when installed
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> AggregatorConfig:
+        """Build from DATABASE_URL and PIXELTRACK_ROLLUP_* / PIXELTRACK_K_ANONYMITY ..."""
+        cfg = cls(
+            database_url=environ.get("DATABASE_URL") or None,
+            interval=env_int(environ, "PIXELTRACK_ROLLUP_INTERVAL", DEFAULT_INTERVAL),
+            batch_size=env_int(environ, "PIXELTRACK_ROLLUP_BATCH", DEFAULT_BATCH),
+            k_anonymity=env_int(environ, "PIXELTRACK_K_ANONYMITY", DEFAULT_K),
+            retention_days=env_int(environ, "PIXELTRACK_RETENTION_DAYS", DEFAULT_RETENTION_DAYS),
+            purge_hour=env_int(environ, "PIXELTRACK_PURGE_HOUR", DEFAULT_PURGE_HOUR),
+            enrich=_enrich_config(environ),
+        )
+        cfg.check()
+        return cfg
+
+    def check(self) -> None:
+        """Refuse values that make no sense, naming the variable."""
+        for name, value, low in (
+            ("PIXELTRACK_ROLLUP_INTERVAL", self.interval, 1),
+            ("PIXELTRACK_ROLLUP_BATCH", self.batch_size, 1),
+            ("PIXELTRACK_K_ANONYMITY", self.k_anonymity, 1),
+            ("PIXELTRACK_RETENTION_DAYS", self.retention_days, 1),
+        ):
+            if value < low:
+                raise ConfigError(f"{name} must be at least {low}, got {value}")
+        if not 0 <= self.purge_hour <= 23:
+            raise ConfigError(f"PIXELTRACK_PURGE_HOUR must be 0..23, got {self.purge_hour}")
+
+    def with_interval(self, interval: int | None) -> AggregatorConfig:
+        """A copy with the interval from a command-line flag, if given."""
+        return self if interval is None else replace(self, interval=interval)

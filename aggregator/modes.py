@@ -1,0 +1,99 @@
+"""Tracking modes, enforced per hit before anything is stored.
+
+Each claimed hit gets a *track*, the mode that applies to that very event:
+
+- ``personal``: personal jobs, and permission_personal recipients whose
+  consent was in force when the hit arrived;
+- ``unique``: unique jobs and everyone else in permission_personal jobs;
+- ``anonymous``: counted per demographic cell, never per person;
+- ``blind``: counts only (blind jobs, hits without a recipient, recipients
+  erased with ``forget``);
+- ``rejected``: refused tokens and unknown jobs; never an open or a click.
+
+The track decides which columns of the raw hit survive the roll-up
+(`stored_columns`) and whether a keyed hash lets repeats be recognised.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Mapping
+from typing import Any
+
+PERSONAL, UNIQUE, ANONYMOUS, BLIND, REJECTED = "personal", "unique", "anonymous", "blind", "rejected"
+
+# Enrichment columns stored on the raw hit, per track. Non-personal hits keep
+# what describes the event but nothing that narrows it down to a person or
+# a household (city, network, ASN, ad click id); blind hits keep only the
+# human/machine split.
+ALL_ENRICHED = (
+    "device_class", "browser", "browser_version", "os", "os_version", "mail_client",
+    "traffic", "machine_reason", "country", "region", "city", "asn", "network", "language",
+    "source_class", "source_name", "search_phrase", "utm_source", "utm_medium", "utm_campaign",
+    "utm_term", "utm_content", "click_id",
+)  # fmt: skip
+_NOT_ANONYMOUS = {"region", "city", "asn", "network", "click_id"}
+KEPT: dict[str, frozenset[str]] = {
+    PERSONAL: frozenset(ALL_ENRICHED),
+    UNIQUE: frozenset(ALL_ENRICHED) - _NOT_ANONYMOUS,
+    ANONYMOUS: frozenset(ALL_ENRICHED) - _NOT_ANONYMOUS,
+    BLIND: frozenset({"traffic", "machine_reason"}),
+    REJECTED: frozenset({"traffic", "machine_reason"}),
+}
+AGE_BANDS = ((18, "<18"), (25, "18-24"), (35, "25-34"), (45, "35-44"), (55, "45-54"), (65, "55-64"))
+UNKNOWN = "unknown"
+
+
+def track_of(hit: Mapping[str, Any]) -> str:
+    """The track of one claimed hit (joined with its job and recipient)."""
+    mode = hit["mode"]
+    if hit["reject_reason"] is not None or hit["job_id"] == 0 or mode is None:
+        return REJECTED
+    if mode == "blind" or hit["recipient_id"] is None or hit["forgotten"]:
+        return BLIND
+    if mode == "permission_personal":
+        return PERSONAL if hit["consenting"] else UNIQUE
+    return mode  # personal | unique | anonymous
+
+
+def reject_reason(hit: Mapping[str, Any]) -> str | None:
+    """Why a hit is not counted: the collector's reason, or an unknown job."""
+    if hit["reject_reason"] is not None:
+        return str(hit["reject_reason"])
+    return "unknown_job" if hit["mode"] is None else None
+
+
+def age_band(birth_year: int | None, at: dt.datetime) -> str:
+    """Age band at the time of the hit (bands of ten years from 25)."""
+    if birth_year is None:
+        return UNKNOWN
+    age = at.year - birth_year
+    for limit, band in AGE_BANDS:
+        if age < limit:
+            return band
+    return "65+"
+
+
+def cell_of(hit: Mapping[str, Any]) -> tuple[str, str, str]:
+    """The demographic cell (age band, gender, zip) of an anonymous hit."""
+    gender = (hit["gender"] or "").strip().lower() or UNKNOWN
+    zip_code = (hit["zip"] or "").strip().upper() or UNKNOWN
+    return age_band(hit["birth_year"], hit["received_at"]), gender, zip_code
+
+
+def recipient_hash(key: bytes, recipient_id: int) -> bytes:
+    """Keyed hash of a recipient: recognisable while the job key exists, never after."""
+    return hashlib.blake2b(recipient_id.to_bytes(8, "big", signed=True), key=key, digest_size=16).digest()
+
+
+def stored_columns(track: str, hit: Mapping[str, Any], enriched: Mapping[str, Any]) -> list[Any]:
+    """client_ip, user_agent, referer, accept_language, then ALL_ENRICHED, as the track allows."""
+    kept = KEPT[track]
+    values = [enriched.get(name) if name in kept else None for name in ALL_ENRICHED]
+    if track == PERSONAL:
+        # Personal hits keep the masked address, never the full one.
+        head = [enriched.get("client_ip_masked"), hit["user_agent"], hit["referer"], hit["accept_language"]]
+    else:
+        head = [None, None, None, None]
+    return head + values

@@ -1,0 +1,85 @@
+"""Hand-built jobs, recipients and raw hits for aggregator tests."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+import asyncpg
+
+T0 = dt.datetime(2024, 5, 6, 10, 0, tzinfo=dt.UTC)
+HIT_COLUMNS = (
+    "hit_id", "received_at", "kind", "job_id", "recipient_id", "link", "page", "client_ip",
+    "user_agent", "referer", "accept_language", "method", "prefetch", "reject_reason",
+)  # fmt: skip
+UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/124.0 Safari/537.36"
+
+
+def at(minutes: float, base: dt.datetime = T0) -> dt.datetime:
+    """``minutes`` after 2024-05-06 10:00 UTC."""
+    return base + dt.timedelta(minutes=minutes)
+
+
+def hit(
+    kind: str,
+    job_id: int,
+    recipient_id: int | None = None,
+    minute: float = 0,
+    link: str | None = None,
+    *,
+    method: str = "GET",
+    prefetch: bool = False,
+    reject_reason: str | None = None,
+    ip: str = "203.0.113.7",
+    ua: str = UA,
+    page: int | None = None,
+    received_at: dt.datetime | None = None,
+) -> tuple[Any, ...]:
+    """One raw_hits row as the collector would COPY it."""
+    return (
+        uuid.uuid4(), received_at or at(minute), kind, job_id, recipient_id, link, page, ip,
+        ua, None, "de-DE,de;q=0.9", method, prefetch, reject_reason,
+    )  # fmt: skip
+
+
+async def add_hits(conn: asyncpg.Connection, rows: list[tuple[Any, ...]]) -> None:
+    """Insert raw hits with binary COPY, as the collector does."""
+    await conn.copy_records_to_table("raw_hits", records=rows, columns=HIT_COLUMNS)
+
+
+async def add_job(
+    conn: asyncpg.Connection,
+    mode: str,
+    name: str | None = None,
+    retention_days: int = 90,
+    sent_at: dt.datetime | None = None,
+) -> int:
+    """Create a mail job; return its id."""
+    return await conn.fetchval(
+        "INSERT INTO jobs (name, mode, sent_at, retention_days) VALUES ($1, $2, $3, $4) RETURNING job_id",
+        name or f"{mode} job",
+        mode,
+        sent_at,
+        retention_days,
+    )
+
+
+async def add_recipients(
+    conn: asyncpg.Connection,
+    job_id: int,
+    count: int,
+    *,
+    consent: bool = False,
+    profile: tuple[int | None, str | None, str | None] = (None, None, None),
+    first: int = 1,
+    changed_at: dt.datetime = T0 - dt.timedelta(days=1),
+) -> list[int]:
+    """Recipients first..first+count-1 (addresses r<id>@example.org); return their ids."""
+    ids = list(range(first, first + count))
+    await conn.executemany(
+        "INSERT INTO recipients (job_id, recipient_id, recipient, consent, consent_changed_at,"
+        " birth_year, gender, zip) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        [(job_id, i, f"r{i}@example.org", consent, changed_at, *profile) for i in ids],
+    )
+    return ids
