@@ -23,7 +23,9 @@ from typing import Any
 
 import maxminddb
 
-from .text import clean, label
+from pixeltrack.config import ConfigError
+
+from .text import label
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +55,11 @@ def parse_ip(value: object) -> Address | None:
     if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address):
         address: Address = value
     else:
-        text = clean(value, 64)
-        if text is None:
+        # No cleaning here: an address with stray bytes in it is not an address.
+        if not isinstance(value, str) or len(value) > 64 or not value.isprintable():
             return None
         try:
-            address = ipaddress.ip_address(text)
+            address = ipaddress.ip_address(value.strip())
         except ValueError:
             return None
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
@@ -146,7 +148,7 @@ class GeoLookup:
     """Reads the configured databases, then the embedded country data."""
 
     def __init__(self, paths: Iterable[Path] = (), embedded: bool = True) -> None:
-        self._readers = [maxminddb.open_database(str(path)) for path in paths]
+        self._readers = [open_reader(path) for path in paths]
         self._embedded = embedded
 
     def lookup(self, address: Address | None) -> Geo:
@@ -173,6 +175,14 @@ class GeoLookup:
         for reader in self._readers:
             reader.close()
         self._readers = []
+
+
+def open_reader(path: Path) -> maxminddb.Reader:
+    """Open one database; a missing or broken file stops start-up, naming it."""
+    try:
+        return maxminddb.open_database(str(path))
+    except (OSError, ValueError, maxminddb.InvalidDatabaseError) as exc:
+        raise ConfigError(f"PIXELTRACK_GEOIP: cannot read {path}: {exc}") from exc
 
 
 def embedded_country(address: Address) -> str | None:
