@@ -1,17 +1,14 @@
-"""`pixeltrack collector` and `pixeltrack up`."""
+"""`pixeltrack collector`."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import dataclasses
 import logging
 import os
 from typing import Any
 
 from collector.config import CollectorConfig
-from collector.serve import install_uvloop, run, run_workers, serve
-from pixeltrack import db
+from collector.serve import run, run_workers
 from pixeltrack.config import CommonConfig
 
 log = logging.getLogger(__name__)
@@ -34,53 +31,3 @@ def cmd_collector(args: argparse.Namespace, settings: CommonConfig) -> int:
         secret_env = {"DATABASE_URL": config.database_url, "PIXELTRACK_SECRET": config.secrets.current}
         return run_workers(config, secret_env)
     return run(config)
-
-
-def cmd_up(args: argparse.Namespace, settings: CommonConfig) -> int:
-    """Database (embedded unless DATABASE_URL), schema, collector and aggregator together."""
-    config = collector_config(args, settings)
-    asyncio.run(db.apply_schema(config.database_url))
-    install_uvloop()
-    asyncio.run(_up(config, settings))
-    return 0
-
-
-async def _up(config: CollectorConfig, settings: CommonConfig) -> None:
-    try:
-        from aggregator.commands import scheduler_task
-    except ImportError:
-        scheduler_task = None
-    base = f"http://{config.host}:{config.port}"
-    demo = await _demo_urls(config, dataclasses.replace(settings, base_url=base))
-    await serve(config, extra=scheduler_task(config.database_url) if scheduler_task else None,
-                started=lambda: _print_welcome(base, demo))
-
-
-async def _demo_urls(config: CollectorConfig, settings: CommonConfig) -> list[str]:
-    """Make (once) a demo job with one recipient, and mint its URLs to try."""
-    from pixeltrack import jobs
-    from pixeltrack.mint import Minter
-
-    conn = await db.connect(config.database_url)
-    try:
-        rows = [r for r in await jobs.list_jobs(conn) if r["name"] == "demo"]
-        job_id = rows[0]["job_id"] if rows else await jobs.create_job(conn, "demo", "personal")
-        await jobs.import_recipients(conn, job_id, jobs.parse_csv("recipient,consent\ndemo@example.com,yes\n"))
-        rid = await jobs.recipient_id(conn, job_id, "demo@example.com")
-    finally:
-        await conn.close()
-    m = Minter(config.secrets.current, settings.base_url)
-    return [m.open_url(job_id, rid), m.click_url(job_id, rid, "https://example.com/"),
-            m.doc_url(job_id, rid, 1), f"pixeltrack report --job {job_id}"]
-
-
-def _print_welcome(base: str, demo: list[str]) -> None:
-    print(f"""
-pixeltrack is up.
-  open pixel    {demo[0]}
-  tracked link  {demo[1]}
-  document page {demo[2]}
-  health        {base}/healthz   ready {base}/readyz   metrics {base}/metrics
-  report        {demo[3]}   (the aggregator rolls up every minute)
-Ctrl-C stops everything.
-""", flush=True)

@@ -51,10 +51,11 @@ def _db_commands(sub: argparse._SubParsersAction) -> None:
 
 def _service_commands(sub: argparse._SubParsersAction) -> None:
     from collector import commands as collector_commands
+    from pixeltrack import up
 
     p = sub.add_parser("up", help="start everything: database, collector and aggregator")
     _add_server_flags(p)
-    p.set_defaults(func=collector_commands.cmd_up, up=True)
+    p.set_defaults(func=up.cmd_up, up=True)
     p = sub.add_parser("collector", help="run the collector")
     _add_server_flags(p)
     p.add_argument("--workers", type=int, default=None, help="processes sharing the port (SO_REUSEPORT)")
