@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import fields
 from datetime import datetime
 from typing import Any
 
@@ -17,8 +17,8 @@ from .client import Client, parse_client
 from .config import EnrichConfig
 from .geo import NOWHERE, Address, Geo, GeoLookup, mask_ip, parse_ip
 from .machine import Event, hit_reason, scanner_clicks
-from .source import classify
-from .text import clean, label
+from .source import Source, classify
+from .text import clean
 
 OUTPUT_KEYS = (
     "device_class", "browser", "browser_version", "os", "os_version", "mail_client",
@@ -28,6 +28,8 @@ OUTPUT_KEYS = (
 )  # fmt: skip
 PROXY_REASONS = frozenset({"apple_mpp", "gmail_proxy", "yahoo_proxy", "image_proxy"})
 _LANGUAGE = re.compile(r"[a-z]{2,3}")
+SOURCE_FIELDS = tuple(field.name for field in fields(Source))
+Place = tuple[Geo, str | None]
 
 
 def language(header: object) -> str | None:
@@ -68,14 +70,18 @@ class Enricher:
     ) -> list[dict[str, Any]]:
         """One output dict per input hit, same order."""
         agents: dict[object, Client] = {}
-        places: dict[Address, Geo] = {}
+        places: dict[Address, Place] = {}
+        sources: dict[tuple[object, ...], dict[str, Any]] = {}
         clients = [self._client(hit.get("user_agent"), agents) for hit in hits]
         addresses = [parse_ip(hit.get("client_ip")) for hit in hits]
         reasons = [hit_reason(h, c, a, self.config) for h, c, a in zip(hits, clients, addresses, strict=True)]
         events = [self._event(hit, client) for hit, client in zip(hits, clients, strict=True)]
         for index in scanner_clicks(events, sent_at or {}, self.config):
             reasons[index] = reasons[index] or "scanner"
-        return [self._row(hit, clients[i], reasons[i], addresses[i], places) for i, hit in enumerate(hits)]
+        return [
+            self._row(hit, clients[i], reasons[i], self._place(addresses[i], places), sources)
+            for i, hit in enumerate(hits)
+        ]
 
     def _client(self, user_agent: object, cache: dict[object, Client]) -> Client:
         """Parsed agent, once per distinct string in this run."""
@@ -87,16 +93,29 @@ class Enricher:
             found = cache[key] = parse_client(user_agent, self.config.scanner_agents)
         return found
 
-    def _place(self, address: Address | None, cache: dict[Address, Geo]) -> Geo:
-        """Geo answer, once per distinct address in this run."""
+    def _place(self, address: Address | None, cache: dict[Address, Place]) -> Place:
+        """Geo answer and masked address, once per distinct address in this run."""
         if address is None:
-            return NOWHERE
-        if not self._cache:
-            return self.geo.lookup(address)
-        found = cache.get(address)
+            return NOWHERE, None
+        found = cache.get(address) if self._cache else None
         if found is None:
-            found = cache[address] = self.geo.lookup(address)
+            masked = mask_ip(address, self.config.ipv4_prefix, self.config.ipv6_prefix)
+            found = (self.geo.lookup(address), masked)
+            if self._cache:
+                cache[address] = found
         return found
+
+    def _source(self, hit: Mapping[str, Any], cache: dict[tuple[object, ...], dict[str, Any]]) -> dict[str, Any]:
+        """Source columns, once per distinct (kind, landing URL, referrer) in this run."""
+        key = (hit.get("kind"), hit.get("url"), hit.get("link"), hit.get("referer"))
+        if not self._cache or not all(part is None or isinstance(part, str) for part in key):
+            found = classify(hit, self.config.internal_hosts)
+            return {name: getattr(found, name) for name in SOURCE_FIELDS}
+        row = cache.get(key)
+        if row is None:
+            found = classify(hit, self.config.internal_hosts)
+            row = cache[key] = {name: getattr(found, name) for name in SOURCE_FIELDS}
+        return row
 
     @staticmethod
     def _event(hit: Mapping[str, Any], client: Client) -> Event:
@@ -114,12 +133,12 @@ class Enricher:
 
     def _row(
         self, hit: Mapping[str, Any], client: Client, reason: str | None,
-        address: Address | None, places: dict[Address, Geo],
+        place: Place, sources: dict[tuple[object, ...], dict[str, Any]],
     ) -> dict[str, Any]:  # fmt: skip
         """The output columns of one hit."""
         device, traffic = verdict(client, reason)
-        geo = self._place(address, places)
-        row: dict[str, Any] = {
+        geo, masked = place
+        return {
             "device_class": device,
             "browser": client.browser,
             "browser_version": client.browser_version,
@@ -134,8 +153,6 @@ class Enricher:
             "asn": geo.asn,
             "network": geo.network,
             "language": language(hit.get("accept_language")),
-            **asdict(classify(hit, self.config.internal_hosts)),
-            "client_ip_masked": mask_ip(address, self.config.ipv4_prefix, self.config.ipv6_prefix),
+            **self._source(hit, sources),
+            "client_ip_masked": masked,
         }
-        row["source_name"] = label(row["source_name"])
-        return row
