@@ -92,6 +92,12 @@ CREATE TABLE IF NOT EXISTS raw_hits (
     utm_term         text,
     utm_content      text,
     click_id         text,    -- gclid / fbclid / msclkid
+    -- page views of website tracking (kind 'page'), as the snippet reported them
+    url              text,    -- the page address
+    title            text,
+    visitor_id       text,    -- the anonymous first-party visitor cookie
+    screen           text,    -- e.g. 1920x1080
+    contact          text,    -- signed contact parameter from a tracked e-mail click
     PRIMARY KEY (job_id, received_at, hit_id)
 ) PARTITION BY RANGE (received_at);
 COMMENT ON TABLE raw_hits IS 'Every pixel fetch and click as the collector saw it, partitioned by day.';

@@ -28,13 +28,13 @@ def _prefetch(request: web.Request) -> bool:
 
 
 def record(request: web.Request, kind: str, job: int, rcpt: int | None, link: str | None,
-           page: int | None, reason: str | None) -> None:
+           page: int | None, reason: str | None, extra: dict[str, str] | None = None) -> None:
     """Append one hit as a plain tuple (see write_buffer.HIT_FIELDS)."""
     h = request.headers
     request.app[WRITER].append((
         time.time(), kind, job, rcpt, link, page, request.remote, h.get("X-Forwarded-For"),
         h.get("User-Agent"), h.get("Referer"), h.get("Accept-Language"), request.method,
-        _prefetch(request), reason,
+        _prefetch(request), reason, extra,
     ))
 
 

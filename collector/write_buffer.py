@@ -35,10 +35,14 @@ log = logging.getLogger(__name__)
 
 # The order of a hit as the handler appends it ...
 HIT_FIELDS = ("ts", "kind", "job_id", "recipient_id", "link", "page", "peer", "xff",
-              "user_agent", "referer", "accept_language", "method", "prefetch", "reject_reason")
+              "user_agent", "referer", "accept_language", "method", "prefetch", "reject_reason", "extra")
+# ``extra`` is None for mail hits, or a dict of these text columns (page views
+# of website tracking), each cleaned like a header and cut at its limit.
+EXTRA_COLUMNS = {"url": 2048, "title": 512, "visitor_id": 64, "screen": 32, "contact": 512}
+_NO_EXTRA = (None,) * len(EXTRA_COLUMNS)
 # ... and of a row as COPY writes it.
 COLUMNS = ("hit_id", "received_at", "kind", "job_id", "recipient_id", "link", "page", "client_ip",
-           "user_agent", "referer", "accept_language", "method", "prefetch", "reject_reason")
+           "user_agent", "referer", "accept_language", "method", "prefetch", "reject_reason", *EXTRA_COLUMNS)
 UUID_AT, TIME_AT = 0, 1
 Hit = tuple[Any, ...]
 
@@ -137,7 +141,7 @@ class HitWriter:
         repairs: Counter[str] = Counter()
         rows = []
         resolve = self.addresses.resolve
-        for ts, kind, job, rcpt, link, page, peer, xff, ua, ref, lang, method, prefetch, reason in batch:
+        for ts, kind, job, rcpt, link, page, peer, xff, ua, ref, lang, method, prefetch, reason, extra in batch:
             if reason is None:
                 kinds[kind] += 1
             else:
@@ -147,9 +151,14 @@ class HitWriter:
                 clean_text(link, LIMITS["link"], repairs), page, resolve(peer, xff, repairs),
                 clean_text(ua, LIMITS["user_agent"], repairs), clean_text(ref, LIMITS["referer"], repairs),
                 clean_text(lang, LIMITS["accept_language"], repairs), method, prefetch, reason,
+                *(_NO_EXTRA if extra is None else self._extra(extra, repairs)),
             ))
         self.metrics.count_batch(kinds, reasons, repairs)
         return rows
+
+    @staticmethod
+    def _extra(extra: dict[str, Any], repairs: Counter[str]) -> tuple[str | None, ...]:
+        return tuple(clean_text(extra.get(name), limit, repairs) for name, limit in EXTRA_COLUMNS.items())
 
     async def _write(self, records: list[Hit]) -> bool:
         """COPY ``records``; False when PostgreSQL is unavailable (caller spools)."""
