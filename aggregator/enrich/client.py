@@ -119,13 +119,14 @@ def parse_client(raw: object, scanner_agents: tuple[str, ...] = agents.DEFAULT_S
     lowered = ua.lower()
     scanner = any(token in lowered for token in scanner_agents)
     reason = agent_reason(ua, result)
-    family = result.user_agent.family if result.user_agent else None
+    agent = result.user_agent
+    family = agent.family if agent else None
     os_ = result.os
     client_app = mail_client(ua, result)
     return Client(
         device_class=device_class(ua, result, reason, scanner),
         browser=label(family) if family and family != "Other" else None,
-        browser_version=version(result.user_agent.major, result.user_agent.minor) if family else None,
+        browser_version=version(agent.major, agent.minor) if agent else None,
         os=label(os_.family) if os_ and os_.family != "Other" else None,
         os_version=version(os_.major, os_.minor, os_.patch) if os_ else None,
         mail_client=client_app,

@@ -109,9 +109,9 @@ def group_scanner_clicks(events: Sequence[Event], members: list[int], config: En
     """Scanner clicks among one recipient's events."""
     try:
         clicks = sorted(
-            (events[i].at, i, events[i].link)
+            (at, i, events[i].link)
             for i in members
-            if events[i].kind == "click" and isinstance(events[i].at, datetime)
+            if events[i].kind == "click" and isinstance(at := events[i].at, datetime)
         )
         flagged = burst_clicks(clicks, config.scanner_burst_seconds, config.scanner_burst_links)
     except TypeError:  # naive and aware times mixed: no burst can be told
