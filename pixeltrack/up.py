@@ -11,7 +11,10 @@ import argparse
 import asyncio
 import dataclasses
 import logging
+import os
 
+from aggregator.config import AggregatorConfig
+from aggregator.scheduler import run_scheduler
 from collector.commands import collector_config
 from collector.config import CollectorConfig
 from collector.serve import install_uvloop, serve
@@ -32,14 +35,14 @@ def cmd_up(args: argparse.Namespace, settings: CommonConfig) -> int:
 
 
 async def _up(config: CollectorConfig, settings: CommonConfig) -> None:
-    try:
-        from aggregator.commands import scheduler_task
-    except ImportError:
-        scheduler_task = None
     base = f"http://{config.host}:{config.port}"
     demo = await _demo_urls(config, dataclasses.replace(settings, base_url=base))
-    await serve(config, extra=scheduler_task(config.database_url) if scheduler_task else None,
-                started=lambda: _print_welcome(base, demo))
+    aggregator_config = AggregatorConfig.from_env(os.environ)
+
+    async def aggregate(stop: asyncio.Event) -> None:
+        await run_scheduler(config.database_url, aggregator_config, stop)
+
+    await serve(config, extra=aggregate, started=lambda: _print_welcome(base, demo))
 
 
 async def _demo_urls(config: CollectorConfig, settings: CommonConfig) -> list[str]:
