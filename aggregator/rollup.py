@@ -8,6 +8,7 @@ a concurrent run never takes the same hits.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import secrets
@@ -103,13 +104,17 @@ async def run_batch(
 
 
 async def rollup(
-    conn: asyncpg.Connection, config: AggregatorConfig, enricher: Enriching | None = None, fault: Fault | None = None
+    conn: asyncpg.Connection,
+    config: AggregatorConfig,
+    enricher: Enriching | None = None,
+    fault: Fault | None = None,
+    stop: asyncio.Event | None = None,
 ) -> RunStats:
-    """Roll up every hit not yet rolled up, batch after batch; return the stats."""
+    """Roll up every hit not yet rolled up, batch after batch (until ``stop``); return the stats."""
     enricher = enricher or make_enricher(config.enrich)
     stats = RunStats()
     started = time.perf_counter()
-    while True:
+    while stop is None or not stop.is_set():
         taken = await run_batch(conn, config, enricher, stats, fault)
         if not taken:
             break

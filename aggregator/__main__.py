@@ -1,0 +1,28 @@
+"""`python -m aggregator [--once | --purge] [--interval N]`: the aggregator without the pixeltrack CLI."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from pixeltrack.config import CommonConfig, ConfigError
+
+from .commands import add_aggregator_flags, aggregator_command
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse flags, configure logging, run."""
+    parser = argparse.ArgumentParser(prog="python -m aggregator", description="pixeltrack report aggregator")
+    add_aggregator_flags(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return aggregator_command(args, CommonConfig.from_env())
+    except ConfigError as exc:
+        print(f"aggregator: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""The aggregator service: roll-up every N seconds, purge daily (APScheduler).
+
+Each job runs at most one instance at a time and missed runs are coalesced;
+on stop the scheduler is paused, the run in progress finishes its batch (a
+batch is one transaction, so stopping between batches loses nothing), then
+the pool is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+
+import asyncpg
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from pixeltrack import db
+
+from .config import AggregatorConfig
+from .enriching import Enriching, make_enricher
+from .retention import purge
+from .rollup import rollup
+
+log = logging.getLogger(__name__)
+
+
+class Service:
+    """The scheduled work, sharing one pool and one enricher."""
+
+    def __init__(self, pool: asyncpg.Pool, config: AggregatorConfig, stop: asyncio.Event) -> None:
+        self.pool = pool
+        self.config = config
+        self.stop = stop
+        self.enricher: Enriching = make_enricher(config.enrich)
+        self.busy = asyncio.Lock()  # held while a job runs; stop waits for it
+
+    async def rollup_job(self) -> None:
+        """One roll-up of everything pending; errors are logged, the next run retries."""
+        async with self.busy, self.pool.acquire() as conn:
+            try:
+                await rollup(conn, self.config, self.enricher, stop=self.stop)
+            except (asyncpg.PostgresError, OSError):
+                log.exception("roll-up failed; nothing of the failed batch was applied")
+
+    async def purge_job(self) -> None:
+        """The daily retention purge."""
+        async with self.busy, self.pool.acquire() as conn:
+            try:
+                await purge(conn, self.config)
+            except (asyncpg.PostgresError, OSError):
+                log.exception("purge failed; it runs again tomorrow")
+
+    def schedule(self, scheduler: AsyncIOScheduler) -> None:
+        """Add both jobs: roll-up now and every interval, purge daily at purge_hour UTC."""
+        common = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
+        scheduler.add_job(self.rollup_job, "interval", seconds=self.config.interval, id="rollup",
+                          next_run_time=dt.datetime.now(dt.UTC), **common)  # fmt: skip
+        scheduler.add_job(self.purge_job, "cron", hour=self.config.purge_hour, minute=7, id="purge", **common)
+
+
+async def run_scheduler(database_url: str, config: AggregatorConfig, stop: asyncio.Event) -> None:
+    """Run the aggregator in the current event loop until ``stop`` is set."""
+    pool = await db.create_pool(database_url, min_size=1, max_size=2)
+    try:
+        async with pool.acquire() as conn:
+            await db.ensure_partitions(conn)
+        service = Service(pool, config, stop)
+        scheduler = AsyncIOScheduler(timezone=dt.UTC)
+        service.schedule(scheduler)
+        scheduler.start()
+        log.info("aggregator: roll-up every %d s, purge daily at %02d:07 UTC", config.interval, config.purge_hour)
+        await stop.wait()
+        scheduler.pause()
+        async with service.busy:  # let the batch in progress commit
+            scheduler.shutdown(wait=False)
+    finally:
+        await pool.close()
+    log.info("aggregator stopped")
