@@ -37,10 +37,10 @@ SELECT age_band, gender, zip, recipients, opens, unique_opens, clicks, unique_cl
 FROM report_demographics WHERE job_id = $1 ORDER BY age_band, gender, zip
 """
 TIMELINE = """
-SELECT hour, sum(total - machine) FILTER (WHERE kind = 'open') AS opens,
-       sum(total - machine) FILTER (WHERE kind = 'click') AS clicks,
-       sum(machine) FILTER (WHERE kind = 'open') AS machine_opens,
-       sum(machine) FILTER (WHERE kind = 'click') AS machine_clicks
+SELECT hour, sum(total - machine) FILTER (WHERE kind = 'open')::bigint AS opens,
+       sum(total - machine) FILTER (WHERE kind = 'click')::bigint AS clicks,
+       sum(machine) FILTER (WHERE kind = 'open')::bigint AS machine_opens,
+       sum(machine) FILTER (WHERE kind = 'click')::bigint AS machine_clicks
 FROM report_hourly WHERE job_id = $1 GROUP BY hour ORDER BY hour
 """
 BREAKDOWNS = """
