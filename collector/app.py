@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.log import server_logger as server_log
 
 from collector import views
 from collector.config import CollectorConfig
@@ -17,6 +19,34 @@ from collector.write_buffer import HitWriter
 from pixeltrack.tokens import Signer
 
 log = logging.getLogger(__name__)
+
+
+class BadHttpCounter(logging.Filter):
+    """Counts requests aiohttp's parser refused (not HTTP, NUL bytes, huge headers).
+
+    aiohttp answers them 400 itself and logs a traceback each; from the open
+    internet that is noise an attacker can use to flood the logs, so they are
+    counted as rejected{reason="bad_http"} instead and not logged.
+    """
+
+    def __init__(self, metrics: Metrics) -> None:
+        super().__init__()
+        self.metrics = metrics
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and str(record.msg).startswith("Error handling request"):
+            self.metrics.rejected.labels("bad_http").inc()
+            return False
+        return True
+
+
+async def bad_http_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Install the bad-request counter for this app's lifetime."""
+    counter = BadHttpCounter(app[METRICS])
+    server_log.addFilter(counter)
+    yield
+    server_log.removeFilter(counter)
 
 
 async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -51,6 +81,7 @@ def create_app(config: CollectorConfig) -> web.Application:
     app[SIGNER] = Signer(config.secrets.current, config.secrets.previous)
     app[METRICS] = Metrics()
     app[STATE] = RunState()
+    app.cleanup_ctx.append(bad_http_ctx)
     app.cleanup_ctx.append(pool_ctx)
     app.cleanup_ctx.append(writer_ctx)
     app.router.add_get("/o/{token}", views.open_pixel)

@@ -72,6 +72,9 @@ class TestHostileInput:
         async with running(make_config(db_url, tmp_path)) as client:
             answer = await raw_request(client.server.port, bad)
             assert answer.split(b" ", 2)[1] == b"400"
+            metrics = await (await client.get("/metrics")).text()
+            if not bad.startswith(b"\x16"):  # aiohttp logs TLS-on-a-plain-port at debug only; not counted
+                assert 'pixeltrack_hits_rejected_total{reason="bad_http"} 1.0' in metrics
             resp = await client.get(path(minter().open_url(1, 1)))
             assert await resp.read() == GIF
             await flush(client)
