@@ -8,7 +8,7 @@ from __future__ import annotations
 # (and never the same ones). Joined with what the mode needs to know.
 CLAIM = """
 WITH c AS (
-    SELECT hit_id, received_at, kind, job_id, recipient_id, link, page, client_ip::text AS client_ip,
+    SELECT hit_id, received_at, kind, job_id, recipient_id, link, page, host(client_ip) AS client_ip,
            user_agent, referer, accept_language, method, prefetch, reject_reason
     FROM raw_hits WHERE rolled_at IS NULL
     ORDER BY received_at LIMIT $1
