@@ -32,12 +32,13 @@ class Metrics:
             "pixeltrack_flush_seconds", "Time to write one batch", registry=r,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
-        mode = {"multiprocess_mode": "livesum"} if self.multiprocess else {}
-        self.buffered = Gauge("pixeltrack_hits_buffered", "Hits in memory awaiting a flush", registry=r, **mode)
+        # multiprocess_mode only matters with PROMETHEUS_MULTIPROC_DIR (--workers).
+        self.buffered = Gauge("pixeltrack_hits_buffered", "Hits in memory awaiting a flush", registry=r,
+                              multiprocess_mode="livesum")
         self.spool_bytes = Gauge("pixeltrack_spool_bytes", "Bytes waiting in the spool", registry=r,
-                                 **({"multiprocess_mode": "max"} if self.multiprocess else {}))
+                                 multiprocess_mode="max")
         self.database_up = Gauge("pixeltrack_database_up", "1 when the last write reached PostgreSQL",
-                                 registry=r, **({"multiprocess_mode": "min"} if self.multiprocess else {}))
+                                 registry=r, multiprocess_mode="min")
         self.database_up.set(1)
 
     def count_batch(self, kinds: TallyCounter[str], reasons: TallyCounter[str], repairs: TallyCounter[str]) -> None:

@@ -14,7 +14,8 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from aiohttp import web
 
@@ -24,7 +25,7 @@ from collector.state import STATE
 
 log = logging.getLogger(__name__)
 
-Extra = Callable[[asyncio.Event], Awaitable[None]]
+Extra = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 
 def install_uvloop() -> None:

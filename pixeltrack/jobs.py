@@ -113,7 +113,9 @@ def parse_csv(text: str) -> list[Recipient]:
     if unknown:
         raise RecipientsError([(1, f"unknown column(s): {', '.join(sorted(unknown))}")])
     reader.fieldnames = header
-    rows, errors, seen = [], [], {}
+    rows: list[Recipient] = []
+    errors: list[tuple[int, str]] = []
+    seen: dict[str, int] = {}
     for row in reader:
         line = reader.line_num
         try:
