@@ -11,7 +11,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.log import server_logger as server_log
 
-from collector import views
+from collector import site, views
 from collector.config import CollectorConfig
 from collector.metrics import Metrics
 from collector.state import CONFIG, METRICS, POOL, SIGNER, STATE, WRITER, RunState
@@ -90,4 +90,5 @@ def create_app(config: CollectorConfig) -> web.Application:
     app.router.add_get("/healthz", views.healthz)
     app.router.add_get("/readyz", views.readyz)
     app.router.add_get("/metrics", views.metrics)
+    site.add_routes(app)  # website tracking: /t.js, /r.gif, POST /r
     return app

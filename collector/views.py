@@ -12,6 +12,7 @@ import time
 
 from aiohttp import web
 
+from collector import site
 from collector.pixel import GIF, NO_STORE, NOT_FOUND_BODY, PIXEL_HEADERS
 from collector.state import METRICS, SIGNER, STATE, WRITER
 from pixeltrack.tokens import KIND_CLICK, KIND_DOC, KIND_OPEN, TokenError
@@ -28,13 +29,22 @@ def _prefetch(request: web.Request) -> bool:
 
 
 def record(request: web.Request, kind: str, job: int, rcpt: int | None, link: str | None,
-           page: int | None, reason: str | None, extra: dict[str, str] | None = None) -> None:
-    """Append one hit as a plain tuple (see write_buffer.HIT_FIELDS)."""
+           page: int | None, reason: str | None, extra: dict[str, str | None] | None = None,
+           referer: str | None = None, language: str | None = None, anonymous: bool = False) -> None:
+    """Append one hit as a plain tuple (see write_buffer.HIT_FIELDS).
+
+    Page views pass the document's ``referer`` ("" for none: the Referer header
+    of a beacon is the page itself) and ``language`` as the snippet reported
+    them; ``anonymous`` keeps neither address nor user agent (a
+    visitor asking not to be tracked, on a site that tracks them blind).
+    """
     h = request.headers
+    peer, xff, agent = (None, None, None) if anonymous else (
+        request.remote, h.get("X-Forwarded-For"), h.get("User-Agent"))
     request.app[WRITER].append((
-        time.time(), kind, job, rcpt, link, page, request.remote, h.get("X-Forwarded-For"),
-        h.get("User-Agent"), h.get("Referer"), h.get("Accept-Language"), request.method,
-        _prefetch(request), reason, extra,
+        time.time(), kind, job, rcpt, link, page, peer, xff, agent,
+        h.get("Referer") if referer is None else referer or None, language or h.get("Accept-Language"),
+        request.method, _prefetch(request), reason, extra,
     ))
 
 
@@ -75,10 +85,13 @@ async def doc_page(request: web.Request) -> web.Response:
 
 async def click(request: web.Request) -> web.Response:
     """GET /c/{token}: redirect to the signed destination, or 404. Never an open redirect."""
-    job, rcpt, url, reason = _verify(request, request.match_info["token"], KIND_CLICK)
+    token = request.match_info["token"]
+    job, rcpt, url, reason = _verify(request, token, KIND_CLICK)
     record(request, "click", job, rcpt, url, None, reason)
     if reason is not None or url is None:
         return web.Response(status=404, body=NOT_FOUND_BODY, content_type="text/plain", headers=NO_STORE)
+    if rcpt is not None and request.app[SIGNER].identifies(token):  # personal: the site learns the contact
+        url = site.with_contact(request.app[SIGNER], url, job, rcpt)
     return web.Response(status=302, headers={"Location": url, **NO_STORE})
 
 

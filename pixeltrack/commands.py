@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from pixeltrack import db, jobs
+from pixeltrack import db, jobs, sites
 from pixeltrack.config import CommonConfig, ConfigError
 from pixeltrack.embedded import database_url, stored_secret
 from pixeltrack.mint import Minter
@@ -124,36 +124,40 @@ def cmd_mint(args: argparse.Namespace, settings: CommonConfig) -> int:
         blind = job["mode"] == "blind"
         if args.url:
             await jobs.register_links(conn, args.job, args.url)
+        # Personal tracking: clicks may name the recipient to the destination website.
+        identified = await sites.identifiable(conn, args.job)
         if args.all:
             rows = [] if blind else await jobs.all_recipients(conn, args.job)
             targets = [(r["recipient_id"], r["recipient"]) for r in rows]
-            print_merge_csv(minter, args, targets or [(None, "")])
+            print_merge_csv(minter, args, targets or [(None, "")], identified)
             return 0
         rid = None
         if args.recipient and not blind:
             rid = await jobs.recipient_id(conn, args.job, args.recipient)
-        print_urls(minter, args, rid)
+        print_urls(minter, args, rid, rid in identified)
         return 0
 
     return run_db(settings, work)
 
 
-def print_urls(minter: Minter, args: argparse.Namespace, rid: int | None) -> None:
-    """One recipient's URLs, labelled."""
+def print_urls(minter: Minter, args: argparse.Namespace, rid: int | None, identify: bool = False) -> None:
+    """One recipient's URLs, labelled (``identify``: clicks carry the contact to the website)."""
     if args.doc:
         for page in range(1, args.pages + 1):
             print(f"doc page {page}: {minter.doc_url(args.job, rid, page)}")
         return
     print(f"open: {minter.open_url(args.job, rid)}")
     for url in args.url or []:
-        print(f"click {url}: {minter.click_url(args.job, rid, url)}")
+        print(f"click {url}: {minter.click_url(args.job, rid, url, identify)}")
 
 
-def print_merge_csv(minter: Minter, args: argparse.Namespace, targets: list[tuple[int | None, str]]) -> None:
+def print_merge_csv(minter: Minter, args: argparse.Namespace, targets: list[tuple[int | None, str]],
+                    identified: set[int] | frozenset[int] = frozenset()) -> None:
     """A mail-merge CSV: recipient, open pixel, one column per tracked link."""
     out = csv.writer(sys.stdout)
     urls = args.url or []
     out.writerow(["recipient", "open_url", *[f"click_url_{i + 1}" for i in range(len(urls))]])
     for rid, recipient in targets:
         first = minter.doc_url(args.job, rid) if args.doc else minter.open_url(args.job, rid)
-        out.writerow([recipient, first, *[minter.click_url(args.job, rid, u) for u in urls]])
+        identify = rid in identified
+        out.writerow([recipient, first, *[minter.click_url(args.job, rid, u, identify) for u in urls]])

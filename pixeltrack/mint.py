@@ -45,9 +45,14 @@ class Minter:
         """The 1x1 open pixel for one recipient (no recipient for blind jobs)."""
         return f"{self.base_url}/o/{self.signer.mint(KIND_OPEN, job_id, recipient_id)}.gif"
 
-    def click_url(self, job_id: int, recipient_id: int | None, url: str) -> str:
-        """A tracked link that redirects to ``url`` and nowhere else."""
-        token = self.signer.mint(KIND_CLICK, job_id, recipient_id, check_destination(url))
+    def click_url(self, job_id: int, recipient_id: int | None, url: str, identify: bool = False) -> str:
+        """A tracked link that redirects to ``url`` and nowhere else.
+
+        ``identify`` (personal tracking only) makes the redirect add the signed
+        contact parameter ``pt_c`` so the destination site knows the recipient.
+        """
+        identify = identify and recipient_id is not None
+        token = self.signer.mint(KIND_CLICK, job_id, recipient_id, check_destination(url), identify)
         return f"{self.base_url}/c/{token}"
 
     def doc_url(self, job_id: int, recipient_id: int | None = None, page: int = 1) -> str:

@@ -2,7 +2,7 @@
 
 Layout (before base64url without padding)::
 
-    byte 0      version (high nibble) | kind (low nibble)
+    byte 0      identify flag (bit 7) | version (bits 4-6) | kind (low nibble)
     varint      job_id
     varint      recipient_id + 1   (0 = no recipient: blind jobs, shared documents)
     rest        click destination URL, UTF-8 (clicks only)
@@ -30,7 +30,22 @@ KIND_OPEN = 1
 KIND_CLICK = 2
 KIND_DOC = 3
 KIND_CONTACT = 4  # signed contact parameter added to click destinations (website tracking)
-KIND_NAMES = {KIND_OPEN: "open", KIND_CLICK: "click", KIND_DOC: "doc", KIND_CONTACT: "contact"}
+# A site key: job_id is the site, the recipient slot carries the SITE_* flags
+# the collector applies on the request path (no database lookup).
+KIND_SITE = 5
+KIND_NAMES = {KIND_OPEN: "open", KIND_CLICK: "click", KIND_DOC: "doc", KIND_CONTACT: "contact", KIND_SITE: "site"}
+# Set (under the tag) on clicks that may name their recipient to the
+# destination website: personal jobs, consenting permission_personal
+# recipients. Decided when minting, so the redirect needs no database.
+IDENTIFY = 0x80
+
+# Site-key flags (a bit set; the snippet reads them from the key too).
+SITE_COOKIELESS = 1   # no cookie at all: visitors only as a daily salted hash
+SITE_SPA_HASH = 2     # hash changes are page views (hash-routed single-page apps)
+SITE_DNT_BLIND = 4    # Do Not Track / GPC: track blind instead of not at all
+SITE_DNT_IGNORE = 8   # Do Not Track / GPC: no effect
+SITE_UNIQUE = 16      # mode unique (neither mode bit: personal)
+SITE_BLIND = 32       # mode blind
 
 
 class Token(NamedTuple):
@@ -100,11 +115,14 @@ class Signer:
     def _tag(self, key: bytes, payload: bytes) -> bytes:
         return hashlib.blake2b(payload, key=key, digest_size=TAG_BYTES).digest()
 
-    def mint(self, kind: int, job_id: int, recipient_id: int | None = None, url: str | None = None) -> str:
-        """Return the token for a hit of ``kind`` on ``job_id`` (and recipient, URL)."""
+    def mint(self, kind: int, job_id: int, recipient_id: int | None = None, url: str | None = None,
+             identify: bool = False) -> str:
+        """Return the token for a hit of ``kind`` on ``job_id`` (and recipient, URL, identify flag)."""
         if kind == KIND_CLICK and not url:
             raise ValueError("a click token needs a destination URL")
-        payload = bytes([VERSION << 4 | kind]) + _varint(job_id)
+        if identify and kind != KIND_CLICK:
+            raise ValueError("only click tokens can identify their recipient")
+        payload = bytes([(IDENTIFY if identify else 0) | VERSION << 4 | kind]) + _varint(job_id)
         payload += _varint(0 if recipient_id is None else recipient_id + 1)
         if url:
             payload += url.encode("utf-8")
@@ -131,7 +149,7 @@ class Signer:
     def _parse(payload: bytes) -> Token:
         head = payload[0]
         kind = head & 0x0F
-        if head >> 4 != VERSION or kind not in KIND_NAMES:
+        if (head & ~IDENTIFY) >> 4 != VERSION or kind not in KIND_NAMES:
             raise TokenError("malformed")
         job_id, pos = _read_varint(payload, 1)
         rcpt, pos = _read_varint(payload, pos)
@@ -144,3 +162,9 @@ class Signer:
         if kind == KIND_CLICK and not url:
             raise TokenError("malformed")
         return Token(kind, job_id, rcpt - 1 if rcpt else None, url)
+
+    @staticmethod
+    def identifies(token: str) -> bool:
+        """Whether a token that ``verify`` accepted carries the identify flag."""
+        head = base64.urlsafe_b64decode(token[:4])
+        return bool(head[0] & IDENTIFY)
