@@ -495,3 +495,18 @@ CREATE TABLE IF NOT EXISTS site_contact_views (
 );
 CREATE INDEX IF NOT EXISTS site_contact_views_contact ON site_contact_views (job_id, mail_job_id, recipient_id);
 COMMENT ON TABLE site_contact_views IS 'Personal sites: page views of identified contacts.';
+
+-- Headline numbers per site (visitors: distinct over the site's life on
+-- personal sites; on unique sites the sum of daily visitors, as hashes die daily).
+CREATE TABLE IF NOT EXISTS site_totals (
+    job_id     bigint PRIMARY KEY,
+    pageviews  bigint NOT NULL DEFAULT 0,
+    machine    bigint NOT NULL DEFAULT 0,
+    visitors   bigint NOT NULL DEFAULT 0,
+    sessions   bigint NOT NULL DEFAULT 0
+);
+COMMENT ON TABLE site_totals IS 'Human page views, machine page views, visitors and sessions per site.';
+
+-- Earlier anonymous views of a visitor are found through this when a
+-- tracked e-mail click identifies them (personal sites keep visitor_id).
+CREATE INDEX IF NOT EXISTS raw_hits_visitor ON raw_hits (job_id, visitor_id) WHERE visitor_id IS NOT NULL;

@@ -1,0 +1,171 @@
+"""SQL of the website roll-up, as named constants ($n parameters, never formatted)."""
+
+from __future__ import annotations
+
+# Claims unrolled page views only (the mail roll-up leaves kind 'page' alone),
+# joined with the site's mode and settings; SKIP LOCKED as for mail.
+CLAIM_PAGES = """
+WITH c AS (
+    SELECT hit_id, received_at, kind, job_id, recipient_id, link, client_ip::text AS client_ip, user_agent,
+           referer, accept_language, method, prefetch, reject_reason, url, title, visitor_id, screen, contact
+    FROM raw_hits WHERE rolled_at IS NULL AND kind = 'page'
+    ORDER BY received_at LIMIT $1
+    FOR UPDATE SKIP LOCKED
+)
+SELECT c.*, j.mode, coalesce(s.cookieless, false) AS cookieless, coalesce(s.spa_hash, false) AS spa_hash
+FROM c
+LEFT JOIN jobs j ON j.job_id = c.job_id AND j.kind = 'site'
+LEFT JOIN sites s ON s.job_id = c.job_id
+ORDER BY c.received_at, c.hit_id
+"""
+
+# Site merges are serialised between aggregators (sessions are read, then written).
+MERGE_LOCK = "SELECT pg_advisory_xact_lock(7079438)"
+
+# ------------------------------------------------------------------ salts --
+DESTROY_SALTS = "DELETE FROM site_salts WHERE day < $1"
+DESTROY_SEEN = "DELETE FROM site_seen WHERE salt_day < $1"
+DESTROY_SESSION_KEYS = "UPDATE site_sessions SET vkey = NULL WHERE salt_day < $1 AND vkey IS NOT NULL"
+NEW_SALTS = """
+INSERT INTO site_salts (day, salt) SELECT * FROM unnest($1::date[], $2::bytea[]) ON CONFLICT (day) DO NOTHING
+"""
+SALTS = "SELECT day, salt FROM site_salts WHERE day = ANY($1::date[])"
+
+# --------------------------------------------------------------- contacts --
+# Contacts a page view may name: personal mail jobs, or consenting
+# recipients of permission_personal ones, never erased ones.
+ALLOWED_CONTACTS = """
+SELECT c.mail_job_id, c.recipient_id
+FROM unnest($1::bigint[], $2::bigint[]) AS c(mail_job_id, recipient_id)
+JOIN jobs j ON j.job_id = c.mail_job_id AND j.kind = 'mail'
+JOIN recipients r ON r.job_id = c.mail_job_id AND r.recipient_id = c.recipient_id
+WHERE (j.mode = 'personal' OR (j.mode = 'permission_personal' AND r.consent))
+  AND NOT EXISTS (SELECT 1 FROM forgotten_recipients f
+                  WHERE f.job_id = c.mail_job_id AND f.recipient_id = c.recipient_id)
+"""
+IDENTIFY = """
+INSERT INTO site_contacts (job_id, visitor_id, mail_job_id, recipient_id, identified_at, landing_url)
+SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::timestamptz[], $6::text[])
+ON CONFLICT (job_id, visitor_id) DO NOTHING
+"""
+# Every rolled view of the batch's visitors that belong to a contact: the
+# batch's own and, for visitors identified just now, their earlier ones.
+CONTACT_VIEWS = """
+INSERT INTO site_contact_views (job_id, viewed_at, hit_id, mail_job_id, recipient_id, url, title)
+SELECT h.job_id, h.received_at, h.hit_id, c.mail_job_id, c.recipient_id, h.url, h.title
+FROM unnest($1::bigint[], $2::text[]) AS v(job_id, visitor_id)
+JOIN site_contacts c ON c.job_id = v.job_id AND c.visitor_id = v.visitor_id
+JOIN raw_hits h ON h.job_id = v.job_id AND h.visitor_id = v.visitor_id
+WHERE h.kind = 'page' AND h.rolled_at IS NOT NULL
+ON CONFLICT DO NOTHING
+"""
+# Views carrying a contact but no visitor id (cookie-less personal sites).
+CONTACT_VIEWS_DIRECT = """
+INSERT INTO site_contact_views (job_id, viewed_at, hit_id, mail_job_id, recipient_id, url, title)
+SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::uuid[], $4::bigint[], $5::bigint[], $6::text[], $7::text[])
+ON CONFLICT DO NOTHING
+"""
+
+# --------------------------------------------------------------- sessions --
+OPEN_SESSIONS = """
+SELECT DISTINCT ON (s.job_id, s.vkey) s.job_id, s.vkey, s.session_id, s.started_at, s.last_at, s.pages
+FROM unnest($1::bigint[], $2::bytea[]) AS k(job_id, vkey)
+JOIN site_sessions s ON s.job_id = k.job_id AND s.vkey = k.vkey
+WHERE s.last_at > $3
+ORDER BY s.job_id, s.vkey, s.last_at DESC
+"""
+UPDATE_SESSIONS = """
+UPDATE site_sessions s SET started_at = u.started_at, last_at = u.last_at, pages = u.pages
+FROM unnest($1::bigint[], $2::bigint[], $3::timestamptz[], $4::timestamptz[], $5::integer[])
+     AS u(job_id, session_id, started_at, last_at, pages)
+WHERE s.job_id = u.job_id AND s.session_id = u.session_id
+"""
+INSERT_SESSIONS = """
+INSERT INTO site_sessions (job_id, vkey, salt_day, started_at, last_at, pages, entry_page)
+SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::date[], $4::timestamptz[], $5::timestamptz[],
+                     $6::integer[], $7::text[])
+"""
+
+# ----------------------------------------------------------------- merges --
+SEEN = """
+INSERT INTO site_seen (job_id, scope, bucket, vkey, salt_day)
+SELECT * FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::bytea[], $5::date[])
+ON CONFLICT DO NOTHING
+RETURNING job_id, scope, bucket
+"""
+MERGE_HOURLY = """
+INSERT INTO site_hourly AS t (job_id, hour, pageviews, machine, visitors)
+SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::bigint[], $4::bigint[], $5::bigint[])
+ON CONFLICT (job_id, hour) DO UPDATE SET pageviews = t.pageviews + excluded.pageviews,
+    machine = t.machine + excluded.machine, visitors = t.visitors + excluded.visitors
+"""
+MERGE_DAILY = """
+INSERT INTO site_daily AS t (job_id, day, pageviews, machine, visitors, sessions)
+SELECT * FROM unnest($1::bigint[], $2::date[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[])
+ON CONFLICT (job_id, day) DO UPDATE SET pageviews = t.pageviews + excluded.pageviews,
+    machine = t.machine + excluded.machine, visitors = t.visitors + excluded.visitors,
+    sessions = t.sessions + excluded.sessions
+"""
+MERGE_TOTALS = """
+INSERT INTO site_totals AS t (job_id, pageviews, machine, visitors, sessions)
+SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[])
+ON CONFLICT (job_id) DO UPDATE SET pageviews = t.pageviews + excluded.pageviews,
+    machine = t.machine + excluded.machine, visitors = t.visitors + excluded.visitors,
+    sessions = t.sessions + excluded.sessions
+"""
+MERGE_PAGES = """
+INSERT INTO site_pages AS t (job_id, page, pageviews, entries)
+SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[])
+ON CONFLICT (job_id, page) DO UPDATE SET pageviews = t.pageviews + excluded.pageviews,
+    entries = t.entries + excluded.entries
+"""
+MERGE_SOURCES = """
+INSERT INTO site_sources AS t (job_id, source_class, source_name, search_phrase, utm_source, utm_medium,
+                               utm_campaign, sessions)
+SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                     $8::bigint[])
+ON CONFLICT (job_id, source_class, source_name, search_phrase, utm_source, utm_medium, utm_campaign)
+DO UPDATE SET sessions = t.sessions + excluded.sessions
+"""
+MERGE_BREAKDOWNS = """
+INSERT INTO site_breakdowns AS t (job_id, device_class, os, browser, country, pageviews)
+SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[])
+ON CONFLICT (job_id, device_class, os, browser, country) DO UPDATE SET pageviews = t.pageviews + excluded.pageviews
+"""
+MERGE_REJECTED = """
+INSERT INTO report_rejected AS t (job_id, hour, kind, reason, hits)
+SELECT j, h, 'page', r, n FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::bigint[]) AS u(j, h, r, n)
+ON CONFLICT (job_id, hour, kind, reason) DO UPDATE SET hits = t.hits + excluded.hits
+"""
+
+# ------------------------------------------------------------------- mark --
+CREATE_BATCH = """
+CREATE TEMP TABLE IF NOT EXISTS site_batch (
+    hit_id uuid, received_at timestamptz, job_id bigint,
+    client_ip inet, user_agent text, referer text, accept_language text,
+    url text, title text, visitor_id text, screen text, contact text,
+    device_class text, browser text, os text, country text, traffic text, machine_reason text, language text,
+    source_class text, source_name text, search_phrase text, utm_source text, utm_medium text,
+    utm_campaign text, utm_term text, utm_content text
+) ON COMMIT DELETE ROWS
+"""
+BATCH_COLUMNS = (
+    "hit_id", "received_at", "job_id", "client_ip", "user_agent", "referer", "accept_language",
+    "url", "title", "visitor_id", "screen", "contact",
+    "device_class", "browser", "os", "country", "traffic", "machine_reason", "language",
+    "source_class", "source_name", "search_phrase", "utm_source", "utm_medium", "utm_campaign",
+    "utm_term", "utm_content",
+)  # fmt: skip
+# Marks the claimed page views rolled, keeping only what the site's mode allows.
+MARK_ROLLED = """
+UPDATE raw_hits r SET
+    rolled_at = $1, client_ip = b.client_ip, user_agent = b.user_agent, referer = b.referer,
+    accept_language = b.accept_language, url = b.url, title = b.title, visitor_id = b.visitor_id,
+    screen = b.screen, contact = b.contact, device_class = b.device_class, browser = b.browser, os = b.os,
+    country = b.country, traffic = b.traffic, machine_reason = b.machine_reason, language = b.language,
+    source_class = b.source_class, source_name = b.source_name, search_phrase = b.search_phrase,
+    utm_source = b.utm_source, utm_medium = b.utm_medium, utm_campaign = b.utm_campaign,
+    utm_term = b.utm_term, utm_content = b.utm_content
+FROM site_batch b
+WHERE r.rolled_at IS NULL AND r.job_id = b.job_id AND r.received_at = b.received_at AND r.hit_id = b.hit_id
+"""
