@@ -1,0 +1,65 @@
+"""The framework's floor: aiohttp on uvloop answering the pixel and doing nothing else.
+
+Same routes as the collector (so routing costs the same), same GIF, same
+headers; no token check, no buffer, no database. `python -m loadtest.bare
+--port P` serves until SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+
+from aiohttp import web
+
+from collector.pixel import GIF, PIXEL_HEADERS
+
+
+async def pixel(request: web.Request) -> web.Response:
+    """The GIF, whatever was asked."""
+    return web.Response(body=GIF, headers=PIXEL_HEADERS)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Alive (the drivers' idle request)."""
+    return web.Response(text="ok\n")
+
+
+def create_app() -> web.Application:
+    """The collector's routes, each answering the pixel."""
+    app = web.Application(handler_args={"max_field_size": 16384, "max_line_size": 16384})
+    app.router.add_get("/o/{token}", pixel)
+    app.router.add_get("/c/{token}", pixel)
+    app.router.add_get("/d/{token}/{page}", pixel)
+    app.router.add_get("/healthz", healthz)
+    return app
+
+
+async def serve(port: int) -> None:
+    """Serve on 127.0.0.1:``port`` until SIGTERM or SIGINT."""
+    runner = web.AppRunner(create_app(), handle_signals=False, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port, backlog=2048).start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def main() -> None:
+    """Parse --port and serve."""
+    p = argparse.ArgumentParser(prog="python -m loadtest.bare")
+    p.add_argument("--port", type=int, required=True)
+    import uvloop
+
+    uvloop.install()
+    asyncio.run(serve(p.parse_args().port))
+
+
+if __name__ == "__main__":
+    main()
