@@ -6,7 +6,7 @@ from __future__ import annotations
 # joined with the site's mode and settings; SKIP LOCKED as for mail.
 CLAIM_PAGES = """
 WITH c AS (
-    SELECT hit_id, received_at, kind, job_id, recipient_id, link, client_ip::text AS client_ip, user_agent,
+    SELECT hit_id, received_at, kind, job_id, recipient_id, link, host(client_ip) AS client_ip, user_agent,
            referer, accept_language, method, prefetch, reject_reason, url, title, visitor_id, screen, contact
     FROM raw_hits WHERE rolled_at IS NULL AND kind = 'page'
     ORDER BY received_at LIMIT $1

@@ -190,7 +190,9 @@ async def _mark(conn: asyncpg.Connection, rows: list[tuple]) -> None:
 async def _contacts(conn: asyncpg.Connection, hits: Sequence[Mapping[str, Any]], tracks: list[str],
                     allowed: set[tuple[int, int]]) -> None:
     """Identify visitors by their contact, then file the views of known contacts."""
-    named, direct, visitors = {}, [], set()
+    named: dict[tuple[int, str], tuple[tuple[int, int], Mapping[str, Any]]] = {}
+    direct: list[tuple[Any, ...]] = []
+    visitors: set[tuple[int, str]] = set()
     for hit, track in zip(hits, tracks, strict=True):
         if track != PERSONAL:
             continue
@@ -221,6 +223,9 @@ async def rollup_sites(conn_or_url: asyncpg.Connection | str, batch_size: int = 
         finally:
             await conn.close()
     enricher = enricher or _default_enricher()
+    async with conn_or_url.transaction():  # salts die on time even when no page view comes
+        await conn_or_url.execute(queries.MERGE_LOCK)
+        await destroy_old_salts(conn_or_url, today or today_utc())
     total = 0
     for _ in range(MAX_BATCHES):
         async with conn_or_url.transaction():

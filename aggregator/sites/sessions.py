@@ -73,6 +73,7 @@ async def sessionize(conn: asyncpg.Connection, views: list[View]) -> list[Sessio
     if not keyed:
         return []
     current = await open_sessions(conn, keyed)
+    stored = list(current.values())
     started: list[Session] = []
     for view in keyed:
         assert view.vkey is not None
@@ -83,7 +84,7 @@ async def sessionize(conn: asyncpg.Connection, views: list[View]) -> list[Sessio
             continue
         session = current[key] = Session(view.job_id, view.vkey, view.salt_day, view.at, view.at, entry=view)
         started.append(session)
-    await _store(conn, [s for s in current.values() if s.session_id is not None and s.changed], started)
+    await _store(conn, [s for s in stored if s.changed], started)
     return started
 
 
