@@ -9,6 +9,7 @@ everything else is unknown. The roll-up never needs to know which one runs.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import ipaddress
 import logging
 from collections.abc import Mapping, Sequence
@@ -37,6 +38,7 @@ def is_prefetch(hit: Mapping[str, Any]) -> bool:
     return bool(hit["prefetch"]) or hit["method"] == "HEAD"
 
 
+@functools.lru_cache(maxsize=65536)
 def mask_ip(raw: str | None, v4_prefix: int = 24, v6_prefix: int = 48) -> str | None:
     """The network part of an address (203.0.113.7 -> 203.0.113.0)."""
     if not raw:

@@ -206,13 +206,15 @@ ON CONFLICT (job_id, hour, kind, reason) DO UPDATE SET hits = t.hits + excluded.
 """
 
 MERGES = (
-    MERGE_TOTALS, MERGE_HOURLY, MERGE_LINKS, MERGE_RECIPIENTS, MERGE_RECIPIENT_LINKS,
-    MERGE_DEMOGRAPHICS, MERGE_BREAKDOWNS, MERGE_REJECTED,
+    ("totals", MERGE_TOTALS), ("hourly", MERGE_HOURLY), ("links", MERGE_LINKS),
+    ("recipients", MERGE_RECIPIENTS), ("recipient_links", MERGE_RECIPIENT_LINKS),
+    ("demographics", MERGE_DEMOGRAPHICS), ("breakdowns", MERGE_BREAKDOWNS), ("rejected", MERGE_REJECTED),
 )  # fmt: skip
 
 # Marks the claimed hits rolled and leaves only what their track may keep.
 # `rolled_at IS NULL` lets the planner reach them through the partial index,
-# so the cost follows the batch, not the history.
+# and the batch's time range prunes the day partitions it cannot touch, so
+# the cost follows the batch, not the history.
 MARK_ROLLED = """
 UPDATE raw_hits r SET
     rolled_at = $1, recipient_id = b.recipient_id, client_ip = b.client_ip, user_agent = b.user_agent,
@@ -225,5 +227,6 @@ UPDATE raw_hits r SET
     utm_medium = b.utm_medium, utm_campaign = b.utm_campaign, utm_term = b.utm_term,
     utm_content = b.utm_content, click_id = b.click_id
 FROM rollup_batch b
-WHERE r.rolled_at IS NULL AND r.job_id = b.job_id AND r.received_at = b.received_at AND r.hit_id = b.hit_id
+WHERE r.rolled_at IS NULL AND r.received_at BETWEEN $2 AND $3
+  AND r.job_id = b.job_id AND r.received_at = b.received_at AND r.hit_id = b.hit_id
 """

@@ -77,10 +77,12 @@ async def merge(
     t = stats.add("copy", t)
     await conn.execute(queries.SEEN_UPGRADE)
     await conn.execute(queries.SEEN_INSERT)
-    for sql in queries.MERGES:
+    t = stats.add("seen", t)
+    for name, sql in queries.MERGES:
         await conn.execute(sql)
-    t = stats.add("merge", t)
-    await conn.execute(queries.MARK_ROLLED, dt.datetime.now(dt.UTC))
+        t = stats.add(f"merge_{name}", t)
+    times = [h["received_at"] for h in hits]
+    await conn.execute(queries.MARK_ROLLED, dt.datetime.now(dt.UTC), min(times), max(times))
     stats.add("mark", t)
 
 

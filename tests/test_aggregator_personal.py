@@ -178,3 +178,29 @@ class TestPermissionPersonal:
         )
         assert [tuple(r) for r in rows] == [(1, 2, 2, 2), (2, 1, 1, 1), (None, 4, 0, 0)]
         assert await conn.fetchval("SELECT count(*) FROM report_recipients WHERE job_id = $1", job) == 2
+
+
+class TestViews:
+    """The operator views answer the common questions directly."""
+
+    async def test_job_rates(self, conn: asyncpg.Connection) -> None:
+        """4 recipients, 3 unique openers, 2 unique clickers: rates 0.75, 0.5 and CTOR 0.6667."""
+        job = await personal_job(conn)
+        await roll(conn)
+        row = await conn.fetchrow(
+            "SELECT recipients, opens, unique_opens, clicks, unique_clicks, open_rate::float8,"
+            " click_rate::float8, click_to_open_rate::float8 FROM job_rates WHERE job_id = $1",
+            job,
+        )
+        assert tuple(row) == (4, 3, 3, 4, 2, 0.75, 0.5, 0.6667)
+
+    async def test_top_links_and_hourly(self, conn: asyncpg.Connection) -> None:
+        """A ranks first with 3 clicks; hourly_activity has 10:00 (3 opens, 3 clicks) and 11:00."""
+        job = await personal_job(conn)
+        await roll(conn)
+        links = await conn.fetch("SELECT rank, url, clicks, unique_clicks FROM top_links WHERE job_id = $1"
+                                 " ORDER BY rank", job)  # fmt: skip
+        assert [tuple(r) for r in links] == [(1, A, 3, 2), (2, B, 1, 1)]
+        hours = await conn.fetch("SELECT hour, opens, clicks, machine FROM hourly_activity WHERE job_id = $1"
+                                 " ORDER BY hour", job)  # fmt: skip
+        assert [tuple(r) for r in hours] == [(T0, 3, 3, 2), (at(60), None, 1, 0)]
