@@ -23,7 +23,7 @@ from .forget import forget
 from .render import FORMATS, render
 from .report import UnknownJob, build_report
 from .retention import purge
-from .rollup import rollup
+from .rollup import rollup_all
 from .scheduler import run_scheduler
 
 log = logging.getLogger(__name__)
@@ -51,9 +51,9 @@ async def _once(url: str, config: AggregatorConfig, do_purge: bool) -> str:
     try:
         if do_purge:
             return str(await purge(conn, config))
-        stats = await rollup(conn, config)
+        stats, pages = await rollup_all(conn, config)
         seconds = sum(stats.seconds.values())
-        return f"rolled up {stats.hits} hits in {stats.batches} batches ({seconds:.3f} s)"
+        return f"rolled up {stats.hits} hits in {stats.batches} batches ({seconds:.3f} s), {pages} page views"
     finally:
         await conn.close()
 

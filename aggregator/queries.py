@@ -5,12 +5,13 @@ from __future__ import annotations
 # ------------------------------------------------------------------ claim --
 # Claims the oldest unrolled hits through the partial index raw_hits_unrolled;
 # SKIP LOCKED lets a second aggregator take the next rows instead of waiting
-# (and never the same ones). Joined with what the mode needs to know.
+# (and never the same ones). Joined with what the mode needs to know. Page
+# views of websites are left to aggregator.sites (its own claim and merge).
 CLAIM = """
 WITH c AS (
     SELECT hit_id, received_at, kind, job_id, recipient_id, link, page, host(client_ip) AS client_ip,
            user_agent, referer, accept_language, method, prefetch, reject_reason
-    FROM raw_hits WHERE rolled_at IS NULL
+    FROM raw_hits WHERE rolled_at IS NULL AND kind <> 'page'
     ORDER BY received_at LIMIT $1
     FOR UPDATE SKIP LOCKED
 )

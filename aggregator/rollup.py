@@ -127,3 +127,21 @@ async def rollup(
     if stats.hits:
         log.info("rolled up %d hits in %d batches, %.3f s", stats.hits, stats.batches, time.perf_counter() - started)
     return stats
+
+
+async def rollup_all(
+    conn: asyncpg.Connection,
+    config: AggregatorConfig,
+    enricher: Enriching | None = None,
+    stop: asyncio.Event | None = None,
+) -> tuple[RunStats, int]:
+    """Mail hits, then website page views (aggregator.sites) when installed."""
+    enricher = enricher or make_enricher(config.enrich)
+    stats = await rollup(conn, config, enricher, stop=stop)
+    try:
+        from aggregator.sites import rollup_sites
+    except ImportError:
+        return stats, 0
+    if stop is not None and stop.is_set():
+        return stats, 0
+    return stats, await rollup_sites(conn, config.batch_size, enricher)

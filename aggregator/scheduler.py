@@ -20,7 +20,7 @@ from pixeltrack import db
 from .config import AggregatorConfig
 from .enriching import Enriching, make_enricher
 from .retention import purge
-from .rollup import rollup
+from .rollup import rollup_all
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class Service:
         """One roll-up of everything pending; errors are logged, the next run retries."""
         async with self.busy, self.pool.acquire() as conn:
             try:
-                await rollup(conn, self.config, self.enricher, stop=self.stop)
+                await rollup_all(conn, self.config, self.enricher, stop=self.stop)
             except (asyncpg.PostgresError, OSError):
                 log.exception("roll-up failed; nothing of the failed batch was applied")
 

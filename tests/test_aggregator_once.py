@@ -126,3 +126,16 @@ class TestLateHit:
         await rollup(conn, AggregatorConfig(), FlagEnricher())
         hour = await conn.fetchval("SELECT hour FROM report_hourly WHERE job_id = $1", job)
         assert hour == old.replace(minute=0)
+
+
+class TestPageViewsLeftToSites:
+    """The mail roll-up never claims website page views (aggregator.sites owns them)."""
+
+    async def test_page_not_claimed(self, conn: asyncpg.Connection) -> None:
+        """Of an open and a page view, only the open is rolled up."""
+        job = await add_job(conn, "blind")
+        await add_hits(conn, [hit("open", job, None, 0), hit("page", job, None, 1)])
+        stats = await rollup(conn, AggregatorConfig(), FlagEnricher())
+        assert stats.hits == 1
+        rows = await conn.fetch("SELECT kind FROM raw_hits WHERE rolled_at IS NULL")
+        assert [r["kind"] for r in rows] == ["page"]
