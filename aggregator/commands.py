@@ -84,9 +84,22 @@ async def _report(url: str, job: int, k: int) -> dict[str, Any]:
         await conn.close()
 
 
+async def _site_report(url: str, site: int, fmt: str) -> str:
+    from aggregator.sites.report import render_site, site_report
+
+    conn = await db.connect(url)
+    try:
+        return render_site(await site_report(conn, site), fmt)
+    finally:
+        await conn.close()
+
+
 def report_command(args: argparse.Namespace, settings: CommonConfig) -> int:
-    """`pixeltrack report --job J [--format table|json|csv]`."""
+    """`pixeltrack report --job J | --site S [--format table|json|csv]`."""
     url, config = load_config(settings)
+    if args.site is not None:
+        sys.stdout.write(run(_site_report(url, args.site, args.format)))  # LookupError: exit 1 via the CLI
+        return 0
     try:
         report = run(_report(url, args.job, config.k_anonymity))
     except UnknownJob as exc:
@@ -132,8 +145,10 @@ def register(subparsers: Any) -> None:
     agg = subparsers.add_parser("aggregator", help="roll raw hits up into reports (scheduler, or --once)")
     add_aggregator_flags(agg)
     agg.set_defaults(func=aggregator_command)
-    rep = subparsers.add_parser("report", help="print a job's report")
-    rep.add_argument("--job", type=int, required=True, metavar="J")
+    rep = subparsers.add_parser("report", help="print a mail job's or a website's report")
+    which = rep.add_mutually_exclusive_group(required=True)
+    which.add_argument("--job", type=int, metavar="J")
+    which.add_argument("--site", type=int, metavar="S", help="a website (its id from `pixeltrack site list`)")
     rep.add_argument("--format", choices=FORMATS, default="table")
     rep.set_defaults(func=report_command)
     fgt = subparsers.add_parser("forget", help="erase a recipient's personal data (right to erasure)")

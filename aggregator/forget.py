@@ -33,6 +33,10 @@ WHERE job_id = $1 AND recipient_id = $2
 DELETE_RECIPIENT = "DELETE FROM report_recipients WHERE job_id = $1 AND recipient_id = $2"
 DELETE_RECIPIENT_LINKS = "DELETE FROM report_recipient_links WHERE job_id = $1 AND recipient_id = $2"
 JOB_KEY = "SELECT key FROM job_keys WHERE job_id = $1"
+# Website tracking: the contact a mail click identified on a personal site.
+SCRUB_SITE_RAW = "UPDATE raw_hits SET contact = NULL WHERE kind = 'page' AND contact = $1::bigint || ':' || $2::bigint"
+DELETE_SITE_VIEWS = "DELETE FROM site_contact_views WHERE mail_job_id = $1 AND recipient_id = $2"
+DELETE_SITE_CONTACTS = "DELETE FROM site_contacts WHERE mail_job_id = $1 AND recipient_id = $2"
 DELETE_SEEN = "DELETE FROM unique_seen WHERE job_id = $1 AND hash = $2"
 REMEMBER = """
 INSERT INTO forgotten_recipients (job_id, recipient_id) VALUES ($1, $2)
@@ -50,13 +54,14 @@ class Forgotten:
     recipient_rows: int
     link_rows: int
     hashes: int
+    site_rows: int = 0
 
     def describe(self) -> str:
         """One line for the operator."""
         return (
             f"job {self.job_id}, recipient #{self.recipient_id}: {self.raw_hits} raw hits scrubbed, "
             f"{self.recipient_rows} recipient and {self.link_rows} per-link roll-up rows deleted, "
-            f"{self.hashes} unique-visitor hashes deleted"
+            f"{self.hashes} unique-visitor hashes deleted, {self.site_rows} website contact rows deleted"
         )
 
 
@@ -74,8 +79,11 @@ async def forget_one(conn: asyncpg.Connection, job_id: int, recipient_id: int) -
     hashes = 0
     if key is not None:
         hashes = _count(await conn.execute(DELETE_SEEN, job_id, recipient_hash(key, recipient_id)))
+    raw += _count(await conn.execute(SCRUB_SITE_RAW, job_id, recipient_id))
+    site = _count(await conn.execute(DELETE_SITE_VIEWS, job_id, recipient_id))
+    site += _count(await conn.execute(DELETE_SITE_CONTACTS, job_id, recipient_id))
     await conn.execute(REMEMBER, job_id, recipient_id)
-    return Forgotten(job_id, recipient_id, raw, rows, links, hashes)
+    return Forgotten(job_id, recipient_id, raw, rows, links, hashes, site)
 
 
 async def forget(conn: asyncpg.Connection, recipient: str, job_id: int | None = None) -> list[Forgotten]:

@@ -42,6 +42,9 @@ class TestSiteCreate:
         data = orjson.loads(out)
         assert (code, data["site"], data["mode"], data["pageviews"], data["visitors"], data["contacts"]) == (0, 1, "personal", 0, 0, [])
         assert run(capsys, "site", "report", "--site", "9")[0] == 1
+        code, out, _ = run(capsys, "report", "--site", "1", "--format", "json")
+        assert (code, orjson.loads(out)) == (0, data)
+        assert run(capsys, "report", "--site", "9")[0] == 1
 
 
 class TestMintIdentity:

@@ -229,3 +229,24 @@ class TestRendering:
         assert "pageviews              5\n" in render_site(report, "table")
         with pytest.raises(LookupError):
             await site_report(conn, job + 100)
+
+
+class TestForgetContact:
+    async def test_forget_erases_website_history(self, conn: asyncpg.Connection) -> None:
+        """`forget` removes a recipient's website contact, page history and the contact on raw page views."""
+        from aggregator.forget import forget
+
+        job = await site(conn)
+        mail = await conn.fetchval("INSERT INTO jobs (name, mode) VALUES ('spring', 'personal') RETURNING job_id")
+        await conn.execute("INSERT INTO recipients (job_id, recipient_id, recipient) VALUES ($1, 0, 'ann@x.org')", mail)
+        await hit(conn, job, at(9, 0), "/a")
+        await hit(conn, job, at(9, 10), "/landing", contact=f"{mail}:0")
+        await hit(conn, job, at(9, 12), "/b")
+        await rollup_sites(conn, today=DAY)
+        assert await conn.fetchval("SELECT count(*) FROM site_contact_views") == 3
+        [done] = await forget(conn, "ann@x.org")
+        assert (done.raw_hits, done.site_rows) == (1, 4)  # the landing view's contact; 3 views + 1 contact
+        assert await conn.fetchval("SELECT count(*) FROM site_contact_views") == 0
+        assert await conn.fetchval("SELECT count(*) FROM site_contacts") == 0
+        assert await conn.fetchval("SELECT count(*) FROM raw_hits WHERE contact IS NOT NULL") == 0
+        assert (await site_report(conn, job))["contacts"] == []
