@@ -21,11 +21,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
-    """A child Python process running ``args`` (e.g. ['-m', 'collector'])."""
+def start(args: list[str], env: dict[str, str], cwd: Path, log: Path | None = None) -> subprocess.Popen[bytes]:
+    """A child Python process running ``args`` (e.g. ['-m', 'collector']); output to a pipe or ``log``."""
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
-    return subprocess.Popen([sys.executable, *args], env=full_env, cwd=cwd,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out = open(log, "wb") if log else subprocess.PIPE  # noqa: SIM115 - the child owns it
+    return subprocess.Popen([sys.executable, *args], env=full_env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
 
 
 async def wait_ready(session: aiohttp.ClientSession, base: str, proc: subprocess.Popen[bytes],
@@ -34,7 +34,8 @@ async def wait_ready(session: aiohttp.ClientSession, base: str, proc: subprocess
     deadline = asyncio.get_running_loop().time() + limit
     while asyncio.get_running_loop().time() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"process exited {proc.returncode}: {proc.stdout.read().decode()[-3000:]}")
+            output = proc.stdout.read().decode()[-3000:] if proc.stdout else "(see its log file)"
+            raise AssertionError(f"process exited {proc.returncode}: {output}")
         try:
             async with session.get(f"{base}/readyz") as resp:
                 if resp.status == 200:

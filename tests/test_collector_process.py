@@ -72,12 +72,21 @@ class TestWorkers:
         """--workers 2 runs two processes on one port; all hits land; SIGTERM stops both."""
         port = free_port()
         base = f"http://127.0.0.1:{port}"
+        log = tmp_path / "workers.log"
         proc = start(["-m", "collector", "--port", str(port), "--workers", "2"], {
             "DATABASE_URL": db_url, "PIXELTRACK_SECRET": TEST_SECRET, "PIXELTRACK_DRAIN_GRACE": "0.2",
-            "PIXELTRACK_SPOOL_DIR": str(tmp_path / "spool")}, tmp_path)
+            "PIXELTRACK_SPOOL_DIR": str(tmp_path / "spool")}, tmp_path, log=log)
         m = Minter(TEST_SECRET, base)
+
+        def listening() -> set[str]:
+            return set(re.findall(r"listening on .* \(pid (\d+)\)", log.read_text()))
+
         async with aiohttp.ClientSession() as session:
             await wait_ready(session, base, proc)
+            for _ in range(300):
+                if len(listening()) == 2:
+                    break
+                await asyncio.sleep(0.1)
             for i in range(40):
                 async with session.get(m.open_url(3, i), headers={"Connection": "close"}) as resp:
                     assert await resp.read() == GIF
@@ -85,8 +94,7 @@ class TestWorkers:
                 assert resp.status == 200
         proc.send_signal(signal.SIGTERM)
         assert await wait_exit(proc) == 0
-        out = proc.stdout.read().decode()
-        assert len(set(re.findall(r"listening on .* \(pid (\d+)\)", out))) == 2
+        assert len(listening()) == 2
         assert await conn.fetchval("SELECT count(DISTINCT recipient_id) FROM raw_hits WHERE job_id = 3") == 40
 
 
