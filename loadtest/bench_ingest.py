@@ -124,6 +124,16 @@ def via_port(url: str, port: int) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}127.0.0.1:{port}"))
 
 
+def _read_log(path: Path, keep: bool) -> str:
+    """A collector's log; with ``keep``, also copied to loadtest/out/ (the temporary folder goes away)."""
+    log = path.read_text()
+    if keep:
+        kept = Path(__file__).resolve().parent / "out" / f"memory-{path.name}"
+        kept.parent.mkdir(exist_ok=True)
+        kept.write_text(log)
+    return log
+
+
 async def memory(url: str, secret: str, job_ids: list[int], requests: list[Request], p: Plan, tmp: Path,
                  run: float, down: float) -> dict[str, Any]:
     """Peak RSS of a collector at full rate for ``run`` s, PostgreSQL cut off for ``down`` s of it."""
@@ -150,6 +160,6 @@ async def memory(url: str, secret: str, job_ids: list[int], requests: list[Reque
         await relay.close()
     found = await verify.count_hits(url, since, job_ids)
     loss, exact = verify.loss_line(r.answered, found)
-    spooled = (tmp / f"collector-{collector.port}.log").read_text().count("spooling")
+    spooled = _read_log(tmp / f"collector-{collector.port}.log", keep=code != 0).count("spooling")
     return {"peak_rss": peak, "hits": r.requests, "rps": r.rate, "loss": loss, "exact": exact and r.exact,
             "exit": code, "outages_logged": spooled}
