@@ -58,7 +58,13 @@ async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     await app[POOL]
     yield
-    await app[POOL].close()
+    try:
+        # Graceful close waits for the server's goodbye; a blackholed
+        # database never sends it, so give it a few seconds, then cut.
+        await asyncio.wait_for(app[POOL].close(), 5)
+    except TimeoutError:
+        log.warning("PostgreSQL did not answer the close; terminating connections")
+        app[POOL].terminate()
 
 
 async def writer_ctx(app: web.Application) -> AsyncIterator[None]:

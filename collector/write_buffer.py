@@ -17,8 +17,8 @@ import datetime as dt
 import logging
 import os
 import time
-import uuid
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +53,19 @@ REPLAY_MERGE = (
     "ON CONFLICT DO NOTHING"
 )
 PARTITION_EVERY = 3600.0
+# Rows prepared or COPY-encoded between two yields to the event loop: a
+# 5000-row batch in one go held the loop ~20 ms, and every request arriving
+# meanwhile waited (the p99 the benchmark showed).
+CHUNK = 500
 UTC = dt.UTC
+
+
+async def _yielding(records: list[Hit]) -> AsyncIterator[Hit]:
+    """``records`` for COPY, yielding to the event loop every CHUNK rows (asyncpg encodes lazily)."""
+    for start in range(0, len(records), CHUNK):
+        for record in records[start : start + CHUNK]:
+            yield record
+        await asyncio.sleep(0)
 
 
 def transient(exc: BaseException) -> bool:
@@ -122,7 +134,7 @@ class HitWriter:
         async with self._lock:
             batch, self.buffer = self.buffer, []
             self.metrics.buffered.set(len(self.buffer))
-            records = self._prepare(batch) if batch else []
+            records = await self._prepare_chunked(batch)
             if self._held:
                 records, self._held = self._held + records, []
             if records and (self._spooled or not await self._write(records)):
@@ -131,15 +143,18 @@ class HitWriter:
                 await self._replay()
             await self._maintain_partitions()
 
-    def _next_id(self) -> uuid.UUID:
-        self._count += 1
-        return uuid.UUID(bytes=self._prefix + self._count.to_bytes(8, "big"))
+    async def _prepare_chunked(self, batch: list[Hit]) -> list[Hit]:
+        records: list[Hit] = []
+        for start in range(0, len(batch), CHUNK):
+            records += self._prepare(batch[start : start + CHUNK])
+            await asyncio.sleep(0)  # let waiting requests in
+        return records
 
     def _prepare(self, batch: list[Hit]) -> list[Hit]:
         """Turn handler tuples into COPY rows: ids, times, addresses, clean text.
 
         This loop is most of the flusher's CPU, so it is kept lean: ids are
-        asyncpg's C-made UUIDs (same prefix + counter scheme as ``_next_id``),
+        asyncpg's C-made UUIDs (a per-process random prefix + a counter),
         a peer without X-Forwarded-For is resolved once per batch, and text
         that needs no repair (short, ASCII, no NUL) skips ``clean_text``.
         """
@@ -208,7 +223,7 @@ class HitWriter:
                 if idempotent:
                     await self._insert_idempotent(conn, records)
                 else:
-                    await conn.copy_records_to_table("raw_hits", records=records, columns=COLUMNS)
+                    await conn.copy_records_to_table("raw_hits", records=_yielding(records), columns=COLUMNS)
         except asyncpg.PostgresError as exc:
             if transient(exc):
                 raise
