@@ -15,14 +15,12 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+from aggregator.enrich import OUTPUT_KEYS
+
 log = logging.getLogger(__name__)
 
-ENRICH_KEYS = (
-    "device_class", "browser", "browser_version", "os", "os_version", "mail_client",
-    "traffic", "machine_reason", "country", "region", "city", "asn", "network", "language",
-    "source_class", "source_name", "search_phrase", "utm_source", "utm_medium", "utm_campaign",
-    "utm_term", "utm_content", "click_id", "client_ip_masked",
-)  # fmt: skip
+# The enrichment columns, in the order the enricher returns them (one list).
+ENRICH_KEYS = OUTPUT_KEYS
 
 
 class Enriching(Protocol):

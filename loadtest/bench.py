@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 from loadtest import campaign as campaigns
-from loadtest import driver_wrk
+from loadtest import driver_wrk, procs
 from loadtest.bench_figures import (
     Measure,
     Plan,
@@ -144,7 +144,8 @@ async def run(args: argparse.Namespace) -> list[str]:
            f"Command: `{' '.join(['python -m loadtest.bench', *sys.argv[1:]])}`", "",
            *[f"- {m}" for m in machine(await pg_version(url))],
            f"- wrk, 1 thread, {p.connections} connections, {p.seconds:g} s per drive; {pin}; "
-           "PostgreSQL on the same machine, not pinned", ""]
+           f"PostgreSQL on the same machine, its processes kept on CPU {sorted(p.driver_cpus or [])} "
+           "during figures 1-3 (off the collector's core)", ""]
     try:
         camp = await campaigns.setup(url, args.recipients)
         requests = build_mix(camp, secret, args.mix_size)
@@ -152,7 +153,8 @@ async def run(args: argparse.Namespace) -> list[str]:
                    f"{len(camp.jobs)} jobs (70% opens, 20% clicks, 5% doc pages, 5% forged)\n")
         with tempfile.TemporaryDirectory(prefix="pixeltrack-bench-") as folder:
             tmp = Path(folder)
-            await figures_1_to_3(url, secret, requests, p, tmp, out)
+            with procs.postgres_on(p.driver_cpus):
+                await figures_1_to_3(url, secret, requests, p, tmp, out)
             print("\n".join(out), flush=True)
             run_s, down = (20.0, 10.0) if args.quick else (60.0, 30.0)
             mem = await memory(url, secret, camp.job_ids, requests, p, tmp, run_s, down)

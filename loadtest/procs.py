@@ -7,6 +7,7 @@ peak resident memory (VmHWM).
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import signal
@@ -15,7 +16,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -142,3 +143,28 @@ def collector_env(database_url: str, secret: str, spool_dir: Path, **extra: str)
     """Environment of a collector the load test owns (no drain wait: nothing balances it)."""
     return {"DATABASE_URL": database_url, "PIXELTRACK_SECRET": secret, "PIXELTRACK_SPOOL_DIR": str(spool_dir),
             "PIXELTRACK_DRAIN_GRACE": "0", **extra}
+
+
+@contextlib.contextmanager
+def postgres_on(cpus: set[int] | None) -> Iterator[int]:
+    """Keep this machine's PostgreSQL processes on ``cpus`` (the driver's) for the block.
+
+    The benchmark pins the collector to one core; without this, PostgreSQL's
+    COPY backend is scheduled on that core too and its time shows up as the
+    collector's latency. Yields how many processes were moved; restores them.
+    """
+    moved: list[tuple[int, set[int]]] = []
+    if cpus and hasattr(os, "sched_setaffinity"):
+        for proc in psutil.process_iter(["name"]):
+            if (proc.info["name"] or "").startswith("postgres"):
+                try:
+                    moved.append((proc.pid, os.sched_getaffinity(proc.pid)))
+                    os.sched_setaffinity(proc.pid, cpus)
+                except OSError:  # not ours to move, or gone
+                    continue
+    try:
+        yield len(moved)
+    finally:
+        for pid, before in moved:
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(pid, before)
