@@ -14,6 +14,7 @@ from aiohttp.log import server_logger as server_log
 from collector import site, views
 from collector.config import CollectorConfig
 from collector.metrics import Metrics
+from collector.request import use_cached_inet
 from collector.state import CONFIG, METRICS, POOL, SIGNER, STATE, WRITER, RunState
 from collector.write_buffer import HitWriter
 from pixeltrack.tokens import Signer
@@ -53,7 +54,7 @@ async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
     """A lazy pool: no connection at start, so a collector starts with PostgreSQL down."""
     config = app[CONFIG]
     app[POOL] = asyncpg.create_pool(
-        config.database_url, min_size=0, max_size=2, timeout=5,
+        config.database_url, min_size=0, max_size=2, timeout=5, init=use_cached_inet,
         server_settings={"timezone": "UTC", "application_name": "pixeltrack-collector"},
     )
     await app[POOL]

@@ -20,7 +20,7 @@ import binascii
 import hashlib
 import hmac
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 VERSION = 1
 TAG_BYTES = 12
@@ -84,6 +84,8 @@ def _varint(n: int) -> bytes:
 
 
 def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    if pos < len(data) and data[pos] < 0x80:  # one byte: the common case for recipients and small jobs
+        return data[pos], pos + 1
     value = shift = 0
     while True:
         if pos >= len(data) or shift > 63:
@@ -110,10 +112,15 @@ class Signer:
     previous: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_keys", tuple(_key(s) for s in (self.secret, *self.previous)))
+        # Keyed once: copying a keyed state costs less than keying per token.
+        keyed = tuple(hashlib.blake2b(key=_key(s), digest_size=TAG_BYTES) for s in (self.secret, *self.previous))
+        object.__setattr__(self, "_keys", keyed)
 
-    def _tag(self, key: bytes, payload: bytes) -> bytes:
-        return hashlib.blake2b(payload, key=key, digest_size=TAG_BYTES).digest()
+    @staticmethod
+    def _tag(keyed: Any, payload: bytes) -> bytes:
+        h = keyed.copy()
+        h.update(payload)
+        return h.digest()
 
     def mint(self, kind: int, job_id: int, recipient_id: int | None = None, url: str | None = None,
              identify: bool = False) -> str:

@@ -183,3 +183,23 @@ class TestPrefetchAndDocs:
             await flush(client)
         got = [(r["kind"], r["job_id"], r["recipient_id"], r["page"], r["reject_reason"]) for r in await rows(conn)]
         assert got == [("doc", 5, 8, p, None) for p in (1, 2, 2, 17)] + [("doc", 0, None, None, "bad_page")]
+
+
+class TestInetCodec:
+    def test_binary_form(self) -> None:
+        """Addresses are encoded in PostgreSQL's binary inet layout, v4 and v6."""
+        from collector.request import inet_binary, inet_text
+
+        assert inet_binary("203.0.113.7") == bytes([2, 32, 0, 4, 203, 0, 113, 7])
+        v6 = inet_binary("2001:db8::1")
+        assert v6[:4] == bytes([3, 128, 0, 16]) and len(v6) == 20
+        assert inet_text(v6) == "2001:db8::1"
+
+    async def test_ipv6_peer_lands(self, db_url: str, tmp_path: Path, conn: asyncpg.Connection) -> None:
+        """An IPv6 client address behind a trusted proxy is stored exactly."""
+        config = make_config(db_url, tmp_path, trusted_proxies=parse_networks("127.0.0.1"))
+        async with running(config) as client:
+            await client.get(path(minter().open_url(1, 1)), headers={"X-Forwarded-For": "2001:db8:85a3::8a2e:370:7334"})
+            await flush(client)
+        [row] = await rows(conn)
+        assert row["client_ip"] == ipaddress.ip_address("2001:db8:85a3::8a2e:370:7334")
