@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import ipaddress
+import re
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,15 @@ class TestSnippet:
         assert resp.headers["ETag"] == site.ETAG and "Set-Cookie" not in resp.headers
         assert zipped.headers["Content-Encoding"] == "gzip" and gzip.decompress(raw) == site.SNIPPET
         assert len(raw) < 2048 and b"//" not in site.SNIPPET.replace(b"://", b"")
+
+    async def test_small_and_self_contained(self, config: CollectorConfig) -> None:
+        """The served /t.js is under 2 KB uncompressed and loads nothing: no import, no other URL."""
+        async with running(config) as client:
+            body = await (await client.get("/t.js", headers={"Accept-Encoding": "identity"})).read()
+        assert len(body) < 2048
+        assert re.findall(rb"import|require|://|createElement|<script|fetch|XMLHttpRequest|eval|Function\(", body) == []
+        # the only paths it builds are the collector's own page-view endpoints (on the base it was loaded from)
+        assert re.findall(rb'"(/[^"]+)"', body) == [b"/r", b"/r.gif?"]
 
     @pytest.mark.parametrize("header", [site.ETAG, f"W/{site.ETAG}", f'"x", {site.ETAG}', "*"])
     async def test_not_modified(self, config: CollectorConfig, header: str) -> None:
