@@ -40,12 +40,20 @@
   }
   // Set cookie k for t days on the widest domain of the site that takes it
   // (example.com for www.example.com; co.uk is refused, so shop.co.uk), at
-  // last host-only (j=0). Returns v once the cookie reads back as v, else "".
+  // last host-only (j=0). Which domain takes it is tried with a throwaway
+  // pt_t cookie of a fresh value: trying k itself would look accepted when an
+  // older k of the same value is already there, and k would never be renewed.
+  // Returns v once k reads back as v, else "".
   function S(k,v,t){
-    var p=L.hostname.split("."),j=p.length;
+    var p=L.hostname.split("."),j=p.length,x,z=""+Math.random();
     while(j--){
-      d.cookie=k+"="+v+(j?"; domain="+p.slice(j-1).join("."):"")+"; path=/; max-age="+t*864e2+"; samesite=lax"+(L.protocol=="https:"?"; secure":"");
-      if(g(k)==v)return v
+      x=(j?"; domain="+p.slice(j-1).join("."):"")+"; path=/; max-age=";
+      d.cookie="pt_t="+z+x+9;
+      if(g("pt_t")==z){
+        d.cookie="pt_t="+x+0;
+        d.cookie=k+"="+v+x+t*864e2+"; samesite=lax"+(L.protocol=="https:"?"; secure":"");
+        return g(k)==v?v:""
+      }
     }
     return ""
   }
