@@ -36,6 +36,33 @@ class Event:
     has_language: bool
 
 
+@dataclass(frozen=True, slots=True)
+class Click:
+    """A click as the cached path keeps it for the behavioural rules."""
+
+    index: int
+    job_id: Any
+    recipient_id: Any
+    link: str | None
+    at: datetime | None
+    lacks_browser: bool
+    agent: Any  # carried for the caller, to rewrite a flagged row
+    reason: str | None
+
+
+def network_masks(networks: Sequence[Any]) -> tuple[tuple[int, int, int], ...]:
+    """(version, netmask, network address) of each network, as integers."""
+    return tuple((net.version, int(net.netmask), int(net.network_address)) for net in networks)
+
+
+def in_masks(address: Address | None, masks: Sequence[tuple[int, int, int]]) -> bool:
+    """``in_networks`` against ``network_masks``: the same test, in integers."""
+    if address is None:
+        return False
+    version, number = address.version, int(address)
+    return any(version == v and number & mask == base for v, mask, base in masks)
+
+
 def in_networks(address: Address | None, networks: Sequence[Any]) -> bool:
     """True when ``address`` lies in one of ``networks`` (same family only)."""
     if address is None:
@@ -119,3 +146,39 @@ def group_scanner_clicks(events: Sequence[Event], members: list[int], config: En
     if not any(events[i].kind == "open" for i in members):
         flagged.update(i for i in members if events[i].kind == "click" and lacks_browser(events[i]))
     return flagged
+
+
+def scanner_click_indexes(
+    clicks: Sequence[Click], opened: set[tuple[Any, Any]], sent_at: Mapping[Any, datetime | None], config: EnrichConfig
+) -> list[Click]:
+    """``scanner_clicks`` over the clicks only, ``opened`` naming the recipients with an open."""
+    flagged: dict[int, Click] = {}
+    groups: dict[tuple[Any, Any], list[Click]] = defaultdict(list)
+    for click in clicks:
+        if click.recipient_id is not None:
+            groups[(click.job_id, click.recipient_id)].append(click)
+        sent = sent_at.get(click.job_id)
+        if sent is None or click.at is None:
+            continue
+        try:
+            seconds = (click.at - sent).total_seconds()
+        except TypeError:  # naive against aware: cannot be told
+            continue
+        if 0 <= seconds <= config.scanner_send_seconds:
+            flagged[click.index] = click
+    for key, members in groups.items():
+        flagged.update((click.index, click) for click in group_clicks(members, key in opened, config))
+    return list(flagged.values())
+
+
+def group_clicks(members: list[Click], opened: bool, config: EnrichConfig) -> list[Click]:
+    """``group_scanner_clicks`` for one recipient's clicks."""
+    by_index = {click.index: click for click in members}
+    try:
+        runs = sorted((click.at, click.index, click.link) for click in members if click.at is not None)
+        found = [by_index[i] for i in burst_clicks(runs, config.scanner_burst_seconds, config.scanner_burst_links)]
+    except TypeError:  # naive and aware times mixed: no burst can be told
+        found = []
+    if not opened:
+        found.extend(click for click in members if click.lacks_browser)
+    return found

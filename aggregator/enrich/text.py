@@ -17,6 +17,7 @@ MAX_OUTPUT = 200
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 _SPACE = re.compile(r"\s+")
+_LANGUAGE = re.compile(r"[a-z]{2,3}")
 
 
 def clean(value: object, limit: int = MAX_INPUT) -> str | None:
@@ -35,3 +36,12 @@ def clean(value: object, limit: int = MAX_INPUT) -> str | None:
 def label(value: object, limit: int = MAX_OUTPUT) -> str | None:
     """A value for an output column: cleaned and short."""
     return clean(value, limit)
+
+
+def language(header: object) -> str | None:
+    """Primary language of an Accept-Language header: 'de' from 'de-CH,de;q=0.9'."""
+    text = clean(header, 256)
+    if text is None:
+        return None
+    tag = text.split(",", 1)[0].split(";", 1)[0].strip().replace("_", "-").split("-", 1)[0].lower()
+    return tag if _LANGUAGE.fullmatch(tag) else None

@@ -1,0 +1,184 @@
+"""One cached ``enrich`` call: each distinct value is worked out once.
+
+The reference path in ``enricher`` does every step for every hit. Here each
+input decides its share of the row once per run: an agent its client columns
+(per machine reason), an address its geo columns, masked address and network
+tests, an Accept-Language its language, a (kind, URL, referrer) its source
+columns. A hit's row is then a merge of those parts. The behavioural rules
+(burst, no open, send time) only ever flag clicks, so only clicks are kept
+for them, and flagged rows get the scanner's three columns afterwards.
+
+Address tables live for one call only; every table is cleared once it holds
+``LIMIT`` entries, so a huge call cannot grow it without bound.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from ipaddress import IPv4Address, IPv6Address
+from typing import TYPE_CHECKING, Any
+
+from .client import Client
+from .geo import Address, mask_ip, parse_ip
+from .machine import Click, in_masks, network_masks, scanner_click_indexes
+from .text import clean, language
+
+if TYPE_CHECKING:
+    from .enricher import Enricher
+
+LIMIT = 65_536
+GEO_KEYS = ("country", "region", "city", "asn", "network")
+# What one address contributes: geo columns, masked address, in Apple's relay, in a scanner network.
+Spot = tuple[dict[str, Any], str | None, bool, bool]
+# One agent: its client and its client columns per machine reason.
+Agent = tuple[Client, dict[str | None, dict[str, Any]]]
+Opened = set[tuple[Any, Any]]  # (job_id, recipient_id) of recipients with an open
+NOWHERE_SPOT: Spot = (dict.fromkeys(GEO_KEYS), None, False, False)
+
+
+def remember(table: dict[Any, Any], key: object, value: Any) -> Any:
+    """Store ``value`` under ``key``, emptying ``table`` first when it is full."""
+    if len(table) >= LIMIT:
+        table.clear()
+    table[key] = value
+    return value
+
+
+def mask_v4(address: IPv4Address, prefix: int) -> str:
+    """``mask_ip`` for a plain IPv4 address, with integer arithmetic."""
+    n = int(address) & (0xFFFFFFFF << (32 - prefix)) & 0xFFFFFFFF
+    return f"{n >> 24}.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"
+
+
+class Run:
+    """The tables of one cached ``enrich`` call."""
+
+    def __init__(self, enricher: Enricher) -> None:
+        self.enricher = enricher
+        self.config = enricher.config
+        self.agents: dict[object, Agent] = enricher.agents
+        self.spots: dict[object, Spot] = {}
+        self.languages: dict[object, str | None] = {}
+        self.sources: dict[tuple[object, ...], dict[str, Any]] = {}
+        self.apple = network_masks(self.config.apple_networks)
+        self.scanner = network_masks(self.config.scanner_networks)
+
+    def enrich(self, hits: Sequence[Mapping[str, Any]], sent_at: Mapping[Any, datetime | None]) -> list[dict[str, Any]]:
+        """One output dict per input hit, same order."""
+        rows: list[dict[str, Any]] = []
+        clicks: list[Click] = []
+        opened: Opened = set()
+        for index, hit in enumerate(hits):
+            rows.append(self.row(index, hit, clicks, opened))
+        for click in scanner_click_indexes(clicks, opened, sent_at, self.config):
+            if click.reason is None:
+                rows[click.index].update(self.client_part(click.agent, "scanner"))  # type: ignore[arg-type]
+        return rows
+
+    def row(self, index: int, hit: Mapping[str, Any], clicks: list[Click], opened: Opened) -> dict[str, Any]:
+        """The columns of one hit; a click is noted for the behavioural rules."""
+        get = hit.get
+        agent = self.agent(get("user_agent"))
+        geo, masked, apple, scanner = self.spot(get("client_ip"))
+        kind = get("kind")
+        reason = self.reason(hit, kind, agent[0], apple, scanner)
+        lang = self.language(get("accept_language"))
+        if kind == "click":
+            clicks.append(self.click(index, hit, agent, reason, lang))
+        elif kind == "open" and (recipient := get("recipient_id")) is not None:
+            opened.add((get("job_id"), recipient))
+        return {
+            **self.client_part(agent, reason),
+            **geo,
+            "language": lang,
+            **self.source(hit, kind),
+            "client_ip_masked": masked,
+        }
+
+    @staticmethod
+    def click(index: int, hit: Mapping[str, Any], agent: Agent, reason: str | None, lang: str | None) -> Click:
+        """What the behavioural rules need from one click."""
+        at = hit.get("received_at")
+        return Click(
+            index=index,
+            job_id=hit.get("job_id"),
+            recipient_id=hit.get("recipient_id"),
+            link=clean(hit.get("link")),
+            at=at if isinstance(at, datetime) else None,
+            lacks_browser=not agent[0].browser_like or lang is None,
+            agent=agent,
+            reason=reason,
+        )
+
+    @staticmethod
+    def reason(hit: Mapping[str, Any], kind: object, client: Client, apple: bool, scanner: bool) -> str | None:
+        """``machine.hit_reason`` with the address's network tests already done."""
+        if client.generic and (kind == "open" or apple):
+            return "apple_mpp"
+        if kind == "open" and client.mail_client == "Apple Mail" and apple:
+            return "apple_mpp"
+        if client.agent_reason is not None:
+            return client.agent_reason
+        if client.scanner or (kind == "click" and client.office):
+            return "scanner"
+        if hit.get("prefetch") is True or str(hit.get("method", "")).upper() == "HEAD":
+            return "prefetch"
+        return "scanner" if scanner else None
+
+    def agent(self, user_agent: object) -> Agent:
+        """Parsed agent, once per distinct text (other types are not cached)."""
+        if not (user_agent is None or isinstance(user_agent, str | bytes)):
+            return self.enricher.parse_agent(user_agent), {}
+        found = self.agents.get(user_agent)
+        if found is None:
+            found = remember(self.agents, user_agent, (self.enricher.parse_agent(user_agent), {}))
+        return found
+
+    def client_part(self, agent: Agent, reason: str | None) -> dict[str, Any]:
+        """Client columns, traffic and machine reason of an agent under ``reason``."""
+        client, parts = agent
+        found = parts.get(reason)
+        if found is None:
+            found = parts[reason] = self.enricher.client_columns(client, reason)
+        return found
+
+    def spot(self, raw: object) -> Spot:
+        """Geo columns, masked address and network tests, once per distinct address value."""
+        if not (raw is None or isinstance(raw, str | IPv4Address | IPv6Address)):
+            return self.locate(parse_ip(raw))
+        found = self.spots.get(raw)
+        if found is None:
+            found = remember(self.spots, raw, self.locate(parse_ip(raw)))
+        return found
+
+    def locate(self, address: Address | None) -> Spot:
+        """What one parsed address contributes to a row."""
+        if address is None:
+            return NOWHERE_SPOT
+        geo = self.enricher.geo.lookup(address)
+        columns = dict(zip(GEO_KEYS, (geo.country, geo.region, geo.city, geo.asn, geo.network), strict=True))
+        if type(address) is IPv4Address:
+            masked = mask_v4(address, self.config.ipv4_prefix)
+        else:
+            masked = mask_ip(address, self.config.ipv4_prefix, self.config.ipv6_prefix)
+        return columns, masked, in_masks(address, self.apple), in_masks(address, self.scanner)
+
+    def language(self, header: object) -> str | None:
+        """Primary language, once per distinct header text."""
+        if not (header is None or isinstance(header, str)):
+            return language(header)
+        if header in self.languages:
+            return self.languages[header]
+        return remember(self.languages, header, language(header))
+
+    def source(self, hit: Mapping[str, Any], kind: object) -> dict[str, Any]:
+        """Source columns, once per distinct (kind, landing URL, referrer)."""
+        get = hit.get
+        key = (kind, get("url"), get("link"), get("referer"))
+        if not all(part is None or type(part) is str for part in key):
+            return self.enricher.source_columns(hit)
+        found = self.sources.get(key)
+        if found is None:
+            found = remember(self.sources, key, self.enricher.source_columns(hit))
+        return found
