@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import maxminddb
+from iptocc import country_code
 
 from pixeltrack.config import ConfigError
 
@@ -151,8 +152,8 @@ class GeoLookup:
         self._readers = [open_reader(path) for path in paths]
         self._embedded = embedded
 
-    def lookup(self, address: Address | None) -> Geo:
-        """Country, region, city and network of ``address`` as far as known."""
+    def lookup(self, address: Address | None, text: str | None = None) -> Geo:
+        """Country, region, city and network of ``address`` as far as known (``text``: its str, if at hand)."""
         if address is None:
             return NOWHERE
         geo = NOWHERE
@@ -167,7 +168,8 @@ class GeoLookup:
             if not geo.missing():
                 break
         if geo.country is None and self._embedded:
-            geo = replace(geo, country=embedded_country(address))
+            country = embedded_country(address, text)
+            geo = Geo(country=country) if geo is NOWHERE else replace(geo, country=country)
         return geo
 
     def close(self) -> None:
@@ -185,8 +187,6 @@ def open_reader(path: Path) -> maxminddb.Reader:
         raise ConfigError(f"PIXELTRACK_GEOIP: cannot read {path}: {exc}") from exc
 
 
-def embedded_country(address: Address) -> str | None:
-    """Country from the registry data shipped inside ``iptocc``."""
-    from iptocc import country_code
-
-    return country_code(str(address))
+def embedded_country(address: Address, text: str | None = None) -> str | None:
+    """Country from the registry data shipped inside ``iptocc`` (``text``: ``str(address)``, if at hand)."""
+    return country_code(text or str(address))

@@ -50,17 +50,20 @@ class Click:
     reason: str | None
 
 
-def network_masks(networks: Sequence[Any]) -> tuple[tuple[int, int, int], ...]:
-    """(version, netmask, network address) of each network, as integers."""
-    return tuple((net.version, int(net.netmask), int(net.network_address)) for net in networks)
+Masks = dict[int, tuple[tuple[int, int], ...]]
 
 
-def in_masks(address: Address | None, masks: Sequence[tuple[int, int, int]]) -> bool:
+def network_masks(networks: Sequence[Any]) -> Masks:
+    """(netmask, network address) of each network as integers, by IP version."""
+    return {v: tuple((int(n.netmask), int(n.network_address)) for n in networks if n.version == v) for v in (4, 6)}
+
+
+def in_masks(address: Address | None, masks: Masks) -> bool:
     """``in_networks`` against ``network_masks``: the same test, in integers."""
     if address is None:
         return False
-    version, number = address.version, int(address)
-    return any(version == v and number & mask == base for v, mask, base in masks)
+    number = int(address)
+    return any(number & mask == base for mask, base in masks[address.version])
 
 
 def in_networks(address: Address | None, networks: Sequence[Any]) -> bool:

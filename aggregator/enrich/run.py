@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from ipaddress import IPv4Address, IPv6Address
+from socket import AF_INET, inet_pton
 from typing import TYPE_CHECKING, Any
 
 from .client import Client
@@ -49,6 +50,21 @@ def mask_v4(address: IPv4Address, prefix: int) -> str:
     """``mask_ip`` for a plain IPv4 address, with integer arithmetic."""
     n = int(address) & (0xFFFFFFFF << (32 - prefix)) & 0xFFFFFFFF
     return f"{n >> 24}.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"
+
+
+def parse_text(raw: str) -> tuple[Address | None, str | None]:
+    """``parse_ip`` of a str, and the address's own text when ``raw`` is exactly that.
+
+    A dotted quad that ``inet_pton`` takes (four decimal octets up to 255, no
+    leading zeros, nothing else) is one ``ipaddress`` takes, and is already
+    in its canonical form; anything else goes the reference way.
+    """
+    if len(raw) <= 64 and raw.isprintable():
+        try:
+            return IPv4Address(inet_pton(AF_INET, raw)), raw
+        except (OSError, ValueError):
+            pass
+    return parse_ip(raw), None
 
 
 class Run:
@@ -149,14 +165,16 @@ class Run:
             return self.locate(parse_ip(raw))
         found = self.spots.get(raw)
         if found is None:
-            found = remember(self.spots, raw, self.locate(parse_ip(raw)))
+            found = remember(
+                self.spots, raw, self.locate(*parse_text(raw)) if type(raw) is str else self.locate(parse_ip(raw))
+            )
         return found
 
-    def locate(self, address: Address | None) -> Spot:
-        """What one parsed address contributes to a row."""
+    def locate(self, address: Address | None, text: str | None = None) -> Spot:
+        """What one parsed address contributes to a row (``text``: its canonical str, if known)."""
         if address is None:
             return NOWHERE_SPOT
-        geo = self.enricher.geo.lookup(address)
+        geo = self.enricher.geo.lookup(address, text)
         columns = dict(zip(GEO_KEYS, (geo.country, geo.region, geo.city, geo.asn, geo.network), strict=True))
         if type(address) is IPv4Address:
             masked = mask_v4(address, self.config.ipv4_prefix)
@@ -176,9 +194,13 @@ class Run:
         """Source columns, once per distinct (kind, landing URL, referrer)."""
         get = hit.get
         key = (kind, get("url"), get("link"), get("referer"))
-        if not all(part is None or type(part) is str for part in key):
-            return self.enricher.source_columns(hit)
-        found = self.sources.get(key)
+        # Types are checked on a miss only: a key found equals a stored all-text key.
+        try:
+            found = self.sources.get(key)
+        except TypeError:  # an unhashable part
+            found = None
         if found is None:
-            found = remember(self.sources, key, self.enricher.source_columns(hit))
+            found = self.enricher.source_columns(hit)
+            if all(part is None or type(part) is str for part in key):
+                remember(self.sources, key, found)
         return found
