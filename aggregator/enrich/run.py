@@ -176,6 +176,7 @@ class Run:
             return NOWHERE_SPOT
         geo = self.enricher.geo.lookup(address, text)
         columns = dict(zip(GEO_KEYS, (geo.country, geo.region, geo.city, geo.asn, geo.network), strict=True))
+        masked: str | None
         if type(address) is IPv4Address:
             masked = mask_v4(address, self.config.ipv4_prefix)
         else:
