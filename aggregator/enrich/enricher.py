@@ -18,7 +18,7 @@ from typing import Any
 from .client import Client, parse_client
 from .config import EnrichConfig
 from .geo import NOWHERE, Address, Geo, GeoLookup, mask_ip, parse_ip
-from .machine import Event, hit_reason, scanner_clicks
+from .machine import Event, hit_reason, in_networks, scanner_clicks
 from .run import Agent, Run
 from .source import Source, classify
 from .text import clean, language
@@ -68,7 +68,10 @@ class Enricher:
             return Run(self).enrich(hits, sent_at or {})
         clients = [self.parse_agent(hit.get("user_agent")) for hit in hits]
         addresses = [parse_ip(hit.get("client_ip")) for hit in hits]
-        reasons = [hit_reason(h, c, a, self.config) for h, c, a in zip(hits, clients, addresses, strict=True)]
+        reasons = [
+            hit_reason(h, c, in_networks(a, self.config.apple_networks), in_networks(a, self.config.scanner_networks))
+            for h, c, a in zip(hits, clients, addresses, strict=True)
+        ]
         events = [self._event(hit, client) for hit, client in zip(hits, clients, strict=True)]
         for index in scanner_clicks(events, sent_at or {}, self.config):
             reasons[index] = reasons[index] or "scanner"

@@ -73,12 +73,16 @@ def in_networks(address: Address | None, networks: Sequence[Any]) -> bool:
     return any(address.version == net.version and address in net for net in networks)
 
 
-def hit_reason(hit: Mapping[str, Any], client: Client, address: Address | None, config: EnrichConfig) -> str | None:
-    """Machine reason told by this hit alone, or None."""
+def hit_reason(hit: Mapping[str, Any], client: Client, apple: bool, scanner: bool) -> str | None:
+    """Machine reason told by this hit alone, or None.
+
+    ``apple`` and ``scanner``: whether the address lies in Apple's egress or a
+    known scanner's networks (callers test once per address; see ``in_networks``).
+    """
     kind = hit.get("kind")
-    if client.generic and (kind == "open" or in_networks(address, config.apple_networks)):
+    if client.generic and (kind == "open" or apple):
         return "apple_mpp"
-    if kind == "open" and client.mail_client == "Apple Mail" and in_networks(address, config.apple_networks):
+    if kind == "open" and client.mail_client == "Apple Mail" and apple:
         return "apple_mpp"
     if client.agent_reason is not None:
         return client.agent_reason
@@ -86,9 +90,7 @@ def hit_reason(hit: Mapping[str, Any], client: Client, address: Address | None, 
         return "scanner"
     if hit.get("prefetch") is True or str(hit.get("method", "")).upper() == "HEAD":
         return "prefetch"
-    if in_networks(address, config.scanner_networks):
-        return "scanner"
-    return None
+    return "scanner" if scanner else None
 
 
 def burst_clicks(clicks: list[tuple[datetime, int, str | None]], window: float, links: int) -> set[int]:

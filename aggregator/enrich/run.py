@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from .client import Client
 from .geo import Address, mask_ip, parse_ip
-from .machine import Click, in_masks, network_masks, scanner_click_indexes
+from .machine import Click, hit_reason, in_masks, network_masks, scanner_click_indexes
 from .text import clean, language
 
 if TYPE_CHECKING:
@@ -98,7 +98,7 @@ class Run:
         agent = self.agent(get("user_agent"))
         geo, masked, apple, scanner = self.spot(get("client_ip"))
         kind = get("kind")
-        reason = self.reason(hit, kind, agent[0], apple, scanner)
+        reason = hit_reason(hit, agent[0], apple, scanner)
         lang = self.language(get("accept_language"))
         if kind == "click":
             clicks.append(self.click(index, hit, agent, reason, lang))
@@ -126,21 +126,6 @@ class Run:
             agent=agent,
             reason=reason,
         )
-
-    @staticmethod
-    def reason(hit: Mapping[str, Any], kind: object, client: Client, apple: bool, scanner: bool) -> str | None:
-        """``machine.hit_reason`` with the address's network tests already done."""
-        if client.generic and (kind == "open" or apple):
-            return "apple_mpp"
-        if kind == "open" and client.mail_client == "Apple Mail" and apple:
-            return "apple_mpp"
-        if client.agent_reason is not None:
-            return client.agent_reason
-        if client.scanner or (kind == "click" and client.office):
-            return "scanner"
-        if hit.get("prefetch") is True or str(hit.get("method", "")).upper() == "HEAD":
-            return "prefetch"
-        return "scanner" if scanner else None
 
     def agent(self, user_agent: object) -> Agent:
         """Parsed agent, once per distinct text (other types are not cached)."""
