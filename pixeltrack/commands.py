@@ -18,7 +18,6 @@ from pixeltrack.mint import Minter
 
 log = logging.getLogger("pixeltrack")
 
-Handler = Callable[[argparse.Namespace, CommonConfig], int]
 
 
 def resolve(environ: Mapping[str, str], need_db: bool = True, up: bool = False) -> CommonConfig:

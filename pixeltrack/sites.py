@@ -39,10 +39,6 @@ SELECT_SITES = """
 SELECT s.job_id, j.mode, s.domain, s.dnt_policy, s.cookieless, s.spa_hash
 FROM sites s JOIN jobs j USING (job_id) ORDER BY s.job_id
 """
-SELECT_SITE = """
-SELECT s.job_id, j.mode, s.domain, s.dnt_policy, s.cookieless, s.spa_hash
-FROM sites s JOIN jobs j USING (job_id) WHERE s.job_id = $1
-"""
 # Which recipients of a mail job may be identified on a website by a click.
 IDENTIFIABLE = """
 SELECT r.recipient_id FROM recipients r JOIN jobs j USING (job_id)
@@ -82,14 +78,6 @@ async def create_site(conn: asyncpg.Connection, domain: str, mode: str, dnt_poli
         await conn.execute(INSERT_SITE, job_id, domain, dnt_policy, cookieless, spa_hash)
     return {"job_id": job_id, "mode": mode, "domain": domain, "dnt_policy": dnt_policy,
             "cookieless": cookieless, "spa_hash": spa_hash}
-
-
-async def get_site(conn: asyncpg.Connection, site_id: int) -> asyncpg.Record:
-    """The site row, or LookupError naming the id."""
-    row = await conn.fetchrow(SELECT_SITE, site_id)
-    if row is None:
-        raise LookupError(f"no site {site_id}")
-    return row
 
 
 async def identifiable(conn: asyncpg.Connection, job_id: int) -> set[int]:
