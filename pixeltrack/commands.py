@@ -8,12 +8,13 @@ import csv
 import logging
 import sys
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from pixeltrack import db, jobs, sites
-from pixeltrack.config import CommonConfig, ConfigError
-from pixeltrack.embedded import database_url, stored_secret
+from pixeltrack.config import CommonConfig, ConfigError, Secrets
+from pixeltrack.embedded import embedded_url, stored_secret
 from pixeltrack.mint import Minter
 
 log = logging.getLogger("pixeltrack")
@@ -27,17 +28,12 @@ def resolve(environ: Mapping[str, str], need_db: bool = True, up: bool = False) 
     it, and other commands on the same embedded data folder reuse it. With
     DATABASE_URL set, PIXELTRACK_SECRET must be given explicitly.
     """
-    env = dict(environ)
-    common = CommonConfig.from_env(env)
-    embedded = common.database_url is None
-    if not env.get("PIXELTRACK_SECRET") and embedded:
-        secret_file = common.data_dir / "secret"
-        if up or secret_file.exists():
-            env["PIXELTRACK_SECRET"] = stored_secret(common.data_dir)
-    common = CommonConfig.from_env(env)
-    if need_db:
-        url = database_url(common.database_url, common.data_dir)
-        common = CommonConfig(url, common.data_dir, common.base_url, common.secrets)
+    common = CommonConfig.from_env(environ)
+    if common.database_url is None:
+        if common.secrets is None and (up or (common.data_dir / "secret").exists()):
+            common = replace(common, secrets=Secrets(stored_secret(common.data_dir)))
+        if need_db:
+            common = replace(common, database_url=embedded_url(common.data_dir))
     return common
 
 

@@ -30,11 +30,6 @@ def embedded_url(data_dir: Path) -> str:
     return str(_servers[pgdata].get_uri())
 
 
-def database_url(configured: str | None, data_dir: Path) -> str:
-    """The configured DATABASE_URL, or the embedded server's when there is none."""
-    return configured or embedded_url(data_dir)
-
-
 def stored_secret(data_dir: Path) -> str:
     """The signing key kept in the data folder, made on first use (for `up`)."""
     path = data_dir / "secret"
