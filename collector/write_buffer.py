@@ -134,7 +134,6 @@ class HitWriter:
         """Write what is buffered now (and replay the spool when it can)."""
         async with self._lock:
             batch, self.buffer = self.buffer, []
-            self.metrics.buffered.set(len(self.buffer))
             records = await self._prepare_chunked(batch)
             if self._held:
                 records, self._held = self._held + records, []
