@@ -80,7 +80,7 @@ async def snippet(request: web.Request) -> web.Response:
     return web.Response(body=SNIPPET, headers=SNIPPET_HEADERS)
 
 
-async def page_pixel(request: web.Request) -> web.Response:
+async def page_pixel(request: web.Request) -> web.StreamResponse:
     """GET /r.gif?k=KEY&u=...: a page view by image. Always the GIF."""
     page_view(request, request.query, None)
     return views.gif()

@@ -13,7 +13,7 @@ import time
 from aiohttp import web
 
 from collector import site
-from collector.pixel import GIF, NO_STORE, NOT_FOUND_BODY, PIXEL_HEADERS
+from collector.pixel import NOT_FOUND, PIXEL, REDIRECT, CannedResponse, header_safe
 from collector.state import METRICS, SIGNER, STATE, WRITER
 from pixeltrack.tokens import KIND_CLICK, KIND_DOC, KIND_OPEN, TokenError
 
@@ -59,12 +59,12 @@ def _verify(request: web.Request, token: str, want: int) -> tuple[int, int | Non
     return t.job_id, t.recipient_id, t.url, None
 
 
-def gif() -> web.Response:
+def gif() -> web.StreamResponse:
     """The cached pixel with headers no cache may reuse."""
-    return web.Response(body=GIF, headers=PIXEL_HEADERS)
+    return CannedResponse(PIXEL)
 
 
-async def open_pixel(request: web.Request) -> web.Response:
+async def open_pixel(request: web.Request) -> web.StreamResponse:
     """GET /o/{token}.gif: an email open. Always the GIF, whatever the token."""
     token = request.match_info["token"].removesuffix(".gif")
     job, rcpt, _, reason = _verify(request, token, KIND_OPEN)
@@ -72,7 +72,7 @@ async def open_pixel(request: web.Request) -> web.Response:
     return gif()
 
 
-async def doc_page(request: web.Request) -> web.Response:
+async def doc_page(request: web.Request) -> web.StreamResponse:
     """GET /d/{token}/{page}.gif: one page of a tracked document was shown."""
     job, rcpt, _, reason = _verify(request, request.match_info["token"], KIND_DOC)
     raw = request.match_info["page"].removesuffix(".gif")
@@ -83,16 +83,18 @@ async def doc_page(request: web.Request) -> web.Response:
     return gif()
 
 
-async def click(request: web.Request) -> web.Response:
+async def click(request: web.Request) -> web.StreamResponse:
     """GET /c/{token}: redirect to the signed destination, or 404. Never an open redirect."""
     token = request.match_info["token"]
     job, rcpt, url, reason = _verify(request, token, KIND_CLICK)
+    if url is not None and not header_safe(url):  # only a minting bug could sign such a URL
+        job, rcpt, url, reason = 0, None, None, "bad_destination"
     record(request, "click", job, rcpt, url, None, reason)
     if reason is not None or url is None:
-        return web.Response(status=404, body=NOT_FOUND_BODY, content_type="text/plain", headers=NO_STORE)
+        return CannedResponse(NOT_FOUND)
     if rcpt is not None and request.app[SIGNER].identifies(token):  # personal: the site learns the contact
         url = site.with_contact(request.app[SIGNER], url, job, rcpt)
-    return web.Response(status=302, headers={"Location": url, **NO_STORE})
+    return CannedResponse(REDIRECT, url.encode("utf-8"))
 
 
 async def healthz(request: web.Request) -> web.Response:
