@@ -10,22 +10,17 @@ from __future__ import annotations
 
 import time
 
-from aiohttp import web
+from aiohttp import hdrs, web
+from multidict import istr
 
 from collector import site
 from collector.pixel import NOT_FOUND, PIXEL, REDIRECT, CannedResponse, header_safe
 from collector.state import METRICS, SIGNER, STATE, WRITER
 from pixeltrack.tokens import KIND_CLICK, KIND_DOC, KIND_OPEN, TokenError
 
-PREFETCH_HEADERS = ("Sec-Purpose", "Purpose", "X-Purpose", "X-Moz")
+# Header names as istr: a lookup with a plain str folds its case every time.
+SEC_PURPOSE, PURPOSE, X_PURPOSE, X_MOZ = map(istr, ("Sec-Purpose", "Purpose", "X-Purpose", "X-Moz"))
 MAX_PAGE = 100_000
-
-
-def _prefetch(request: web.Request) -> bool:
-    if request.method == "HEAD":
-        return True
-    headers = request.headers
-    return any(name in headers for name in PREFETCH_HEADERS)
 
 
 def record(request: web.Request, kind: str, job: int, rcpt: int | None, link: str | None,
@@ -39,12 +34,14 @@ def record(request: web.Request, kind: str, job: int, rcpt: int | None, link: st
     visitor asking not to be tracked, on a site that tracks them blind).
     """
     h = request.headers
+    method = request.method
     peer, xff, agent = (None, None, None) if anonymous else (
-        request.remote, h.get("X-Forwarded-For"), h.get("User-Agent"))
+        request.remote, h.get(hdrs.X_FORWARDED_FOR), h.get(hdrs.USER_AGENT))
     request.app[WRITER].append((
         time.time(), kind, job, rcpt, link, page, peer, xff, agent,
-        h.get("Referer") if referer is None else referer or None, language or h.get("Accept-Language"),
-        request.method, _prefetch(request), reason, extra,
+        h.get(hdrs.REFERER) if referer is None else referer or None, language or h.get(hdrs.ACCEPT_LANGUAGE),
+        method, method == "HEAD" or SEC_PURPOSE in h or PURPOSE in h or X_PURPOSE in h or X_MOZ in h,
+        reason, extra,
     ))
 
 
