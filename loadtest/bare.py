@@ -2,7 +2,10 @@
 
 Same routes as the collector (so routing costs the same), same GIF, same
 headers; no token check, no buffer, no database. `python -m loadtest.bare
---port P` serves until SIGTERM.
+--port P` serves until SIGTERM. With ``--canned`` it answers from the
+collector's prebuilt wire bytes (collector.pixel.CannedResponse) instead of
+aiohttp's Response: the same answer path as the collector, so the difference
+to the collector is exactly the collector's own work per hit.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import signal
 
 from aiohttp import web
 
-from collector.pixel import GIF, PIXEL_HEADERS
+from collector.pixel import GIF, PIXEL, PIXEL_HEADERS, CannedResponse
 
 
 async def pixel(request: web.Request) -> web.Response:
@@ -21,24 +24,30 @@ async def pixel(request: web.Request) -> web.Response:
     return web.Response(body=GIF, headers=PIXEL_HEADERS)
 
 
+async def canned_pixel(request: web.Request) -> web.StreamResponse:
+    """The GIF from the collector's prebuilt bytes."""
+    return CannedResponse(PIXEL)
+
+
 async def healthz(request: web.Request) -> web.Response:
     """Alive (the drivers' idle request)."""
     return web.Response(text="ok\n")
 
 
-def create_app() -> web.Application:
+def create_app(canned: bool = False) -> web.Application:
     """The collector's routes, each answering the pixel."""
     app = web.Application(handler_args={"max_field_size": 16384, "max_line_size": 16384})
-    app.router.add_get("/o/{token}", pixel)
-    app.router.add_get("/c/{token}", pixel)
-    app.router.add_get("/d/{token}/{page}", pixel)
+    handler = canned_pixel if canned else pixel
+    app.router.add_get("/o/{token}", handler)
+    app.router.add_get("/c/{token}", handler)
+    app.router.add_get("/d/{token}/{page}", handler)
     app.router.add_get("/healthz", healthz)
     return app
 
 
-async def serve(port: int) -> None:
+async def serve(port: int, canned: bool = False) -> None:
     """Serve on 127.0.0.1:``port`` until SIGTERM or SIGINT."""
-    runner = web.AppRunner(create_app(), handle_signals=False, access_log=None)
+    runner = web.AppRunner(create_app(canned), handle_signals=False, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port, backlog=2048).start()
     stop = asyncio.Event()
@@ -52,13 +61,15 @@ async def serve(port: int) -> None:
 
 
 def main() -> None:
-    """Parse --port and serve."""
+    """Parse --port (and --canned) and serve."""
     p = argparse.ArgumentParser(prog="python -m loadtest.bare")
     p.add_argument("--port", type=int, required=True)
+    p.add_argument("--canned", action="store_true", help="answer from the collector's prebuilt bytes")
+    args = p.parse_args()
     import uvloop
 
     uvloop.install()
-    asyncio.run(serve(p.parse_args().port))
+    asyncio.run(serve(args.port, args.canned))
 
 
 if __name__ == "__main__":

@@ -107,11 +107,11 @@ def start_collector(url: str, secret: str, tmp: Path, cpus: set[int] | None, wor
     return server
 
 
-def start_bare(tmp: Path, cpus: set[int] | None) -> procs.Server:
-    """The bare aiohttp + uvloop pixel server, ready."""
+def start_bare(tmp: Path, cpus: set[int] | None, canned: bool = False) -> procs.Server:
+    """The bare aiohttp + uvloop pixel server (answering from prebuilt bytes with ``canned``), ready."""
     port = procs.free_port()
-    server = procs.Server([sys.executable, "-m", "loadtest.bare", "--port", str(port)], port, cpus=cpus,
-                          log=tmp / "bare.log")
+    cmd = [sys.executable, "-m", "loadtest.bare", "--port", str(port), *(["--canned"] if canned else [])]
+    server = procs.Server(cmd, port, cpus=cpus, log=tmp / f"bare-{port}.log")
     server.wait_ready()
     return server
 

@@ -7,9 +7,13 @@ import re
 import shutil
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
+
+from collector.pixel import GIF
+from loadtest import procs
 
 ROOT = Path(__file__).resolve().parent.parent
 DRIVERS = ["asyncio"] + (["wrk"] if shutil.which("wrk") else [])
@@ -32,3 +36,23 @@ class TestLoadSmoke:
         match = re.search(r"^loss: 0 of (\d+)", proc.stdout, re.MULTILINE)
         assert match, proc.stdout + proc.stderr
         assert int(match.group(1)) > 0
+
+
+@pytest.mark.slow
+class TestBaselines:
+    """The benchmark's bare handlers answer exactly what the collector answers a pixel with."""
+
+    @pytest.mark.parametrize("canned", [False, True])
+    def test_bare_answers_the_gif(self, tmp_path: Path, canned: bool) -> None:
+        """200, the 42-byte GIF and the no-store header on every route; SIGTERM ends it with 0."""
+        port = procs.free_port()
+        cmd = [sys.executable, "-m", "loadtest.bare", "--port", str(port), *(["--canned"] if canned else [])]
+        server = procs.Server(cmd, port, log=tmp_path / "bare.log")
+        try:
+            server.wait_ready()
+            for route in ("/o/anything.gif", "/c/anything", "/d/anything/3.gif"):
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{route}", timeout=5) as r:
+                    assert (r.status, r.read(), r.headers["Content-Type"]) == (200, GIF, "image/gif")
+                    assert r.headers["Cache-Control"] == "no-store, no-cache, must-revalidate, private, max-age=0"
+        finally:
+            assert server.stop() == 0
