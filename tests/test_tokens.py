@@ -21,6 +21,15 @@ class TestRoundTrip:
         s = Signer("k1")
         assert s.verify(s.mint(KIND_OPEN, 42, 7)) == Token(KIND_OPEN, 42, 7, None)
 
+    @pytest.mark.parametrize("job", [0, 1, 127, 128, 16383, 16384, 2**21 + 5, 2**40])
+    @pytest.mark.parametrize("recipient", [None, 0, 126, 127, 128, 16382, 16383, 16384, 2**28, 2**50])
+    def test_every_varint_width(self, job: int, recipient: int | None) -> None:
+        """Ids of one, two and more varint bytes come back exactly, in every combination."""
+        s = Signer("k")
+        assert s.verify(s.mint(KIND_OPEN, job, recipient)) == Token(KIND_OPEN, job, recipient, None)
+        url = "https://a.example/"
+        assert s.verify(s.mint(KIND_CLICK, job, recipient, url)) == Token(KIND_CLICK, job, recipient, url)
+
     def test_recipient_zero_is_not_none(self) -> None:
         """Recipient 0 and no recipient are different tokens."""
         s = Signer("k1")
