@@ -50,10 +50,10 @@ class Canned:
         self.headers = headers
         self.body = body
         self._second = -1
-        self._made: dict[tuple[int, bool, bool], tuple[bytes, bytes]] = {}
+        self._made: dict[tuple[int, bool, bool], tuple[bytes, bytes, bytes]] = {}
 
-    def parts(self, minor: int, keep_alive: bool, head: bool) -> tuple[bytes, bytes]:
-        """(status line and headers, blank line and body) for this request's form."""
+    def parts(self, minor: int, keep_alive: bool, head: bool) -> tuple[bytes, bytes, bytes]:
+        """(status line and headers, blank line and body, the two joined) for this request's form."""
         now = int(time.time())
         if now != self._second:
             self._made.clear()
@@ -61,7 +61,8 @@ class Canned:
         key = (minor, keep_alive, head)
         made = self._made.get(key)
         if made is None:
-            made = self._made[key] = self._make(minor, keep_alive, head, now)
+            start, tail = self._make(minor, keep_alive, head, now)
+            made = self._made[key] = (start, tail, start + tail)
         return made
 
     def _make(self, minor: int, keep_alive: bool, head: bool, now: int) -> tuple[bytes, bytes]:
@@ -104,10 +105,10 @@ class CannedResponse(web.StreamResponse):
             raise ConnectionResetError("the client went away")
         keep_alive = request.keep_alive
         version = request.version
-        head, body = self._canned.parts(version.minor if version.major == 1 else 1, keep_alive,
-                                        request.method == "HEAD")
+        head, body, whole = self._canned.parts(version.minor if version.major == 1 else 1, keep_alive,
+                                               request.method == "HEAD")
         if self._location is None:
-            transport.write(head + body)
+            transport.write(whole)
         else:
             transport.write(b"".join((head, b"Location: ", self._location, b"\r\n", body)))
         self._keep_alive = keep_alive
