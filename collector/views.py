@@ -26,7 +26,7 @@ MAX_PAGE = 100_000
 def record(request: web.Request, kind: str, job: int, rcpt: int | None, link: str | None,
            page: int | None, reason: str | None, extra: dict[str, str | None] | None = None,
            referer: str | None = None, language: str | None = None, anonymous: bool = False) -> None:
-    """Append one hit as a plain tuple (see write_buffer.HIT_FIELDS).
+    """Append one hit as a plain tuple (see collector.rows.HIT_FIELDS).
 
     Page views pass the document's ``referer`` ("" for none: the Referer header
     of a beacon is the page itself) and ``language`` as the snippet reported

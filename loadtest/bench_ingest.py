@@ -104,7 +104,7 @@ def psql_rate(url: str, records: list[tuple[Any, ...]], columns: tuple[str, ...]
 async def ingest(url: str, requests: list[Request], rows: int, tmp: Path,
                  batch_sizes: tuple[int, ...] = (500, 2000, 5000, 20000)) -> dict[str, float]:
     """Collector COPY rows/s per batch size, and psql \\copy rows/s, alternated."""
-    from collector.write_buffer import COLUMNS
+    from collector.rows import COLUMNS
 
     records = make_records(requests, rows, COLUMNS)
     await _truncate(url)
