@@ -13,9 +13,9 @@ same repair counts as value by value (tests/test_collector_rows.py).
 from __future__ import annotations
 
 import datetime as dt
+import struct
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from functools import partial
 from itertools import repeat
 from typing import Any
 
@@ -35,8 +35,8 @@ COLUMNS = ("hit_id", "received_at", "kind", "job_id", "recipient_id", "link", "p
 UUID_AT, TIME_AT = 0, 1
 Hit = tuple[Any, ...]
 
-_STAMP = partial(dt.datetime.fromtimestamp, tz=dt.UTC)
-_EIGHT_BYTES = partial(int.to_bytes, length=8, byteorder="big")
+# Positional map() arguments: keyword partials cost half as much again per value.
+_ID_BYTES = struct.Struct(">8sQ").pack  # prefix + counter, the 16 bytes of a hit id
 _NO_EXTRA = (None,) * len(EXTRA_COLUMNS)
 
 
@@ -65,11 +65,12 @@ class RowMaker:
             zip(*batch, strict=True))
         start = self.count
         self.count += len(batch)
-        ids = map(_PgUUID, map(self.prefix.__add__, map(_EIGHT_BYTES, range(start + 1, self.count + 1))))
+        ids = map(_PgUUID, map(_ID_BYTES, repeat(self.prefix), range(start + 1, self.count + 1)))
+        stamps = map(dt.datetime.fromtimestamp, ts, repeat(dt.UTC))
         _count(kinds, reasons, tally)
         repairs = tally.repairs
         return list(zip(
-            ids, map(_STAMP, ts), kinds, jobs, rcpts, text_column(links, LIMITS["link"], repairs), pages,
+            ids, stamps, kinds, jobs, rcpts, text_column(links, LIMITS["link"], repairs), pages,
             self._addresses(peers, xffs, repairs), text_column(uas, LIMITS["user_agent"], repairs),
             text_column(refs, LIMITS["referer"], repairs), text_column(langs, LIMITS["accept_language"], repairs),
             methods, prefetch, reasons, *_extra_columns(extras, repairs),
