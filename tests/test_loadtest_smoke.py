@@ -56,3 +56,20 @@ class TestBaselines:
                     assert r.headers["Cache-Control"] == "no-store, no-cache, must-revalidate, private, max-age=0"
         finally:
             assert server.stop() == 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not shutil.which("wrk"), reason="loadtest.ab drives with wrk")
+class TestAB:
+    """`python -m loadtest.ab` drives each server and prints a ratio line per server."""
+
+    def test_one_short_round(self, server_url: str) -> None:
+        """Exit 0 and one ratio line each for bare and collector; the base's ratio is exactly 1."""
+        proc = subprocess.run(
+            [sys.executable, "-m", "loadtest.ab", "--servers", "bare,collector", "--rounds", "1", "--seconds", "1",
+             "--recipients", "2000", "--mix-size", "2000"],
+            cwd=ROOT, env={**os.environ, "DATABASE_URL": server_url}, capture_output=True, text=True, timeout=120,
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert re.search(r"^  bare +CPU/hit x1\.000  hits/s x1\.000", proc.stdout, re.MULTILINE), proc.stdout
+        assert re.search(r"^  collector +CPU/hit x\d+\.\d{3}  hits/s x\d+\.\d{3}", proc.stdout, re.MULTILINE)

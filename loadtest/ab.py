@@ -1,0 +1,138 @@
+"""`python -m loadtest.ab`: this tree's collector against a git revision's, alternated, as ratios.
+
+For a change to the request or write path: is it faster, by how much, and is
+that more than the noise? Both collectors (and the bare handlers, for scale)
+run pinned to the last core, wrk to core 0 with PostgreSQL, on the same
+database and the same wrk mix; drives alternate so a neighbour's load hits
+both alike. Prints each drive, then the median ratio over the rounds
+against the first server named. Run it with nothing else busy.
+
+    python -m loadtest.ab --against HEAD~1 --rounds 6
+    python -m loadtest.ab --servers bare,canned,collector --rounds 3
+    python -m loadtest.ab --against HEAD --rate 15000       # latency at a fixed rate
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from loadtest import campaign as campaigns
+from loadtest import driver_wrk, procs
+from loadtest.bench_figures import Measure, Plan, measure, plan
+from loadtest.traffic import build_mix
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def worktree(revision: str, folder: Path) -> Path:
+    """A detached checkout of ``revision`` in ``folder`` (removed by ``drop_worktree``)."""
+    path = folder / "against"
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "-q", "--detach", str(path), revision], check=True)
+    return path
+
+
+def drop_worktree(path: Path) -> None:
+    """Remove a worktree made by ``worktree``."""
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(path)], check=False)
+
+
+def commands(port: int, against: Path | None) -> dict[str, list[str]]:
+    """The command line of every server this tool knows, on ``port``."""
+    bare = [sys.executable, "-m", "loadtest.bare", "--port", str(port)]
+    out = {"bare": bare, "canned": [*bare, "--canned"], "collector": procs.collector_cmd(port)}
+    if against is not None:  # same interpreter, the revision's packages first on the path
+        out["against"] = ["env", f"PYTHONPATH={against}", "sh", "-c", f'cd "{against}" && exec "$@"', "sh",
+                          *procs.collector_cmd(port)]
+    return out
+
+
+def start(name: str, url: str, secret: str, tmp: Path, cpus: set[int] | None, against: Path | None) -> procs.Server:
+    """One server, ready."""
+    port = procs.free_port()
+    env = procs.collector_env(url, secret, Path(tempfile.mkdtemp(prefix=f"spool-{name}-", dir=tmp)))
+    server = procs.Server(commands(port, against)[name], port, env, cpus=cpus, log=tmp / f"{name}.log")
+    server.wait_ready()
+    return server
+
+
+def ratios(results: dict[str, list[Measure]], base: str, attr: str) -> dict[str, float]:
+    """Median over the rounds of each server's ``attr`` over the base server's."""
+    return {name: statistics.median(getattr(m, attr) / getattr(b, attr) for m, b in zip(ms, results[base],
+                                                                                       strict=True))
+            for name, ms in results.items()}
+
+
+async def run(args: argparse.Namespace, say: Callable[[str], None] = print) -> dict[str, list[Measure]]:
+    """Set up, alternate the drives, tear down; the measures per server."""
+    server_url = campaigns.server_url(args.database_url)
+    url = await campaigns.create_database(server_url, "pt_ab")
+    tmp = Path(tempfile.mkdtemp(prefix="pixeltrack-ab-"))
+    against = worktree(args.against, tmp) if args.against else None
+    names = (["against"] if against else []) + args.servers.split(",")  # the first is the base
+    servers: dict[str, procs.Server] = {}
+    try:
+        secret = secrets.token_urlsafe(32)
+        requests = build_mix(await campaigns.setup(url, args.recipients), secret, args.mix_size)
+        p = plan(False, args.connections)
+        p = Plan(args.seconds, p.connections, args.rounds, p.server_cpus, p.driver_cpus)
+        for name in names:
+            servers[name] = start(name, url, secret, tmp, p.server_cpus, against)
+        results: dict[str, list[Measure]] = {name: [] for name in names}
+        with procs.postgres_on(p.driver_cpus):
+            for name in names:
+                await measure(servers[name], requests, p, seconds=2.0)  # warm-up
+            for round_ in range(args.rounds):
+                for name in names:
+                    m = await measure(servers[name], requests, p, rate=args.rate)
+                    results[name].append(m)
+                    say(f"round {round_ + 1}  {name:10s} {m.rps:8,.0f} hits/s  {m.cpu_us:6.1f} µs CPU/hit  "
+                        f"p99 {m.p99:6.2f} ms")
+        return results
+    finally:
+        for server in servers.values():
+            server.stop()
+        if against:
+            drop_worktree(against)
+        await campaigns.drop_database(server_url, url)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse, run, print the ratios."""
+    p = argparse.ArgumentParser(prog="python -m loadtest.ab", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--against", help="git revision whose collector to compare with (a worktree is made)")
+    p.add_argument("--servers", default="collector", help="comma-separated: collector, bare, canned")
+    p.add_argument("--rounds", type=int, default=4)
+    p.add_argument("--seconds", type=float, default=5.0)
+    p.add_argument("--rate", type=float, help="requests per second (default: as fast as possible); for latency")
+    p.add_argument("--connections", type=int, default=32)
+    p.add_argument("--recipients", type=int, default=20_000)
+    p.add_argument("--mix-size", type=int, default=50_000)
+    p.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
+    args = p.parse_args(argv)
+    if not driver_wrk.available():
+        raise SystemExit("loadtest.ab: needs wrk (apt-get install wrk)")
+    import uvloop
+
+    uvloop.install()
+    results = asyncio.run(run(args))
+    base = next(iter(results))
+    cpu, rps = ratios(results, base, "cpu_us"), ratios(results, base, "rps")
+    print(f"\nmedian of {args.rounds} round(s), against {base}:")
+    for name in results:
+        print(f"  {name:10s} CPU/hit x{cpu[name]:.3f}  hits/s x{rps[name]:.3f}  "
+              f"(CPU/hit {statistics.median(m.cpu_us for m in results[name]):.1f} µs)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
