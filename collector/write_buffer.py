@@ -44,8 +44,9 @@ PARTITION_EVERY = 3600.0
 # 5.2 ms with 100, 2.7 ms with 50 (and PostgreSQL off the collector's core).
 CHUNK = 50
 # Rows made per turn of the loop (collector.rows works a column at a time, so
-# larger pieces cost less per row; 1000 rows take well under a millisecond).
-PREPARE_CHUNK = 1000
+# larger pieces cost a little less per row). At 17 000 req/s, 5 alternated
+# rounds: p99 4.00 ms with 1000-row pieces, 3.71 ms with 250, CPU/hit alike.
+PREPARE_CHUNK = 250
 UTC = dt.UTC
 
 

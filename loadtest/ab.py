@@ -130,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nmedian of {args.rounds} round(s), against {base}:")
     for name in results:
         print(f"  {name:10s} CPU/hit x{cpu[name]:.3f}  hits/s x{rps[name]:.3f}  "
-              f"(CPU/hit {statistics.median(m.cpu_us for m in results[name]):.1f} µs)")
+              f"(CPU/hit {statistics.median(m.cpu_us for m in results[name]):.1f} µs, "
+              f"p99 {statistics.median(m.p99 for m in results[name]):.2f} ms)")
     return 0
 
 
