@@ -8,6 +8,7 @@ closes, the buffer is flushed (or spooled) and the process exits.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -44,6 +45,11 @@ async def serve(config: CollectorConfig, extra: Extra | None = None, started: Ca
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port, reuse_port=config.reuse_port or None, backlog=2048)
     await site.start()
+    # Everything made at start-up (modules, the app, the parsers) is kept for
+    # the process's life: frozen, the collector's full collections stop
+    # walking it. loadtest.ab, 5-6 rounds: p99 at 17 000 req/s 3.62 -> 2.96 ms,
+    # at full rate 4.63 -> 3.62 ms; CPU per hit alike (0.95-0.99).
+    gc.freeze()
     log.info("collector listening on http://%s:%s (pid %d)", config.host, config.port, os.getpid())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
