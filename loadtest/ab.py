@@ -10,6 +10,7 @@ against the first server named. Run it with nothing else busy.
     python -m loadtest.ab --against HEAD~1 --rounds 6
     python -m loadtest.ab --servers bare,canned,collector --rounds 3
     python -m loadtest.ab --against HEAD --rate 15000       # latency at a fixed rate
+    python -m loadtest.ab --rounds 1 --py-spy prof.txt      # where the collector's CPU goes
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import secrets
 import statistics
 import subprocess
 import sys
 import tempfile
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -64,6 +67,26 @@ def start(name: str, url: str, secret: str, tmp: Path, cpus: set[int] | None, ag
     return server
 
 
+def profiler(server: procs.Server, out: str | None, seconds: float) -> subprocess.Popen[bytes] | None:
+    """py-spy sampling ``server`` for most of one drive into ``out`` (raw stacks), when asked."""
+    if not out:
+        return None
+    cmd = ["py-spy", "record", "-r", "500", "-f", "raw", "-o", out, "-d", str(max(1, int(seconds) - 1)),
+           "-p", str(server.proc.pid)]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def top_functions(path: str, count: int = 25) -> str:
+    """The functions with the most samples of their own (self time) in a py-spy raw file."""
+    own: Counter[str] = Counter()
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        stack, _, samples = line.rpartition(" ")
+        own[re.sub(r":\d+\)$", ")", stack.rsplit(";", 1)[-1])] += int(samples)
+    total = sum(own.values()) or 1
+    return "\n".join([f"py-spy: {total} samples, self time:",
+                      *(f"  {100 * n / total:5.1f}%  {name}" for name, n in own.most_common(count))])
+
+
 def ratios(results: dict[str, list[Measure]], base: str, attr: str) -> dict[str, float]:
     """Median over the rounds of each server's ``attr`` over the base server's."""
     return {name: statistics.median(getattr(m, attr) / getattr(b, attr) for m, b in zip(ms, results[base],
@@ -92,7 +115,11 @@ async def run(args: argparse.Namespace, say: Callable[[str], None] = print) -> d
                 await measure(servers[name], requests, p, seconds=2.0)  # warm-up
             for round_ in range(args.rounds):
                 for name in names:
+                    spy = profiler(servers[name], args.py_spy, p.seconds) if round_ == 0 and name == names[-1] else None
                     m = await measure(servers[name], requests, p, rate=args.rate)
+                    if spy is not None:
+                        spy.wait(30)
+                        say(top_functions(args.py_spy))
                     results[name].append(m)
                     say(f"round {round_ + 1}  {name:10s} {m.rps:8,.0f} hits/s  {m.cpu_us:6.1f} µs CPU/hit  "
                         f"p99 {m.p99:6.2f} ms")
@@ -118,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--recipients", type=int, default=20_000)
     p.add_argument("--mix-size", type=int, default=50_000)
     p.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
+    p.add_argument("--py-spy", metavar="FILE", help="profile the last server's first drive into FILE (needs py-spy)")
     args = p.parse_args(argv)
     if not driver_wrk.available():
         raise SystemExit("loadtest.ab: needs wrk (apt-get install wrk)")
