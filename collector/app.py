@@ -72,6 +72,7 @@ async def writer_ctx(app: web.Application) -> AsyncIterator[None]:
     """The write buffer and its flusher; the final flush runs after the listener closed."""
     writer = HitWriter(app[CONFIG], app[POOL], app[METRICS])
     app[WRITER] = writer
+    app[views.HITS].append = writer.append
     task = asyncio.create_task(writer.run(), name="pixeltrack-flusher")
     yield
     # Not task.cancel(): a COPY cut short would leave its batch nowhere.
@@ -91,9 +92,10 @@ def create_app(config: CollectorConfig) -> web.Application:
     app.cleanup_ctx.append(bad_http_ctx)
     app.cleanup_ctx.append(pool_ctx)
     app.cleanup_ctx.append(writer_ctx)
-    app.router.add_get("/o/{token}", views.open_pixel)
-    app.router.add_get("/c/{token}", views.click)
-    app.router.add_get("/d/{token}/{page}", views.doc_page)
+    hits = app[views.HITS] = views.Hits(app[SIGNER])
+    app.router.add_get("/o/{token}", hits.open_pixel)
+    app.router.add_get("/c/{token}", hits.click)
+    app.router.add_get("/d/{token}/{page}", hits.doc_page)
     app.router.add_get("/healthz", views.healthz)
     app.router.add_get("/readyz", views.readyz)
     app.router.add_get("/metrics", views.metrics)

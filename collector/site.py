@@ -179,7 +179,7 @@ def page_view(request: web.Request, data: Mapping[str, Any], reason: str | None)
             extra["visitor_id"] = visitor
         if not flags & (SITE_BLIND | SITE_UNIQUE):
             extra["contact"] = contact_of(request, _text(data.get("c")))
-    views.record(request, "page", job if reason is None else 0, None, None, None, reason, extra,
+    request.app[views.HITS].record(request, "page", job if reason is None else 0, None, None, None, reason, extra,
                  referer=_text(data.get("r")) or "", language=_text(data.get("l")), anonymous=anonymous)
 
 

@@ -1,7 +1,7 @@
 """Request handlers: answer at once, append the hit, never await anything.
 
-A handler verifies the token (microseconds, no database), appends one tuple
-to the write buffer and returns a prebuilt answer. Everything else (client
+A hit handler (``Hits``, one per app) verifies the token (microseconds, no
+database), appends one tuple to the write buffer and returns a prebuilt answer. Everything else (client
 address resolution, cleaning, ids, timestamps as datetimes) happens in the
 flusher, once per batch.
 """
@@ -9,89 +9,105 @@ flusher, once per batch.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from aiohttp import hdrs, web
 from multidict import istr
 
 from collector import site
 from collector.pixel import NOT_FOUND, PIXEL, REDIRECT, CannedResponse, header_safe
-from collector.state import METRICS, SIGNER, STATE, WRITER
-from pixeltrack.tokens import KIND_CLICK, KIND_DOC, KIND_OPEN, TokenError
+from collector.rows import Hit
+from collector.state import METRICS, STATE, WRITER
+from pixeltrack.tokens import KIND_CLICK, KIND_DOC, KIND_OPEN, Signer, TokenError
 
 # Header names as istr: a lookup with a plain str folds its case every time.
 SEC_PURPOSE, PURPOSE, X_PURPOSE, X_MOZ = map(istr, ("Sec-Purpose", "Purpose", "X-Purpose", "X-Moz"))
 MAX_PAGE = 100_000
 
 
-def record(request: web.Request, kind: str, job: int, rcpt: int | None, link: str | None,
-           page: int | None, reason: str | None, extra: dict[str, str | None] | None = None,
-           referer: str | None = None, language: str | None = None, anonymous: bool = False) -> None:
-    """Append one hit as a plain tuple (see collector.rows.HIT_FIELDS).
+def _not_started(hit: Hit) -> None:
+    raise RuntimeError("the write buffer is made at start-up; no hit can arrive before it")
 
-    Page views pass the document's ``referer`` ("" for none: the Referer header
-    of a beacon is the page itself) and ``language`` as the snippet reported
-    them; ``anonymous`` keeps neither address nor user agent (a
-    visitor asking not to be tracked, on a site that tracks them blind).
+
+class Hits:
+    """The hit handlers of one app, holding its signer and its write buffer's ``append``.
+
+    Held here rather than looked up through ``request.app[...]`` on every hit:
+    each look-up is three Python calls, and dropping them saved about 2% of the
+    collector's CPU per hit (loadtest.ab: 0.95-0.99 over three runs of 6 rounds).
     """
-    h = request.headers
-    method = request.method
-    peer, xff, agent = (None, None, None) if anonymous else (
-        request.remote, h.get(hdrs.X_FORWARDED_FOR), h.get(hdrs.USER_AGENT))
-    request.app[WRITER].append((
-        time.time(), kind, job, rcpt, link, page, peer, xff, agent,
-        h.get(hdrs.REFERER) if referer is None else referer or None, language or h.get(hdrs.ACCEPT_LANGUAGE),
-        method, method == "HEAD" or SEC_PURPOSE in h or PURPOSE in h or X_PURPOSE in h or X_MOZ in h,
-        reason, extra,
-    ))
+
+    def __init__(self, signer: Signer) -> None:
+        self.signer = signer
+        self.append: Callable[[Hit], None] = _not_started  # the writer's, set when it starts
+
+    def record(self, request: web.Request, kind: str, job: int, rcpt: int | None, link: str | None,
+               page: int | None, reason: str | None, extra: dict[str, str | None] | None = None,
+               referer: str | None = None, language: str | None = None, anonymous: bool = False) -> None:
+        """Append one hit as a plain tuple (see collector.rows.HIT_FIELDS).
+
+        Page views pass the document's ``referer`` ("" for none: the Referer header
+        of a beacon is the page itself) and ``language`` as the snippet reported
+        them; ``anonymous`` keeps neither address nor user agent (a
+        visitor asking not to be tracked, on a site that tracks them blind).
+        """
+        h = request.headers
+        method = request.method
+        peer, xff, agent = (None, None, None) if anonymous else (
+            request.remote, h.get(hdrs.X_FORWARDED_FOR), h.get(hdrs.USER_AGENT))
+        self.append((
+            time.time(), kind, job, rcpt, link, page, peer, xff, agent,
+            h.get(hdrs.REFERER) if referer is None else referer or None, language or h.get(hdrs.ACCEPT_LANGUAGE),
+            method, method == "HEAD" or SEC_PURPOSE in h or PURPOSE in h or X_PURPOSE in h or X_MOZ in h,
+            reason, extra,
+        ))
+
+    def _verify(self, token: str, want: int) -> tuple[int, int | None, str | None, str | None]:
+        """(job, recipient, url, reject reason); job 0 when the token is refused."""
+        try:
+            t = self.signer.verify(token)
+        except TokenError as exc:
+            return 0, None, None, exc.reason
+        if t.kind != want:
+            return 0, None, None, "wrong_kind"
+        return t.job_id, t.recipient_id, t.url, None
+
+    async def open_pixel(self, request: web.Request) -> web.StreamResponse:
+        """GET /o/{token}.gif: an email open. Always the GIF, whatever the token."""
+        job, rcpt, _, reason = self._verify(request.match_info["token"].removesuffix(".gif"), KIND_OPEN)
+        self.record(request, "open", job, rcpt, None, None, reason)
+        return gif()
+
+    async def doc_page(self, request: web.Request) -> web.StreamResponse:
+        """GET /d/{token}/{page}.gif: one page of a tracked document was shown."""
+        job, rcpt, _, reason = self._verify(request.match_info["token"], KIND_DOC)
+        raw = request.match_info["page"].removesuffix(".gif")
+        page = int(raw) if raw.isdecimal() and len(raw) <= 6 else 0
+        if not 1 <= page <= MAX_PAGE and reason is None:
+            job, rcpt, reason = 0, None, "bad_page"
+        self.record(request, "doc", job, rcpt, None, page if reason is None else None, reason)
+        return gif()
+
+    async def click(self, request: web.Request) -> web.StreamResponse:
+        """GET /c/{token}: redirect to the signed destination, or 404. Never an open redirect."""
+        token = request.match_info["token"]
+        job, rcpt, url, reason = self._verify(token, KIND_CLICK)
+        if url is not None and not header_safe(url):  # only a minting bug could sign such a URL
+            job, rcpt, url, reason = 0, None, None, "bad_destination"
+        self.record(request, "click", job, rcpt, url, None, reason)
+        if reason is not None or url is None:
+            return CannedResponse(NOT_FOUND)
+        if rcpt is not None and self.signer.identifies(token):  # personal: the site learns the contact
+            url = site.with_contact(self.signer, url, job, rcpt)
+        return CannedResponse(REDIRECT, url.encode("utf-8"))
 
 
-def _verify(request: web.Request, token: str, want: int) -> tuple[int, int | None, str | None, str | None]:
-    """(job, recipient, url, reject reason); job 0 when the token is refused."""
-    try:
-        t = request.app[SIGNER].verify(token)
-    except TokenError as exc:
-        return 0, None, None, exc.reason
-    if t.kind != want:
-        return 0, None, None, "wrong_kind"
-    return t.job_id, t.recipient_id, t.url, None
+HITS = web.AppKey("hits", Hits)
 
 
 def gif() -> web.StreamResponse:
     """The cached pixel with headers no cache may reuse."""
     return CannedResponse(PIXEL)
-
-
-async def open_pixel(request: web.Request) -> web.StreamResponse:
-    """GET /o/{token}.gif: an email open. Always the GIF, whatever the token."""
-    token = request.match_info["token"].removesuffix(".gif")
-    job, rcpt, _, reason = _verify(request, token, KIND_OPEN)
-    record(request, "open", job, rcpt, None, None, reason)
-    return gif()
-
-
-async def doc_page(request: web.Request) -> web.StreamResponse:
-    """GET /d/{token}/{page}.gif: one page of a tracked document was shown."""
-    job, rcpt, _, reason = _verify(request, request.match_info["token"], KIND_DOC)
-    raw = request.match_info["page"].removesuffix(".gif")
-    page = int(raw) if raw.isdecimal() and len(raw) <= 6 else 0
-    if not 1 <= page <= MAX_PAGE and reason is None:
-        job, rcpt, reason = 0, None, "bad_page"
-    record(request, "doc", job, rcpt, None, page if reason is None else None, reason)
-    return gif()
-
-
-async def click(request: web.Request) -> web.StreamResponse:
-    """GET /c/{token}: redirect to the signed destination, or 404. Never an open redirect."""
-    token = request.match_info["token"]
-    job, rcpt, url, reason = _verify(request, token, KIND_CLICK)
-    if url is not None and not header_safe(url):  # only a minting bug could sign such a URL
-        job, rcpt, url, reason = 0, None, None, "bad_destination"
-    record(request, "click", job, rcpt, url, None, reason)
-    if reason is not None or url is None:
-        return CannedResponse(NOT_FOUND)
-    if rcpt is not None and request.app[SIGNER].identifies(token):  # personal: the site learns the contact
-        url = site.with_contact(request.app[SIGNER], url, job, rcpt)
-    return CannedResponse(REDIRECT, url.encode("utf-8"))
 
 
 async def healthz(request: web.Request) -> web.Response:
