@@ -6,6 +6,7 @@ import asyncio
 import email.utils
 import logging
 import re
+import socket
 import time
 from pathlib import Path
 
@@ -164,3 +165,33 @@ class TestAccessLog:
         lines = [r.getMessage() for r in caplog.records if r.name == "aiohttp.access"]
         assert len(lines) == 1 and '" 200 42 ' in lines[0], lines
         assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+class TestSlowReader:
+    async def test_pipelined_flood_read_late(self, config: CollectorConfig) -> None:
+        """40 000 pipelined pixels read only after a pause: every answer arrives whole and in order.
+
+        The answers outgrow the socket buffers (a small receive window), so the
+        server must wait for the client (the drain path) instead of piling up bytes.
+        """
+        target = path(minter().open_url(7, 3)).encode()
+        req = b"GET " + target + b" HTTP/1.1\r\nHost: t\r\n\r\n"
+        count = 40_000
+        async with running(config) as client:
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: a small window
+            sock.connect(("127.0.0.1", port_of(client)))
+            sock.setblocking(False)
+            reader, writer = await asyncio.open_connection(sock=sock, limit=2**20)
+            writer.write(req * count)
+            sending = asyncio.ensure_future(writer.drain())  # the server stops reading while we do not read
+            await asyncio.sleep(1.0)
+            answers = 0
+            while answers < count:
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+                assert head.startswith(b"HTTP/1.1 200 OK\r\n") and await reader.readexactly(42) == GIF
+                answers += 1
+            await sending
+            writer.close()
+            health = await client.get("/healthz")
+        assert (answers, health.status) == (count, 200)
