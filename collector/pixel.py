@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import time
 from email.utils import formatdate
+from http import HTTPStatus
 
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -32,14 +33,6 @@ PIXEL_HEADERS = CIMultiDictProxy(CIMultiDict({"Content-Type": "image/gif", **NO_
 NOT_FOUND_BODY = b"404: this tracked link is not valid.\n"
 NOT_FOUND_HEADERS = CIMultiDictProxy(CIMultiDict({"Content-Type": "text/plain; charset=utf-8", **NO_STORE}))
 REDIRECT_HEADERS = CIMultiDictProxy(CIMultiDict(NO_STORE))
-# Bytes that may not appear in a header value (RFC 9110 5.5; aiohttp refuses them too).
-_FORBIDDEN = frozenset(range(0x20)) - {0x09} | {0x7F}
-_REASONS = {200: "OK", 302: "Found", 404: "Not Found"}
-
-
-def header_safe(value: str) -> bool:
-    """True when ``value`` can go into a header as it is (no control characters)."""
-    return value.isprintable() or not _FORBIDDEN.intersection(value.encode("utf-8", "surrogatepass"))
 
 
 class Canned:
@@ -66,7 +59,7 @@ class Canned:
         return made
 
     def _make(self, minor: int, keep_alive: bool, head: bool, now: int) -> tuple[bytes, bytes]:
-        lines = [f"HTTP/1.{minor} {self.status} {_REASONS[self.status]}",
+        lines = [f"HTTP/1.{minor} {self.status} {HTTPStatus(self.status).phrase}",
                  *(f"{k}: {v}" for k, v in self.headers.items()),
                  f"Date: {formatdate(now, usegmt=True)}", f"Content-Length: {len(self.body)}"]
         if minor == 0 and keep_alive:
@@ -92,7 +85,7 @@ class CannedResponse(web.StreamResponse):
         self._state = {}
         self._headers = canned.headers  # type: ignore[assignment]
         self._status = canned.status
-        self._reason = _REASONS[canned.status]
+        self._reason = HTTPStatus(canned.status).phrase
         self._canned = canned
         self._location = location
 

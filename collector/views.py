@@ -15,9 +15,10 @@ from aiohttp import hdrs, web
 from multidict import istr
 
 from collector import site
-from collector.pixel import NOT_FOUND, PIXEL, REDIRECT, CannedResponse, header_safe
+from collector.pixel import NOT_FOUND, PIXEL, REDIRECT, CannedResponse
 from collector.rows import Hit
 from collector.state import METRICS, STATE, WRITER
+from pixeltrack.mint import has_control_chars
 from pixeltrack.tokens import KIND_CLICK, KIND_DOC, KIND_OPEN, Signer, TokenError
 
 # Header names as istr: a lookup with a plain str folds its case every time.
@@ -92,7 +93,7 @@ class Hits:
         """GET /c/{token}: redirect to the signed destination, or 404. Never an open redirect."""
         token = request.match_info["token"]
         job, rcpt, url, reason = self._verify(token, KIND_CLICK)
-        if url is not None and not header_safe(url):  # only a minting bug could sign such a URL
+        if url is not None and has_control_chars(url):  # only a minting bug could sign such a URL
             job, rcpt, url, reason = 0, None, None, "bad_destination"
         self.record(request, "click", job, rcpt, url, None, reason)
         if reason is not None or url is None:

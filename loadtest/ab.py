@@ -30,7 +30,7 @@ from pathlib import Path
 
 from loadtest import campaign as campaigns
 from loadtest import driver_wrk, procs
-from loadtest.bench_figures import Measure, Plan, measure, plan
+from loadtest.bench_figures import Measure, Plan, measure, median_ratio, plan
 from loadtest.traffic import build_mix
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,9 +89,7 @@ def top_functions(path: str, count: int = 25) -> str:
 
 def ratios(results: dict[str, list[Measure]], base: str, attr: str) -> dict[str, float]:
     """Median over the rounds of each server's ``attr`` over the base server's."""
-    return {name: statistics.median(getattr(m, attr) / getattr(b, attr) for m, b in zip(ms, results[base],
-                                                                                       strict=True))
-            for name, ms in results.items()}
+    return {name: median_ratio(ms, results[base], attr) for name, ms in results.items()}
 
 
 async def run(args: argparse.Namespace, say: Callable[[str], None] = print) -> dict[str, list[Measure]]:

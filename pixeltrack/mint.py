@@ -17,11 +17,16 @@ from pixeltrack.tokens import KIND_CLICK, KIND_DOC, KIND_OPEN, Signer
 MAX_URL = 2048
 
 
+def has_control_chars(text: str) -> bool:
+    """True when ``text`` holds a C0 control character or DEL: never allowed in a destination."""
+    return not text.isprintable() and any(ord(c) < 0x20 or ord(c) == 0x7F for c in text)
+
+
 def check_destination(url: str) -> str:
     """Refuse destinations that would make a click redirect unsafe or broken."""
     if len(url) > MAX_URL:
         raise ValueError(f"destination longer than {MAX_URL} characters")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+    if has_control_chars(url):
         raise ValueError("destination holds control characters")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:

@@ -14,7 +14,8 @@ import asyncpg
 import pytest
 
 from collector.config import CollectorConfig
-from collector.pixel import GIF, NOT_FOUND_BODY, header_safe
+from collector.pixel import GIF, NOT_FOUND_BODY
+from pixeltrack.mint import has_control_chars
 from pixeltrack.tokens import KIND_CLICK, Signer
 from tests.collector_support import flush, make_config, minter, path, rows, running
 from tests.conftest import TEST_SECRET
@@ -148,11 +149,13 @@ class TestRedirectBytes:
                                                                                            "bad_destination")
 
 
-class TestHeaderSafe:
+class TestControlChars:
     def test_control_characters(self) -> None:
-        """CR, LF, NUL and DEL are refused; tab, non-ASCII and percent-escapes pass."""
-        assert [header_safe(v) for v in ("https://a.example/\r\nX: y", "a\nb", "a\x00b", "a\x7fb")] == [False] * 4
-        assert [header_safe(v) for v in ("https://ä.example/ü", "a\tb", "https://a.example/%0D%0A")] == [True] * 3
+        """CR, LF, NUL, DEL and tab are control characters (mint's rule); non-ASCII and percent-escapes are not."""
+        assert [has_control_chars(v) for v in ("https://a.example/\r\nX: y", "a\nb", "a\x00b", "a\x7fb",
+                                               "a\tb")] == [True] * 5
+        assert [has_control_chars(v) for v in ("https://ä.example/ü", "https://a.example/%0D%0A",
+                                               "https://a.example/\u2028")] == [False] * 3
 
 
 class TestAccessLog:
