@@ -6,9 +6,8 @@ import argparse
 import logging
 import sys
 
-from pixeltrack.config import CommonConfig, ConfigError
-
-from .commands import add_aggregator_flags, aggregator_command
+from aggregator.commands import add_aggregator_flags, aggregator_command
+from pixeltrack.core.config import CommonConfig, ConfigError
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,16 +15,15 @@ import sys
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from pixeltrack import db
-from pixeltrack.config import CommonConfig, ConfigError
-
-from .config import AggregatorConfig
-from .forget import forget
-from .render import FORMATS, render
-from .report import UnknownJob, build_report
-from .retention import purge
-from .rollup import rollup_all
-from .scheduler import run_scheduler
+from aggregator.config import AggregatorConfig
+from aggregator.mail.report import UnknownJob, build_report
+from aggregator.privacy.forget import forget
+from aggregator.privacy.retention import purge
+from aggregator.render import FORMATS, render
+from aggregator.rollup import rollup_all
+from aggregator.scheduler import run_scheduler
+from pixeltrack.core import db
+from pixeltrack.core.config import CommonConfig, ConfigError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -85,7 +84,7 @@ async def _report(url: str, job: int, k: int) -> dict[str, Any]:
 
 
 async def _site_report(url: str, site: int, fmt: str) -> str:
-    from aggregator.sites.report import render_site, site_report
+    from aggregator.web.report import render_site, site_report
 
     conn = await db.connect(url)
     try:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
 
-from pixeltrack.config import ConfigError, env_int
+from aggregator.enrich.config import EnrichConfig
+from pixeltrack.core.config import ConfigError, env_int
 
 DEFAULT_INTERVAL = 60
 DEFAULT_BATCH = 20_000
@@ -15,15 +15,6 @@ DEFAULT_K = 5
 DEFAULT_RETENTION_DAYS = 90
 # Daily purge time, UTC hour.
 DEFAULT_PURGE_HOUR = 3
-
-
-def _enrich_config(environ: Mapping[str, str]) -> Any:
-    """The enrichment settings, or None while the enrichment package is absent."""
-    try:
-        from aggregator.enrich import EnrichConfig
-    except ImportError:
-        return None
-    return EnrichConfig.from_env(environ)
 
 
 @dataclass(frozen=True)
@@ -36,7 +27,7 @@ class AggregatorConfig:
     k_anonymity: int = DEFAULT_K  # smallest demographic cell shown on its own
     retention_days: int = DEFAULT_RETENTION_DAYS  # raw partitions kept at least this long
     purge_hour: int = DEFAULT_PURGE_HOUR
-    enrich: Any = field(default=None)  # aggregator.enrich.EnrichConfig, when installed
+    enrich: EnrichConfig = field(default_factory=EnrichConfig)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> AggregatorConfig:
@@ -48,7 +39,7 @@ class AggregatorConfig:
             k_anonymity=env_int(environ, "PIXELTRACK_K_ANONYMITY", DEFAULT_K),
             retention_days=env_int(environ, "PIXELTRACK_RETENTION_DAYS", DEFAULT_RETENTION_DAYS),
             purge_hour=env_int(environ, "PIXELTRACK_PURGE_HOUR", DEFAULT_PURGE_HOUR),
-            enrich=_enrich_config(environ),
+            enrich=EnrichConfig.from_env(environ),
         )
         cfg.check()
         return cfg

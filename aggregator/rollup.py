@@ -1,132 +1,18 @@
-"""One roll-up run: claim, enrich, merge and mark, a transaction per batch.
+"""One roll-up run of everything pending: mail hits, then website page views.
 
-Exactly once: the claim (FOR UPDATE SKIP LOCKED), the merges into the report
-tables and the marking of the claimed hits (rolled_at, scrubbing) commit
-together or not at all, so a run killed half-way leaves nothing applied and
-a concurrent run never takes the same hits.
+Both share one enricher so each distinct agent is parsed once per run.
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import logging
-import secrets
-import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
 import asyncpg
 
-from . import modes, queries
-from .batch import BATCH_COLUMNS, BatchBuilder
-from .config import AggregatorConfig
-from .enriching import Enriching, make_enricher
-
-log = logging.getLogger(__name__)
-
-HASHED_TRACKS = (modes.PERSONAL, modes.UNIQUE, modes.ANONYMOUS)
-Fault = Callable[[], Awaitable[None]]
-
-
-@dataclass
-class RunStats:
-    """What a run did and where its time went (seconds per stage)."""
-
-    hits: int = 0
-    batches: int = 0
-    seconds: dict[str, float] = field(default_factory=dict)
-
-    def add(self, stage: str, started: float) -> float:
-        """Account the time since ``started`` to ``stage``; return now."""
-        now = time.perf_counter()
-        self.seconds[stage] = self.seconds.get(stage, 0.0) + now - started
-        return now
-
-
-async def job_keys(conn: asyncpg.Connection, job_ids: set[int]) -> dict[int, bytes | None]:
-    """Hash keys of the jobs, made on first use; None where destroyed."""
-    if not job_ids:
-        return {}
-    ids = sorted(job_ids)
-    keys = {r["job_id"]: r["key"] for r in await conn.fetch(queries.JOB_KEYS, ids)}
-    missing = [j for j in ids if j not in keys]
-    if missing:
-        await conn.execute(queries.NEW_JOB_KEYS, missing, [secrets.token_bytes(32) for _ in missing])
-        keys = {r["job_id"]: r["key"] for r in await conn.fetch(queries.JOB_KEYS, ids)}
-    return keys
-
-
-def sent_times(hits: Sequence[Mapping[str, Any]]) -> dict[int, dt.datetime | None]:
-    """Send time of each job in the batch (link scanners click right after it)."""
-    return {hit["job_id"]: hit["sent_at"] for hit in hits}
-
-
-async def merge(
-    conn: asyncpg.Connection, hits: Sequence[Mapping[str, Any]], enriched: Sequence[dict[str, Any]], stats: RunStats
-) -> None:
-    """Under the merge lock: batch rows in, roll-ups merged, raw hits marked."""
-    t = time.perf_counter()
-    await conn.execute(queries.MERGE_LOCK)
-    t = stats.add("lock", t)
-    hashed = {h["job_id"] for h in hits if modes.track_of(h) in HASHED_TRACKS}
-    rows = BatchBuilder(await job_keys(conn, hashed)).rows(hits, enriched)
-    t = stats.add("build", t)
-    await conn.copy_records_to_table("rollup_batch", records=rows, columns=BATCH_COLUMNS)
-    t = stats.add("copy", t)
-    await conn.execute(queries.SEEN_UPGRADE)
-    await conn.execute(queries.SEEN_INSERT)
-    t = stats.add("seen", t)
-    for name, sql in queries.MERGES:
-        await conn.execute(sql)
-        t = stats.add(f"merge_{name}", t)
-    times = [h["received_at"] for h in hits]
-    await conn.execute(queries.MARK_ROLLED, dt.datetime.now(dt.UTC), min(times), max(times))
-    stats.add("mark", t)
-
-
-async def run_batch(
-    conn: asyncpg.Connection, config: AggregatorConfig, enricher: Enriching, stats: RunStats, fault: Fault | None = None
-) -> int:
-    """Roll up one batch in one transaction; return how many hits it took."""
-    async with conn.transaction():
-        t = time.perf_counter()
-        await conn.execute(queries.CREATE_BATCH)
-        hits = await conn.fetch(queries.CLAIM, config.batch_size)
-        t = stats.add("claim", t)
-        if not hits:
-            return 0
-        enriched = enricher.enrich(hits, sent_at=sent_times(hits))
-        stats.add("enrich", t)
-        if fault is not None:
-            await fault()  # tests: a run killed between claim and merge
-        await merge(conn, hits, enriched, stats)
-    return len(hits)
-
-
-async def rollup(
-    conn: asyncpg.Connection,
-    config: AggregatorConfig,
-    enricher: Enriching | None = None,
-    fault: Fault | None = None,
-    stop: asyncio.Event | None = None,
-) -> RunStats:
-    """Roll up every hit not yet rolled up, batch after batch (until ``stop``); return the stats."""
-    enricher = enricher or make_enricher(config.enrich)
-    stats = RunStats()
-    started = time.perf_counter()
-    while stop is None or not stop.is_set():
-        taken = await run_batch(conn, config, enricher, stats, fault)
-        if not taken:
-            break
-        stats.hits += taken
-        stats.batches += 1
-        if taken < config.batch_size:
-            break
-    if stats.hits:
-        log.info("rolled up %d hits in %d batches, %.3f s", stats.hits, stats.batches, time.perf_counter() - started)
-    return stats
+from aggregator.config import AggregatorConfig
+from aggregator.enrich.enricher import Enriching, make_enricher
+from aggregator.mail.rollup import RunStats, rollup
+from aggregator.web.rollup import rollup_sites
 
 
 async def rollup_all(
@@ -135,13 +21,9 @@ async def rollup_all(
     enricher: Enriching | None = None,
     stop: asyncio.Event | None = None,
 ) -> tuple[RunStats, int]:
-    """Mail hits, then website page views (aggregator.sites) when installed."""
+    """Mail hits, then website page views; returns the mail stats and the page views rolled up."""
     enricher = enricher or make_enricher(config.enrich)
     stats = await rollup(conn, config, enricher, stop=stop)
-    try:
-        from aggregator.sites import rollup_sites
-    except ImportError:
-        return stats, 0
     if stop is not None and stop.is_set():
         return stats, 0
     return stats, await rollup_sites(conn, config.batch_size, enricher)

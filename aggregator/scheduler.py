@@ -15,12 +15,11 @@ import logging
 import asyncpg
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from pixeltrack import db
-
-from .config import AggregatorConfig
-from .enriching import Enriching, make_enricher
-from .retention import purge
-from .rollup import rollup_all
+from aggregator.config import AggregatorConfig
+from aggregator.enrich.enricher import Enriching, make_enricher
+from aggregator.privacy.retention import purge
+from aggregator.rollup import rollup_all
+from pixeltrack.core import db
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ import sys
 
 from collector.config import CollectorConfig
 from collector.serve import run, run_workers
-from pixeltrack.config import ConfigError
+from pixeltrack.core.config import ConfigError
 
 
 def main(argv: list[str] | None = None) -> int:

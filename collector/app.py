@@ -11,13 +11,15 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.log import server_logger as server_log
 
-from collector import site, views
+from collector import health, page_views
+from collector.buffer import HitBuffer
+from collector.cleaning import use_cached_inet
 from collector.config import CollectorConfig
+from collector.mail_hits import MailHits
 from collector.metrics import Metrics
-from collector.request import use_cached_inet
-from collector.state import CONFIG, METRICS, POOL, SIGNER, STATE, WRITER, RunState
-from collector.write_buffer import HitWriter
-from pixeltrack.tokens import Signer
+from collector.record import RECORDER, HitRecorder
+from collector.state import BUFFER, CONFIG, METRICS, POOL, SIGNER, STATE, RunState
+from pixeltrack.core.tokens import Signer
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +70,11 @@ async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
         app[POOL].terminate()
 
 
-async def writer_ctx(app: web.Application) -> AsyncIterator[None]:
+async def buffer_ctx(app: web.Application) -> AsyncIterator[None]:
     """The write buffer and its flusher; the final flush runs after the listener closed."""
-    writer = HitWriter(app[CONFIG], app[POOL], app[METRICS])
-    app[WRITER] = writer
-    app[views.HITS].append = writer.append
+    writer = HitBuffer(app[CONFIG], app[POOL], app[METRICS])
+    app[BUFFER] = writer
+    app[RECORDER].append = writer.append
     task = asyncio.create_task(writer.run(), name="pixeltrack-flusher")
     yield
     # Not task.cancel(): a COPY cut short would leave its batch nowhere.
@@ -91,13 +93,14 @@ def create_app(config: CollectorConfig) -> web.Application:
     app[STATE] = RunState()
     app.cleanup_ctx.append(bad_http_ctx)
     app.cleanup_ctx.append(pool_ctx)
-    app.cleanup_ctx.append(writer_ctx)
-    hits = app[views.HITS] = views.Hits(app[SIGNER])
-    app.router.add_get("/o/{token}", hits.open_pixel)
-    app.router.add_get("/c/{token}", hits.click)
-    app.router.add_get("/d/{token}/{page}", hits.doc_page)
-    app.router.add_get("/healthz", views.healthz)
-    app.router.add_get("/readyz", views.readyz)
-    app.router.add_get("/metrics", views.metrics)
-    site.add_routes(app)  # website tracking: /t.js, /r.gif, POST /r
+    app.cleanup_ctx.append(buffer_ctx)
+    recorder = app[RECORDER] = HitRecorder()
+    mail = MailHits(app[SIGNER], recorder)
+    app.router.add_get("/o/{token}", mail.open_pixel)
+    app.router.add_get("/c/{token}", mail.click)
+    app.router.add_get("/d/{token}/{page}", mail.doc_page)
+    app.router.add_get("/healthz", health.healthz)
+    app.router.add_get("/readyz", health.readyz)
+    app.router.add_get("/metrics", health.metrics)
+    page_views.add_routes(app)  # website tracking: /t.js, /r.gif, POST /r
     return app

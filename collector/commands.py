@@ -9,7 +9,7 @@ from typing import Any
 
 from collector.config import CollectorConfig
 from collector.serve import run, run_workers
-from pixeltrack.config import CommonConfig
+from pixeltrack.core.config import CommonConfig
 
 log = logging.getLogger(__name__)
 

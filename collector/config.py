@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from pixeltrack.config import ConfigError, Network, Secrets, env_float, env_int, parse_networks
+from pixeltrack.core.config import ConfigError, Network, Secrets, env_float, env_int, parse_networks
 
 
 @dataclass(frozen=True)

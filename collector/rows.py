@@ -21,7 +21,7 @@ from typing import Any
 
 from asyncpg.pgproto.pgproto import UUID as _PgUUID  # a uuid.UUID made in C
 
-from collector.request import LIMITS, ClientAddress, clean_text
+from collector.cleaning import LIMITS, ClientAddress, clean_text
 
 # The order of a hit as the handler appends it ...
 HIT_FIELDS = ("ts", "kind", "job_id", "recipient_id", "link", "page", "peer", "xff",

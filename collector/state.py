@@ -7,10 +7,10 @@ from dataclasses import dataclass
 import asyncpg
 from aiohttp import web
 
+from collector.buffer import HitBuffer
 from collector.config import CollectorConfig
 from collector.metrics import Metrics
-from collector.write_buffer import HitWriter
-from pixeltrack.tokens import Signer
+from pixeltrack.core.tokens import Signer
 
 
 @dataclass
@@ -24,5 +24,5 @@ CONFIG = web.AppKey("config", CollectorConfig)
 SIGNER = web.AppKey("signer", Signer)
 METRICS = web.AppKey("metrics", Metrics)
 POOL = web.AppKey("pool", asyncpg.Pool)
-WRITER = web.AppKey("writer", HitWriter)
+BUFFER = web.AppKey("buffer", HitBuffer)
 STATE = web.AppKey("state", RunState)

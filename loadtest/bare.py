@@ -3,7 +3,7 @@
 Same routes as the collector (so routing costs the same), same GIF, same
 headers; no token check, no buffer, no database. `python -m loadtest.bare
 --port P` serves until SIGTERM. With ``--canned`` it answers from the
-collector's prebuilt wire bytes (collector.pixel.CannedResponse) instead of
+collector's prebuilt wire bytes (collector.answers.CannedResponse) instead of
 aiohttp's Response: the same answer path as the collector, so the difference
 to the collector is exactly the collector's own work per hit.
 """
@@ -16,7 +16,7 @@ import signal
 
 from aiohttp import web
 
-from collector.pixel import GIF, PIXEL, PIXEL_HEADERS, CannedResponse
+from collector.answers import GIF, PIXEL, PIXEL_HEADERS, CannedResponse
 
 
 async def pixel(request: web.Request) -> web.Response:

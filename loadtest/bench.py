@@ -37,7 +37,7 @@ from loadtest.bench_figures import (
 )
 from loadtest.bench_ingest import ingest, memory
 from loadtest.traffic import build_mix
-from pixeltrack import db
+from pixeltrack.core import db
 
 HERE = Path(__file__).resolve().parent
 

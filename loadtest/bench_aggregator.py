@@ -28,9 +28,10 @@ import asyncpg
 
 from aggregator.config import AggregatorConfig
 from aggregator.enrich import EnrichConfig
-from aggregator.enriching import FlagEnricher, make_enricher, mask_ip
-from aggregator.rollup import RunStats, rollup
-from pixeltrack import db
+from aggregator.enrich.enricher import make_enricher
+from aggregator.mail.rollup import RunStats, rollup
+from loadtest.support import FlagEnricher
+from pixeltrack.core import db
 
 MODES = ("personal", "permission_personal", "anonymous", "unique", "blind")
 JOBS = 10  # two of each mode
@@ -122,7 +123,7 @@ async def measure(conn: asyncpg.Connection, rows: int, real: bool, day: int) -> 
     """Fresh rows in their own day partition (``day`` days ahead), so every
     measurement starts from the same partition state; time the bare GROUP BY
     over them, then the roll-up (cold caches). Return both rates."""
-    mask_ip.cache_clear()
+
     enricher = make_enricher(EnrichConfig.from_env(os.environ)) if real else FlagEnricher()
     label = "real enricher" if real else "flag enricher"
     start = dt.datetime.now(dt.UTC).replace(hour=10, minute=0, second=0, microsecond=0) + dt.timedelta(days=day)

@@ -21,7 +21,7 @@ from loadtest import driver_wrk, procs, verify
 from loadtest.bench_figures import Plan, start_collector
 from loadtest.outage import Relay
 from loadtest.traffic import Request
-from pixeltrack import db
+from pixeltrack.core import db
 
 
 def make_records(requests: list[Request], count: int, columns: tuple[str, ...]) -> list[tuple[Any, ...]]:
@@ -66,17 +66,17 @@ async def _truncate(url: str) -> None:
 
 
 async def copy_rate(url: str, records: list[tuple[Any, ...]], batch_size: int, tmp: Path) -> float:
-    """Rows per second through the collector's own COPY call (HitWriter._write), in its batches."""
+    """Rows per second through the collector's own COPY call (HitBuffer._write), in its batches."""
+    from collector.buffer import HitBuffer
     from collector.config import CollectorConfig
     from collector.metrics import Metrics
-    from collector.write_buffer import HitWriter
-    from pixeltrack.config import Secrets
+    from pixeltrack.core.config import Secrets
 
     config = CollectorConfig(database_url=url, secrets=Secrets("bench"), batch_size=batch_size,
                              spool_dir=Path(tempfile.mkdtemp(prefix="spool-", dir=tmp)))
     pool = await asyncpg.create_pool(url, min_size=1, max_size=2, server_settings={"timezone": "UTC"})
     try:
-        writer = HitWriter(config, pool, Metrics())
+        writer = HitBuffer(config, pool, Metrics())
         await _truncate(url)
         started = time.perf_counter()
         for at in range(0, len(records), batch_size):

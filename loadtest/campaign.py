@@ -14,7 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from pixeltrack import db, jobs
+from pixeltrack.core import db, jobs
 
 # (mode, share of the recipients); a blind job has no recipients at all.
 JOB_MODES = (("personal", 0.35), ("permission_personal", 0.25), ("anonymous", 0.2), ("unique", 0.2),
@@ -66,7 +66,7 @@ def server_url(configured: str | None, data_dir: Path = Path(".pixeltrack")) -> 
     """The server to make throwaway databases on: DATABASE_URL's, or the embedded one."""
     if configured:
         return configured
-    from pixeltrack.embedded import embedded_url
+    from pixeltrack.core.embedded import embedded_url
 
     return embedded_url(data_dir)
 

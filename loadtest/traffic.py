@@ -13,7 +13,7 @@ import random
 from dataclasses import dataclass
 
 from loadtest.campaign import Campaign, Job
-from pixeltrack.mint import Minter
+from pixeltrack.core.mint import Minter
 
 CATEGORIES = ("open", "click", "doc", "open/rejected", "click/rejected", "doc/rejected")
 # Expected answer per category: the pixel always, a redirect only for a valid click.

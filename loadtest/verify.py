@@ -13,7 +13,7 @@ import time
 from collections import Counter
 
 from loadtest.traffic import CATEGORIES
-from pixeltrack import db
+from pixeltrack.core import db
 
 COUNT_HITS = """
 SELECT kind || CASE WHEN reject_reason IS NULL THEN '' ELSE '/rejected' END AS category, count(*) AS n

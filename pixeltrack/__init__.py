@@ -1,8 +1,8 @@
 """pixeltrack: tracking-pixel collector and report aggregator.
 
-This small shared package holds what both services need (tokens, settings,
-database connection, embedded PostgreSQL) so that ``collector`` and
-``aggregator`` never import each other.
+Three floors (README, "Layout"; import-linter keeps them): ``pixeltrack.core``
+below, the services ``collector`` and ``aggregator`` on it (never importing
+each other), and ``pixeltrack.cli`` on top.
 """
 
 __version__ = "0.1.0"

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from pixeltrack import db
+from pixeltrack.core import db
 
 TEST_SECRET = "test-secret-0123456789abcdef"
 

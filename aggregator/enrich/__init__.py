@@ -30,8 +30,8 @@ PIXELTRACK_INTERNAL_HOSTS           the site's own hosts (referrer => internal)
 
 from __future__ import annotations
 
-from .config import EnrichConfig
-from .enricher import OUTPUT_KEYS, Enricher, language
-from .geo import mask_ip
+from aggregator.enrich.config import EnrichConfig
+from aggregator.enrich.enricher import OUTPUT_KEYS, Enricher, language
+from aggregator.enrich.geo import mask_ip
 
 __all__ = ["OUTPUT_KEYS", "EnrichConfig", "Enricher", "language", "mask_ip"]

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import ua_parser
 from ua_parser import Domain, Result
 
-from . import agents
-from .text import clean, label
+from aggregator.enrich import agents
+from aggregator.enrich.text import clean, label
 
 
 @dataclass(frozen=True, slots=True)

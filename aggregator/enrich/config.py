@@ -11,9 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from pixeltrack.config import ConfigError, Network, env_float, env_int, parse_networks
-
-from .agents import DEFAULT_SCANNER_AGENTS
+from aggregator.enrich.agents import DEFAULT_SCANNER_AGENTS
+from pixeltrack.core.config import ConfigError, Network, env_float, env_int, parse_networks
 
 # Apple's own allocation (AS714): 17.0.0.0/8 and its IPv6 blocks. Mail
 # Privacy Protection fetches through Apple's relay, whose first hops are here.

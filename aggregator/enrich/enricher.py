@@ -13,15 +13,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import fields
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
-from .client import Client, parse_client
-from .config import EnrichConfig
-from .geo import NOWHERE, Address, Geo, GeoLookup, mask_ip, parse_ip
-from .machine import Event, hit_reason, in_networks, scanner_clicks
-from .run import Agent, Run
-from .source import Source, classify
-from .text import clean, language
+from aggregator.enrich.client import Client, parse_client
+from aggregator.enrich.config import EnrichConfig
+from aggregator.enrich.geo import NOWHERE, Address, Geo, GeoLookup, mask_ip, parse_ip
+from aggregator.enrich.machine import Event, hit_reason, in_networks, scanner_clicks
+from aggregator.enrich.run import Agent, Run
+from aggregator.enrich.source import Source, classify
+from aggregator.enrich.text import clean, language
 
 OUTPUT_KEYS = (
     "device_class", "browser", "browser_version", "os", "os_version", "mail_client",
@@ -135,3 +135,16 @@ class Enricher:
             **self.source_columns(hit),
             "client_ip_masked": masked,
         }
+
+
+class Enriching(Protocol):
+    """What the roll-up needs from an enricher (tests pass a flags-only stand-in)."""
+
+    def enrich(
+        self, hits: Sequence[Mapping[str, Any]], sent_at: Mapping[int, datetime | None]
+    ) -> list[dict[str, Any]]: ...
+
+
+def make_enricher(config: EnrichConfig | None = None) -> Enriching:
+    """The production enricher (cached path) for ``config`` (defaults when None)."""
+    return Enricher(config if config is not None else EnrichConfig())

@@ -24,9 +24,8 @@ from typing import Any
 import maxminddb
 from iptocc import country_code
 
-from pixeltrack.config import ConfigError
-
-from .text import label
+from aggregator.enrich.text import label
+from pixeltrack.core.config import ConfigError
 
 log = logging.getLogger(__name__)
 

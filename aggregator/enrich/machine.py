@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from .client import Client
-from .config import EnrichConfig
-from .geo import Address
+from aggregator.enrich.client import Client
+from aggregator.enrich.config import EnrichConfig
+from aggregator.enrich.geo import Address
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +88,7 @@ def hit_reason(hit: Mapping[str, Any], client: Client, apple: bool, scanner: boo
         return client.agent_reason
     if client.scanner or (kind == "click" and client.office):
         return "scanner"
-    if hit.get("prefetch") is True or str(hit.get("method", "")).upper() == "HEAD":
+    if hit.get("prefetch") is True:  # the collector folds HEAD into prefetch
         return "prefetch"
     return "scanner" if scanner else None
 

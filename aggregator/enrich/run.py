@@ -20,13 +20,13 @@ from ipaddress import IPv4Address, IPv6Address
 from socket import AF_INET, inet_pton
 from typing import TYPE_CHECKING, Any
 
-from .client import Client
-from .geo import Address, mask_ip, parse_ip
-from .machine import Click, hit_reason, in_masks, network_masks, scanner_click_indexes
-from .text import clean, language
+from aggregator.enrich.client import Client
+from aggregator.enrich.geo import Address, mask_ip, parse_ip
+from aggregator.enrich.machine import Click, hit_reason, in_masks, network_masks, scanner_click_indexes
+from aggregator.enrich.text import clean, language
 
 if TYPE_CHECKING:
-    from .enricher import Enricher
+    from aggregator.enrich.enricher import Enricher
 
 LIMIT = 65_536
 GEO_KEYS = ("country", "region", "city", "asn", "network")

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from . import sites
-from .text import clean, label
+from aggregator.enrich import referrers as sites
+from aggregator.enrich.text import clean, label
 
 UTM_KEYS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
 MAX_URL = 8192

@@ -1,0 +1,233 @@
+"""SQL of the roll-up, as named constants ($n parameters, never formatted)."""
+
+from __future__ import annotations
+
+# ------------------------------------------------------------------ claim --
+# Claims the oldest unrolled hits through the partial index raw_hits_unrolled;
+# SKIP LOCKED lets a second aggregator take the next rows instead of waiting
+# (and never the same ones). Joined with what the mode needs to know. Page
+# views of websites are left to aggregator.web (its own claim and merge).
+CLAIM = """
+WITH c AS (
+    SELECT hit_id, received_at, kind, job_id, recipient_id, link, page, host(client_ip) AS client_ip,
+           user_agent, referer, accept_language, method, prefetch, reject_reason
+    FROM raw_hits WHERE rolled_at IS NULL AND kind <> 'page'
+    ORDER BY received_at LIMIT $1
+    FOR UPDATE SKIP LOCKED
+)
+SELECT c.*, j.mode, j.sent_at,
+       coalesce(r.consent AND r.consent_changed_at <= c.received_at, false) AS consenting,
+       r.birth_year, r.gender, r.zip, f.recipient_id IS NOT NULL AS forgotten
+FROM c
+LEFT JOIN jobs j ON j.job_id = c.job_id
+LEFT JOIN recipients r ON r.job_id = c.job_id AND r.recipient_id = c.recipient_id
+LEFT JOIN forgotten_recipients f ON f.job_id = c.job_id AND f.recipient_id = c.recipient_id
+"""
+
+# Merges are serialised between aggregators (claims are not): two runs merge
+# into the same roll-up rows, and one lock avoids lock-order deadlocks.
+MERGE_LOCK = "SELECT pg_advisory_xact_lock(7079437)"
+
+JOB_KEYS = "SELECT job_id, key FROM job_keys WHERE job_id = ANY($1::bigint[])"
+NEW_JOB_KEYS = """
+INSERT INTO job_keys (job_id, key)
+SELECT * FROM unnest($1::bigint[], $2::bytea[]) ON CONFLICT (job_id) DO NOTHING
+"""
+
+# ------------------------------------------------------------ batch table --
+# One row per claimed hit, already enriched and reduced to what its track may
+# keep. ON COMMIT DELETE ROWS: nothing outlives the transaction.
+CREATE_BATCH = """
+CREATE TEMP TABLE IF NOT EXISTS rollup_batch (
+    hit_id uuid, received_at timestamptz, job_id bigint, kind text, track text, machine boolean,
+    recipient_id bigint, rhash bytea, link_id bigint, link text, reason text,
+    age_band text, gender text, zip text,
+    client_ip inet, user_agent text, referer text, accept_language text,
+    device_class text, browser text, browser_version text, os text, os_version text, mail_client text,
+    traffic text, machine_reason text, country text, region text, city text, asn bigint, network text,
+    language text, source_class text, source_name text, search_phrase text, utm_source text,
+    utm_medium text, utm_campaign text, utm_term text, utm_content text, click_id text
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS seen_delta (
+    job_id bigint, kind text, link_id bigint, hash bytea, inferred boolean, added boolean
+) ON COMMIT DELETE ROWS;
+"""
+
+# ---------------------------------------------------------------- uniques --
+# A real open turns an inferred opener (known from a click) into a plain one.
+SEEN_UPGRADE = """
+WITH up AS (
+    UPDATE unique_seen s SET inferred = false
+    FROM (SELECT DISTINCT job_id, rhash FROM rollup_batch
+          WHERE kind = 'open' AND NOT machine AND rhash IS NOT NULL) b
+    WHERE s.job_id = b.job_id AND s.kind = 'open' AND s.link_id = 0 AND s.hash = b.rhash AND s.inferred
+    RETURNING s.job_id, s.hash
+)
+INSERT INTO seen_delta SELECT job_id, 'open', 0, hash, true, false FROM up
+"""
+
+# Recipients seen for the first time, per scope. A human click also makes its
+# recipient an (inferred) opener: images may have been blocked.
+SEEN_INSERT = """
+WITH h AS (
+    SELECT job_id, kind, link_id, rhash, track, machine FROM rollup_batch WHERE rhash IS NOT NULL
+), cand AS (
+    SELECT job_id, kind, 0::bigint AS link_id, rhash AS hash, false AS inferred FROM h WHERE NOT machine
+    UNION ALL
+    SELECT job_id, 'link', link_id, rhash, false FROM h WHERE kind = 'click' AND NOT machine
+    UNION ALL
+    SELECT job_id, 'open', 0, rhash, true FROM h WHERE kind = 'click' AND NOT machine
+    UNION ALL
+    SELECT job_id, 'any', 0, rhash, false FROM h WHERE track = 'anonymous'
+), pick AS (
+    SELECT DISTINCT ON (job_id, kind, link_id, hash) * FROM cand
+    ORDER BY job_id, kind, link_id, hash, inferred
+), new AS (
+    INSERT INTO unique_seen (job_id, kind, link_id, hash, inferred)
+    SELECT * FROM pick ON CONFLICT DO NOTHING
+    RETURNING job_id, kind, link_id, hash, inferred
+)
+INSERT INTO seen_delta SELECT job_id, kind, link_id, hash, inferred, true FROM new
+"""
+
+# ----------------------------------------------------------------- merges --
+MERGE_TOTALS = """
+INSERT INTO report_job_totals AS t (job_id, kind, total, machine, unique_count, inferred)
+SELECT job_id, kind, sum(total), sum(machine), sum(uniq), sum(inferred) FROM (
+    SELECT job_id, kind, count(*) AS total, count(*) FILTER (WHERE machine) AS machine,
+           0 AS uniq, 0 AS inferred
+    FROM rollup_batch WHERE track <> 'rejected' GROUP BY job_id, kind
+    UNION ALL
+    SELECT job_id, kind, 0, 0, count(*) FILTER (WHERE added),
+           count(*) FILTER (WHERE added AND inferred) - count(*) FILTER (WHERE NOT added)
+    FROM seen_delta WHERE kind NOT IN ('link', 'any') GROUP BY job_id, kind
+) s GROUP BY job_id, kind ORDER BY job_id, kind
+ON CONFLICT (job_id, kind) DO UPDATE SET
+    total = t.total + excluded.total, machine = t.machine + excluded.machine,
+    unique_count = t.unique_count + excluded.unique_count, inferred = t.inferred + excluded.inferred,
+    updated_at = now()
+"""
+
+MERGE_HOURLY = """
+INSERT INTO report_hourly AS t (job_id, hour, kind, total, machine)
+SELECT job_id, date_trunc('hour', received_at), kind, count(*), count(*) FILTER (WHERE machine)
+FROM rollup_batch WHERE track <> 'rejected' GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+ON CONFLICT (job_id, hour, kind) DO UPDATE SET
+    total = t.total + excluded.total, machine = t.machine + excluded.machine
+"""
+
+MERGE_LINKS = """
+INSERT INTO report_links AS t (job_id, link_id, url, total, machine, unique_count)
+SELECT job_id, link_id, max(url), sum(total), sum(machine), sum(uniq) FROM (
+    SELECT job_id, link_id, min(link) AS url, count(*) AS total,
+           count(*) FILTER (WHERE machine) AS machine, 0 AS uniq
+    FROM rollup_batch WHERE kind = 'click' AND track <> 'rejected' AND link_id IS NOT NULL
+    GROUP BY job_id, link_id
+    UNION ALL
+    SELECT job_id, link_id, NULL, 0, 0, count(*) FROM seen_delta WHERE kind = 'link' AND added
+    GROUP BY job_id, link_id
+) s GROUP BY job_id, link_id ORDER BY job_id, link_id
+ON CONFLICT (job_id, link_id) DO UPDATE SET
+    total = t.total + excluded.total, machine = t.machine + excluded.machine,
+    unique_count = t.unique_count + excluded.unique_count
+"""
+
+MERGE_RECIPIENTS = """
+INSERT INTO report_recipients AS t (job_id, recipient_id, opens, machine_opens, clicks, machine_clicks,
+                                    first_open, last_open, first_click, last_click)
+SELECT job_id, recipient_id,
+       count(*) FILTER (WHERE kind = 'open' AND NOT machine), count(*) FILTER (WHERE kind = 'open' AND machine),
+       count(*) FILTER (WHERE kind = 'click' AND NOT machine),
+       count(*) FILTER (WHERE kind = 'click' AND machine),
+       min(received_at) FILTER (WHERE kind = 'open' AND NOT machine),
+       max(received_at) FILTER (WHERE kind = 'open' AND NOT machine),
+       min(received_at) FILTER (WHERE kind = 'click' AND NOT machine),
+       max(received_at) FILTER (WHERE kind = 'click' AND NOT machine)
+FROM rollup_batch WHERE track = 'personal' GROUP BY job_id, recipient_id ORDER BY 1, 2
+ON CONFLICT (job_id, recipient_id) DO UPDATE SET
+    opens = t.opens + excluded.opens, machine_opens = t.machine_opens + excluded.machine_opens,
+    clicks = t.clicks + excluded.clicks, machine_clicks = t.machine_clicks + excluded.machine_clicks,
+    first_open = least(t.first_open, excluded.first_open),
+    last_open = greatest(t.last_open, excluded.last_open),
+    first_click = least(t.first_click, excluded.first_click),
+    last_click = greatest(t.last_click, excluded.last_click)
+"""
+
+MERGE_RECIPIENT_LINKS = """
+INSERT INTO report_recipient_links AS t (job_id, recipient_id, link_id, clicks, machine,
+                                         first_click, last_click)
+SELECT job_id, recipient_id, link_id, count(*) FILTER (WHERE NOT machine), count(*) FILTER (WHERE machine),
+       min(received_at) FILTER (WHERE NOT machine), max(received_at) FILTER (WHERE NOT machine)
+FROM rollup_batch WHERE track = 'personal' AND kind = 'click' AND link_id IS NOT NULL
+GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+ON CONFLICT (job_id, recipient_id, link_id) DO UPDATE SET
+    clicks = t.clicks + excluded.clicks, machine = t.machine + excluded.machine,
+    first_click = least(t.first_click, excluded.first_click),
+    last_click = greatest(t.last_click, excluded.last_click)
+"""
+
+MERGE_DEMOGRAPHICS = """
+INSERT INTO report_demographics AS t (job_id, age_band, gender, zip, recipients, opens, unique_opens,
+                                      clicks, unique_clicks, machine)
+SELECT job_id, age_band, gender, zip, sum(r), sum(o), sum(uo), sum(c), sum(uc), sum(m) FROM (
+    SELECT job_id, age_band, gender, zip, 0 AS r,
+           count(*) FILTER (WHERE kind = 'open' AND NOT machine) AS o, 0 AS uo,
+           count(*) FILTER (WHERE kind = 'click' AND NOT machine) AS c, 0 AS uc,
+           count(*) FILTER (WHERE machine) AS m
+    FROM rollup_batch WHERE track = 'anonymous' GROUP BY 1, 2, 3, 4
+    UNION ALL
+    SELECT m.job_id, m.age_band, m.gender, m.zip, count(*) FILTER (WHERE d.kind = 'any'), 0,
+           count(*) FILTER (WHERE d.kind = 'open'), 0, count(*) FILTER (WHERE d.kind = 'click'), 0
+    FROM seen_delta d
+    JOIN (SELECT DISTINCT job_id, rhash, age_band, gender, zip FROM rollup_batch
+          WHERE track = 'anonymous' AND rhash IS NOT NULL) m ON m.job_id = d.job_id AND m.rhash = d.hash
+    WHERE d.added GROUP BY 1, 2, 3, 4
+) s GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+ON CONFLICT (job_id, age_band, gender, zip) DO UPDATE SET
+    recipients = t.recipients + excluded.recipients, opens = t.opens + excluded.opens,
+    unique_opens = t.unique_opens + excluded.unique_opens, clicks = t.clicks + excluded.clicks,
+    unique_clicks = t.unique_clicks + excluded.unique_clicks, machine = t.machine + excluded.machine
+"""
+
+MERGE_BREAKDOWNS = """
+INSERT INTO report_breakdowns AS t (job_id, kind, traffic, machine_reason, device_class, os, browser,
+                                    mail_client, country, hits)
+SELECT job_id, kind, coalesce(traffic, ''), coalesce(machine_reason, ''), coalesce(device_class, ''),
+       coalesce(os, ''), coalesce(browser, ''), coalesce(mail_client, ''), coalesce(country, ''), count(*)
+FROM rollup_batch WHERE track <> 'rejected' GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9 ORDER BY 1, 2, 3, 4, 5, 6, 7, 8, 9
+ON CONFLICT (job_id, kind, traffic, machine_reason, device_class, os, browser, mail_client, country)
+DO UPDATE SET hits = t.hits + excluded.hits
+"""
+
+MERGE_REJECTED = """
+INSERT INTO report_rejected AS t (job_id, hour, kind, reason, hits)
+SELECT job_id, date_trunc('hour', received_at), kind, coalesce(reason, 'unknown'), count(*)
+FROM rollup_batch WHERE track = 'rejected' GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+ON CONFLICT (job_id, hour, kind, reason) DO UPDATE SET hits = t.hits + excluded.hits
+"""
+
+MERGES = (
+    ("totals", MERGE_TOTALS), ("hourly", MERGE_HOURLY), ("links", MERGE_LINKS),
+    ("recipients", MERGE_RECIPIENTS), ("recipient_links", MERGE_RECIPIENT_LINKS),
+    ("demographics", MERGE_DEMOGRAPHICS), ("breakdowns", MERGE_BREAKDOWNS), ("rejected", MERGE_REJECTED),
+)  # fmt: skip
+
+# Marks the claimed hits rolled and leaves only what their track may keep.
+# `rolled_at IS NULL` lets the planner reach them through the partial index,
+# and the batch's time range prunes the day partitions it cannot touch, so
+# the cost follows the batch, not the history.
+MARK_ROLLED = """
+UPDATE raw_hits r SET
+    rolled_at = $1, recipient_id = b.recipient_id, client_ip = b.client_ip, user_agent = b.user_agent,
+    referer = b.referer, accept_language = b.accept_language,
+    device_class = b.device_class, browser = b.browser, browser_version = b.browser_version, os = b.os,
+    os_version = b.os_version, mail_client = b.mail_client, traffic = b.traffic,
+    machine_reason = b.machine_reason, country = b.country, region = b.region, city = b.city,
+    asn = b.asn, network = b.network, language = b.language, source_class = b.source_class,
+    source_name = b.source_name, search_phrase = b.search_phrase, utm_source = b.utm_source,
+    utm_medium = b.utm_medium, utm_campaign = b.utm_campaign, utm_term = b.utm_term,
+    utm_content = b.utm_content, click_id = b.click_id
+FROM rollup_batch b
+WHERE r.rolled_at IS NULL AND r.received_at BETWEEN $2 AND $3
+  AND r.job_id = b.job_id AND r.received_at = b.received_at AND r.hit_id = b.hit_id
+"""

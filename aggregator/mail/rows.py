@@ -1,0 +1,71 @@
+"""Turns claimed hits into rows of the rollup_batch table.
+
+Pure Python, no I/O: enrichment results and job keys come in, one tuple per
+hit comes out, already reduced to what the hit's track may keep.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from aggregator.mail import tracks as modes
+from pixeltrack.core.tokens import link_id_for
+
+BATCH_COLUMNS = (
+    "hit_id", "received_at", "job_id", "kind", "track", "machine", "recipient_id", "rhash",
+    "link_id", "link", "reason", "age_band", "gender", "zip",
+    "client_ip", "user_agent", "referer", "accept_language", *modes.ALL_ENRICHED,
+)  # fmt: skip
+
+
+def classify_machine(hit: Mapping[str, Any], enriched: dict[str, Any]) -> bool:
+    """Machine traffic, as the enrichment's verdict says (prefetch and HEAD included)."""
+    return enriched.get("traffic") == "machine"
+
+
+class BatchBuilder:
+    """Builds batch rows; caches link ids and recipient hashes within a run."""
+
+    def __init__(self, keys: Mapping[int, bytes | None]) -> None:
+        self.keys = keys
+        self._links: dict[str, int] = {}
+        self._hashes: dict[tuple[int, int], bytes | None] = {}
+
+    def link_id(self, url: str | None) -> int | None:
+        """Stable id of a clicked URL."""
+        if url is None:
+            return None
+        found = self._links.get(url)
+        if found is None:
+            found = self._links[url] = link_id_for(url)
+        return found
+
+    def rhash(self, job_id: int, recipient_id: int) -> bytes | None:
+        """Keyed hash of a recipient, None once the job key is destroyed."""
+        cache_key = (job_id, recipient_id)
+        if cache_key not in self._hashes:
+            key = self.keys.get(job_id)
+            self._hashes[cache_key] = None if key is None else modes.recipient_hash(key, recipient_id)
+        return self._hashes[cache_key]
+
+    def row(self, hit: Mapping[str, Any], enriched: dict[str, Any]) -> tuple[Any, ...]:
+        """The batch row of one hit."""
+        track = modes.track_of(hit)
+        machine = classify_machine(hit, enriched)
+        rid = hit["recipient_id"]
+        personal = track == modes.PERSONAL
+        rhash = self.rhash(hit["job_id"], rid) if track in (modes.PERSONAL, modes.UNIQUE, modes.ANONYMOUS) else None
+        cell = modes.cell_of(hit) if track == modes.ANONYMOUS else (None, None, None)
+        is_click = hit["kind"] == "click" and track != modes.REJECTED
+        return (
+            hit["hit_id"], hit["received_at"], hit["job_id"], hit["kind"], track, machine,
+            rid if personal else None, rhash,
+            self.link_id(hit["link"]) if is_click else None, hit["link"] if is_click else None,
+            modes.reject_reason(hit) if track == modes.REJECTED else None,
+            *cell, *modes.stored_columns(track, hit, enriched),
+        )  # fmt: skip
+
+    def rows(self, hits: Sequence[Mapping[str, Any]], enriched: Sequence[dict[str, Any]]) -> list[tuple]:
+        """Batch rows of all hits, in order."""
+        return [self.row(hit, extra) for hit, extra in zip(hits, enriched, strict=True)]

@@ -1,0 +1,84 @@
+"""Retention: the daily purge.
+
+- per-job hash keys (and the hashes) are destroyed once the job's retention
+  has ended, so unique-visitor state can never be linked back to anyone;
+- personal raw hits older than their job's retention lose recipient, address
+  and agent (when a longer-lived job keeps their partition alive);
+- raw_hits day partitions older than the longest retention are dropped with
+  DROP TABLE, never emptied with DELETE.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+
+import asyncpg
+
+from aggregator.config import AggregatorConfig
+from aggregator.mail.queries import MERGE_LOCK
+from pixeltrack.core import db
+
+log = logging.getLogger(__name__)
+
+ENDED_JOBS = """
+SELECT job_id FROM jobs
+WHERE coalesce(sent_at, created_at) + retention_days * interval '1 day' < $1 ORDER BY job_id
+"""
+DESTROY_KEYS = """
+INSERT INTO job_keys (job_id, key, destroyed_at) SELECT unnest($1::bigint[]), NULL, $2
+ON CONFLICT (job_id) DO UPDATE SET key = NULL, destroyed_at = coalesce(job_keys.destroyed_at, $2)
+WHERE job_keys.key IS NOT NULL
+"""
+DELETE_HASHES = "DELETE FROM unique_seen WHERE job_id = ANY($1::bigint[])"
+# Uses raw_hits_recipient: only hits that still carry a recipient are read.
+SCRUB_EXPIRED = """
+UPDATE raw_hits h SET recipient_id = NULL, client_ip = NULL, user_agent = NULL, referer = NULL,
+    accept_language = NULL, region = NULL, city = NULL, asn = NULL, network = NULL, click_id = NULL
+FROM jobs j
+WHERE h.job_id = j.job_id AND h.recipient_id IS NOT NULL AND h.rolled_at IS NOT NULL
+  AND h.received_at < $1::timestamptz - j.retention_days * interval '1 day'
+"""
+LONGEST_RETENTION = "SELECT greatest($1::integer, coalesce(max(retention_days), 0)) FROM jobs"
+DROP_PARTITIONS = "SELECT pixeltrack_drop_partitions_before($1::date)"
+
+
+@dataclass(frozen=True)
+class PurgeResult:
+    """What one purge did."""
+
+    keys_destroyed: int
+    hashes_deleted: int
+    hits_scrubbed: int
+    partitions_dropped: tuple[str, ...]
+
+
+def _count(status: str) -> int:
+    return int(status.split()[-1])
+
+
+async def destroy_keys(conn: asyncpg.Connection, now: dt.datetime) -> tuple[int, int]:
+    """Destroy the keys and hashes of jobs whose retention ended."""
+    async with conn.transaction():
+        await conn.execute(MERGE_LOCK)
+        ended = [r["job_id"] for r in await conn.fetch(ENDED_JOBS, now)]
+        if not ended:
+            return 0, 0
+        keys = _count(await conn.execute(DESTROY_KEYS, ended, now))
+        hashes = _count(await conn.execute(DELETE_HASHES, ended))
+    return keys, hashes
+
+
+async def purge(conn: asyncpg.Connection, config: AggregatorConfig, now: dt.datetime | None = None) -> PurgeResult:
+    """Run the whole daily purge once."""
+    now = now or dt.datetime.now(dt.UTC)
+    await db.ensure_partitions(conn, now.date())
+    keys, hashes = await destroy_keys(conn, now)
+    scrubbed = _count(await conn.execute(SCRUB_EXPIRED, now))
+    keep_days = await conn.fetchval(LONGEST_RETENTION, config.retention_days)
+    cutoff = now.date() - dt.timedelta(days=keep_days)
+    dropped = tuple(r[0] for r in await conn.fetch(DROP_PARTITIONS, cutoff))
+    result = PurgeResult(keys, hashes, scrubbed, dropped)
+    log.info("purge: %s", result)
+    return result

@@ -1,0 +1,245 @@
+"""Website roll-up: claimed page views in, site_* tables merged, raw hits marked.
+
+``merge_page_hits`` runs inside the caller's transaction for page views it
+claimed (and enriched); ``rollup_sites`` is the standalone run that claims
+only page views, batch after batch, each batch in one transaction, so a run
+killed half-way leaves nothing applied.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import asyncpg
+
+from aggregator.enrich import EnrichConfig
+from aggregator.enrich.enricher import Enriching, make_enricher
+from aggregator.web import queries
+from aggregator.web.sessions import Session, View, sessionize
+from aggregator.web.tracks import (
+    PERSONAL,
+    REJECTED,
+    UNIQUE,
+    allowed_contacts,
+    destroy_old_salts,
+    page_of,
+    parse_contact,
+    reject_reason,
+    salts_for,
+    stored_row,
+    today_utc,
+    track_of,
+    visitor_key,
+)
+from pixeltrack.core import db
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH = 20_000
+MAX_BATCHES = 100_000
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def _hour(at: dt.datetime) -> dt.datetime:
+    return at.astimezone(dt.UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def _day(at: dt.datetime) -> dt.date:
+    return at.astimezone(dt.UTC).date()
+
+
+def _machine(hit: Mapping[str, Any], enriched: Mapping[str, Any]) -> bool:
+    return enriched.get("traffic") == "machine"
+
+
+def _source(view: View) -> tuple[str, ...]:
+    e = view.enriched
+    names = ("source_class", "source_name", "search_phrase", "utm_source", "utm_medium", "utm_campaign")
+    return tuple(str(e.get(n) or "") for n in names)
+
+
+class Tally:
+    """Per-batch counts, merged with one statement per table."""
+
+    def __init__(self) -> None:
+        self.hourly: defaultdict[tuple, list[int]] = defaultdict(lambda: [0, 0, 0])
+        self.daily: defaultdict[tuple, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+        self.totals: defaultdict[int, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+        self.pages: defaultdict[tuple, list[int]] = defaultdict(lambda: [0, 0])
+        self.sources: Counter[tuple] = Counter()
+        self.breakdowns: Counter[tuple] = Counter()
+        self.rejected: Counter[tuple] = Counter()
+
+    def view(self, job: int, at: dt.datetime, machine: bool) -> None:
+        """A page view of an attributed site (human or machine)."""
+        slot = 1 if machine else 0
+        self.hourly[(job, _hour(at))][slot] += 1
+        self.daily[(job, _day(at))][slot] += 1
+        self.totals[job][slot] += 1
+
+    def entry(self, view: View) -> None:
+        """A session (or, without visitor keys, a visit from elsewhere) starting at ``view``."""
+        self.daily[(view.job_id, _day(view.at))][3] += 1
+        self.totals[view.job_id][3] += 1
+        self.pages[(view.job_id, view.page)][1] += 1
+        self.sources[(view.job_id, *_source(view))] += 1
+
+    async def merge(self, conn: asyncpg.Connection) -> None:
+        """Write every table's tallies."""
+        for sql, rows in (
+            (queries.MERGE_HOURLY, [(*k, *v) for k, v in self.hourly.items()]),
+            (queries.MERGE_DAILY, [(*k, *v) for k, v in self.daily.items()]),
+            (queries.MERGE_TOTALS, [(k, *v) for k, v in self.totals.items()]),
+            (queries.MERGE_PAGES, [(*k, *v) for k, v in self.pages.items()]),
+            (queries.MERGE_SOURCES, [(*k, v) for k, v in self.sources.items()]),
+            (queries.MERGE_BREAKDOWNS, [(*k, v) for k, v in self.breakdowns.items()]),
+            (queries.MERGE_REJECTED, [(*k, v) for k, v in self.rejected.items()]),
+        ):
+            if rows:
+                await conn.execute(sql, *[list(col) for col in zip(*sorted(rows), strict=True)])
+
+
+async def count_visitors(conn: asyncpg.Connection, views: list[View], tally: Tally) -> None:
+    """Add the visitors not seen before in each hour, day and overall."""
+    seen = {
+        (v.job_id, scope, bucket, v.vkey, v.salt_day)
+        for v in views if v.vkey is not None
+        for scope, bucket in (("hour", _hour(v.at)), ("day", dt.datetime.combine(_day(v.at), dt.time(), dt.UTC)),
+                              ("all", EPOCH))
+    }
+    if not seen:
+        return
+    rows = sorted(seen, key=lambda r: r[:4])
+    new = await conn.fetch(queries.SEEN, *[list(col) for col in zip(*rows, strict=True)])
+    for r in new:
+        job, scope, bucket = r["job_id"], r["scope"], r["bucket"]
+        if scope == "hour":
+            tally.hourly[(job, bucket)][2] += 1
+        elif scope == "day":
+            tally.daily[(job, _day(bucket))][2] += 1
+        else:
+            tally.totals[job][2] += 1
+
+
+async def merge_page_hits(
+    conn: asyncpg.Connection, hits: Sequence[Mapping[str, Any]], enriched: Sequence[Mapping[str, Any]],
+    today: dt.date | None = None,
+) -> None:
+    """Merge claimed page views (rows of queries.CLAIM_PAGES) in the caller's transaction."""
+    if not hits:
+        return
+    today = today or today_utc()
+    await conn.execute(queries.MERGE_LOCK)
+    await destroy_old_salts(conn, today)
+    salts = await salts_for(conn, {_day(h["received_at"]) for h in hits}, today)
+    tracks = [track_of(h) for h in hits]
+    asked = {c for h, t in zip(hits, tracks, strict=True) if t == PERSONAL and (c := parse_contact(h["contact"]))}
+    allowed = await allowed_contacts(conn, asked)
+    tally, views, rows = Tally(), [], []
+    for hit, track, extra in zip(hits, tracks, enriched, strict=True):
+        contact = parse_contact(hit["contact"]) if track == PERSONAL else None
+        rows.append(stored_row(hit, track, extra, hit["contact"] if contact in allowed else None))
+        if track == REJECTED:
+            tally.rejected[(hit["job_id"], _hour(hit["received_at"]), reject_reason(hit))] += 1
+            continue
+        machine = _machine(hit, extra)
+        tally.view(hit["job_id"], hit["received_at"], machine)
+        if not machine:
+            views.append(_count(hit, track, dict(extra), salts, tally))
+    await count_visitors(conn, views, tally)
+    _entries(views, await sessionize(conn, views), tally)
+    await tally.merge(conn)
+    await _mark(conn, rows)
+    await _contacts(conn, hits, tracks, allowed)
+
+
+def _count(hit: Mapping[str, Any], track: str, extra: dict[str, Any], salts: Mapping[dt.date, bytes],
+           tally: Tally) -> View:
+    """The counted view of a human page view; its page and breakdown tallied."""
+    key = visitor_key(hit, track, salts)
+    view = View(hit["job_id"], hit["received_at"], page_of(hit["url"], hit["spa_hash"]),
+                key[0] if key else None, key[1] if key else None, extra)
+    tally.pages[(view.job_id, view.page)][0] += 1
+    if track in (PERSONAL, UNIQUE):
+        cube = tuple(str(extra.get(n) or "") for n in ("device_class", "os", "browser", "country"))
+    else:
+        cube = ("", "", "", "")
+    tally.breakdowns[(view.job_id, *cube)] += 1
+    return view
+
+
+def _entries(views: list[View], started: list[Session], tally: Tally) -> None:
+    """Entries: first views of new sessions; without a visitor key, views not referred by the site."""
+    for session in started:
+        if session.entry is not None:
+            tally.entry(session.entry)
+    for view in views:
+        if view.vkey is None and view.enriched.get("source_class") != "internal":
+            tally.entry(view)
+
+
+async def _mark(conn: asyncpg.Connection, rows: list[tuple]) -> None:
+    await conn.execute(queries.CREATE_BATCH)
+    await conn.copy_records_to_table("site_batch", records=rows, columns=queries.BATCH_COLUMNS)
+    await conn.execute(queries.MARK_ROLLED, dt.datetime.now(dt.UTC))
+
+
+async def _contacts(conn: asyncpg.Connection, hits: Sequence[Mapping[str, Any]], tracks: list[str],
+                    allowed: set[tuple[int, int]]) -> None:
+    """Identify visitors by their contact, then file the views of known contacts."""
+    named: dict[tuple[int, str], tuple[tuple[int, int], Mapping[str, Any]]] = {}
+    direct: list[tuple[Any, ...]] = []
+    visitors: set[tuple[int, str]] = set()
+    for hit, track in zip(hits, tracks, strict=True):
+        if track != PERSONAL:
+            continue
+        contact = parse_contact(hit["contact"])
+        if hit["visitor_id"]:
+            visitors.add((hit["job_id"], hit["visitor_id"]))
+            if contact in allowed:
+                named.setdefault((hit["job_id"], hit["visitor_id"]), (contact, hit))
+        elif contact in allowed and contact is not None:
+            direct.append((hit["job_id"], hit["received_at"], hit["hit_id"], *contact, hit["url"], hit["title"]))
+    if named:
+        rows = [(job, vid, *contact, hit["received_at"], hit["url"]) for (job, vid), (contact, hit) in named.items()]
+        await conn.execute(queries.IDENTIFY, *[list(col) for col in zip(*sorted(rows), strict=True)])
+    if visitors:
+        ordered = sorted(visitors)
+        await conn.execute(queries.CONTACT_VIEWS, [v[0] for v in ordered], [v[1] for v in ordered])
+    if direct:
+        await conn.execute(queries.CONTACT_VIEWS_DIRECT, *[list(col) for col in zip(*direct, strict=True)])
+
+
+async def rollup_sites(conn_or_url: asyncpg.Connection | str, batch_size: int = DEFAULT_BATCH,
+                       enricher: Any = None, today: dt.date | None = None) -> int:
+    """Roll up every unrolled page view, one transaction per batch; return how many."""
+    if isinstance(conn_or_url, str):
+        conn = await db.connect(conn_or_url)
+        try:
+            return await rollup_sites(conn, batch_size, enricher, today)
+        finally:
+            await conn.close()
+    enricher = enricher or _default_enricher()
+    async with conn_or_url.transaction():  # salts die on time even when no page view comes
+        await conn_or_url.execute(queries.MERGE_LOCK)
+        await destroy_old_salts(conn_or_url, today or today_utc())
+    total = 0
+    for _ in range(MAX_BATCHES):
+        async with conn_or_url.transaction():
+            hits = [dict(h) for h in await conn_or_url.fetch(queries.CLAIM_PAGES, batch_size)]
+            if hits:
+                await merge_page_hits(conn_or_url, hits, enricher.enrich(hits, sent_at={}), today)
+        total += len(hits)
+        if len(hits) < batch_size:
+            break
+    if total:
+        log.info("rolled up %d page views", total)
+    return total
+
+
+def _default_enricher() -> Enriching:
+    return make_enricher(EnrichConfig.from_env())

@@ -1,0 +1,57 @@
+"""Database connection helpers and idempotent schema set-up."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from importlib import resources
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+
+# Partitions are made this many days ahead, so a collector never needs to
+# make one while hits arrive.
+PARTITION_DAYS_AHEAD = 7
+
+ENSURE_PARTITIONS = "SELECT pixeltrack_ensure_partitions($1::date, $2::integer)"
+# Serialises concurrent `initdb`s (two hosts starting at once).
+SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(7079436)"
+
+
+def schema_sql() -> str:
+    """The text of schema.sql, shipped inside this package (the project root's schema.sql links to it)."""
+    return resources.files("pixeltrack.core").joinpath("schema.sql").read_text(encoding="utf-8")
+
+
+async def connect(url: str) -> asyncpg.Connection:
+    """One connection, with the session in UTC so day buckets are UTC days."""
+    return await asyncpg.connect(url, server_settings={"timezone": "UTC"})
+
+
+async def create_pool(url: str, min_size: int = 1, max_size: int = 4) -> asyncpg.Pool:
+    """A pool whose sessions run in UTC."""
+    pool = await asyncpg.create_pool(
+        url, min_size=min_size, max_size=max_size, server_settings={"timezone": "UTC"}
+    )
+    assert pool is not None
+    return pool
+
+
+async def ensure_partitions(conn: asyncpg.Connection, today: dt.date | None = None) -> None:
+    """Make raw_hits partitions from yesterday to a week ahead (idempotent)."""
+    first = (today or dt.datetime.now(dt.UTC).date()) - dt.timedelta(days=1)
+    await conn.execute(ENSURE_PARTITIONS, first, PARTITION_DAYS_AHEAD + 2)
+
+
+async def apply_schema(url: str) -> None:
+    """Apply schema.sql and make the coming days' partitions; safe to repeat."""
+    conn = await connect(url)
+    try:
+        async with conn.transaction():
+            await conn.execute(SCHEMA_LOCK)
+            await conn.execute(schema_sql())
+        await ensure_partitions(conn)
+    finally:
+        await conn.close()
+    log.info("schema applied")

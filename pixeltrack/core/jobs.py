@@ -1,0 +1,172 @@
+"""Jobs and their recipients: creation, listing and the all-or-nothing CSV import."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+MODES = ("personal", "permission_personal", "anonymous", "unique", "blind")
+KINDS = ("mail", "site")
+CSV_COLUMNS = ("recipient", "consent", "birth_year", "gender", "zip")
+MAX_FIELD = 320  # the longest legal e-mail address; anything longer is a mistake
+YES = {"yes", "y", "true", "1"}
+NO = {"no", "n", "false", "0", ""}
+
+INSERT_JOB = "INSERT INTO jobs (name, mode, kind) VALUES ($1, $2, $3) RETURNING job_id"
+SELECT_JOBS = """
+SELECT j.job_id, j.name, j.kind, j.mode, j.created_at,
+       (SELECT count(*) FROM recipients r WHERE r.job_id = j.job_id) AS recipients
+FROM jobs j ORDER BY j.job_id"""
+SELECT_JOB = "SELECT job_id, name, kind, mode, sent_at, retention_days FROM jobs WHERE job_id = $1"
+# Locking the job row serialises imports into one job, so numbering is gap-free.
+LOCK_JOB = "SELECT job_id FROM jobs WHERE job_id = $1 FOR UPDATE"
+MAX_RECIPIENT = "SELECT coalesce(max(recipient_id), -1) FROM recipients WHERE job_id = $1"
+UPSERT_RECIPIENT = """
+INSERT INTO recipients AS r (job_id, recipient_id, recipient, consent, birth_year, gender, zip)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (job_id, recipient) DO UPDATE SET
+    consent = EXCLUDED.consent,
+    consent_changed_at = CASE WHEN r.consent IS DISTINCT FROM EXCLUDED.consent
+                              THEN now() ELSE r.consent_changed_at END,
+    birth_year = EXCLUDED.birth_year, gender = EXCLUDED.gender, zip = EXCLUDED.zip
+RETURNING (xmax = 0) AS inserted"""
+SELECT_RECIPIENT = "SELECT recipient_id FROM recipients WHERE job_id = $1 AND recipient = $2"
+SELECT_RECIPIENTS = "SELECT recipient_id, recipient FROM recipients WHERE job_id = $1 ORDER BY recipient_id"
+REGISTER_LINK = "INSERT INTO links (job_id, link_id, url) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
+
+
+class RecipientsError(Exception):
+    """A CSV with bad rows; ``errors`` lists (line number, message)."""
+
+    def __init__(self, errors: list[tuple[int, str]]) -> None:
+        super().__init__(f"{len(errors)} bad row(s); nothing was imported")
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """One validated CSV row."""
+
+    recipient: str
+    consent: bool
+    birth_year: int | None
+    gender: str | None
+    zip: str | None
+
+
+async def create_job(conn: asyncpg.Connection, name: str, mode: str, kind: str = "mail") -> int:
+    """Create a job and return its id."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}")
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}")
+    return int(await conn.fetchval(INSERT_JOB, name, mode, kind))
+
+
+async def list_jobs(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """Every job with its recipient count."""
+    return list(await conn.fetch(SELECT_JOBS))
+
+
+async def get_job(conn: asyncpg.Connection, job_id: int) -> asyncpg.Record:
+    """The job, or LookupError naming the id."""
+    row = await conn.fetchrow(SELECT_JOB, job_id)
+    if row is None:
+        raise LookupError(f"no job {job_id}")
+    return row
+
+
+def _field(row: dict[str, Any], name: str) -> str:
+    return (row.get(name) or "").strip()
+
+
+def _parse_row(row: dict[str, Any]) -> Recipient:
+    recipient = _field(row, "recipient")
+    if not recipient:
+        raise ValueError("recipient is empty")
+    for name in CSV_COLUMNS:
+        value = _field(row, name)
+        if len(value) > MAX_FIELD or "\x00" in value:
+            raise ValueError(f"{name} is too long or holds a NUL byte")
+    consent_raw = _field(row, "consent").lower()
+    if consent_raw not in YES | NO:
+        raise ValueError(f"consent must be yes or no, got {consent_raw!r}")
+    year_raw = _field(row, "birth_year")
+    if year_raw and not (year_raw.isdigit() and 1900 <= int(year_raw) <= 2100):
+        raise ValueError(f"birth_year must be a year, got {year_raw!r}")
+    gender = _field(row, "gender").lower() or None
+    return Recipient(recipient, consent_raw in YES, int(year_raw) if year_raw else None,
+                     gender, _field(row, "zip") or None)
+
+
+def parse_csv(text: str) -> list[Recipient]:
+    """Validate a whole recipients CSV; raise RecipientsError listing every bad line."""
+    reader = csv.DictReader(io.StringIO(text))
+    header = [h.strip() for h in reader.fieldnames or []]
+    if "recipient" not in header:
+        raise RecipientsError([(1, "header must have a 'recipient' column")])
+    unknown = set(header) - set(CSV_COLUMNS)
+    if unknown:
+        raise RecipientsError([(1, f"unknown column(s): {', '.join(sorted(unknown))}")])
+    reader.fieldnames = header
+    rows: list[Recipient] = []
+    errors: list[tuple[int, str]] = []
+    seen: dict[str, int] = {}
+    for row in reader:
+        line = reader.line_num
+        try:
+            if None in row:
+                raise ValueError("more fields than the header")
+            parsed = _parse_row(row)
+            if parsed.recipient in seen:
+                raise ValueError(f"recipient repeats line {seen[parsed.recipient]}")
+            seen[parsed.recipient] = line
+            rows.append(parsed)
+        except ValueError as exc:
+            errors.append((line, str(exc)))
+    if errors:
+        raise RecipientsError(errors)
+    return rows
+
+
+async def import_recipients(conn: asyncpg.Connection, job_id: int, rows: list[Recipient]) -> tuple[int, int]:
+    """Insert or update recipients in one transaction; return (added, updated)."""
+    await get_job(conn, job_id)
+    added = updated = 0
+    async with conn.transaction():
+        await conn.execute(LOCK_JOB, job_id)
+        next_id = int(await conn.fetchval(MAX_RECIPIENT, job_id)) + 1
+        for r in rows:
+            inserted = await conn.fetchval(
+                UPSERT_RECIPIENT, job_id, next_id, r.recipient, r.consent, r.birth_year, r.gender, r.zip
+            )
+            if inserted:
+                added += 1
+                next_id += 1
+            else:
+                updated += 1
+    return added, updated
+
+
+async def recipient_id(conn: asyncpg.Connection, job_id: int, recipient: str) -> int:
+    """The per-job number of a recipient, or LookupError."""
+    value = await conn.fetchval(SELECT_RECIPIENT, job_id, recipient)
+    if value is None:
+        raise LookupError(f"job {job_id} has no recipient {recipient!r}")
+    return int(value)
+
+
+async def all_recipients(conn: asyncpg.Connection, job_id: int) -> list[asyncpg.Record]:
+    """(recipient_id, recipient) of every recipient of a job."""
+    return list(await conn.fetch(SELECT_RECIPIENTS, job_id))
+
+
+async def register_links(conn: asyncpg.Connection, job_id: int, urls: list[str]) -> None:
+    """Record minted destinations so reports list links nobody clicked yet."""
+    from pixeltrack.core.tokens import link_id_for
+
+    await conn.executemany(REGISTER_LINK, [(job_id, link_id_for(u), u) for u in urls])

@@ -1,0 +1,120 @@
+"""The cached path gives exactly the rows of the plain reference path."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import random
+from collections import Counter
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aggregator.enrich import OUTPUT_KEYS, EnrichConfig, Enricher, run
+from tests.support.fixtures.enrich_hits import T0
+
+CASES = json.loads((Path(__file__).parents[2] / "support" / "fixtures" / "user_agents.json").read_text(encoding="utf-8"))["cases"]
+ODD_AGENTS = [None, "", "Mozilla/5.0", "Mozilla/5.0 HeyImageProxy", b"curl/8.5.0", 5, "5", " Mozilla/5.0 ", "x\x00y"]
+ODD_ADDRESSES = [
+    None, "", "not an ip", "::ffff:17.1.2.3", "2620:149::1", "2a01:b740::9", "2001:db8::7", "017.1.2.3",
+    ipaddress.ip_address("64.235.150.1"), ipaddress.ip_address("17.0.0.1"), ipaddress.ip_address("2001:db8::1"),
+    " 198.51.100.7", 17, b"1.2.3.4", "1.2.3.04", "256.1.1.1", "1.2.3", "\u0661.2.3.4", "0.0.0.0", "1.2.3.4\n",
+]  # fmt: skip
+REFERERS = [None, "https://www.google.com/search?q=linen+shirt", "https://mail.google.com/", "https://t.co/x",
+            "https://shop.example/cart", "android-app://com.slack", "http://[bad", 7, ["x"]]  # fmt: skip
+LINKS = [f"https://shop.example/p/{n}?utm_source=mail&utm_medium=email" for n in range(4)] + [
+    "https://shop.example/sale?gclid=abc",
+    "https://shop.example/plain",
+]
+LANGUAGES = ["en-US,en;q=0.9", "de-CH,de;q=0.9", "fr", "*", "", None, b"it-IT", 3]
+KINDS = ["open", "open", "click", "click", "page", None]
+
+
+def mix(count: int, seed: int) -> list[dict[str, Any]]:
+    """``count`` hits: repeated agents and addresses, recipients clicking in bursts and slowly."""
+    rng = random.Random(seed)
+    agents = [case["ua"] for case in CASES] + ODD_AGENTS
+    addresses = [f"198.51.{rng.randint(0, 3)}.{rng.randint(1, 254)}" for _ in range(60)] + [
+        f"17.{rng.randint(0, 255)}.0.1" for _ in range(5)
+    ] + ["148.163.130.2", "205.139.110.9"] + ODD_ADDRESSES  # fmt: skip
+    hits = []
+    at = T0
+    for n in range(count):
+        kind = rng.choice(KINDS)
+        # mostly seconds apart, sometimes a burst within one second, sometimes right after sending
+        at += timedelta(seconds=rng.choice((0.2, 0.4, 1.5, 30.0, 300.0)))
+        hits.append({
+            "hit_id": n, "received_at": rng.choice((at, at, at, at.replace(tzinfo=None), None, T0 + timedelta(seconds=3))),
+            "kind": kind, "job_id": rng.choice((1, 1, 2, 3)), "recipient_id": rng.choice((None, *range(1, 40))),
+            "link": rng.choice(LINKS) if kind in ("click", "page") else None,
+            "url": rng.choice((None, None, "https://shop.example/?utm_source=newsletter", "https://shop.example/")),
+            "page": None, "client_ip": rng.choice(addresses), "user_agent": agents[int(rng.paretovariate(1.0)) % len(agents)],
+            "referer": rng.choice(REFERERS), "accept_language": rng.choice(LANGUAGES),
+            "method": rng.choice(("GET",) * 8 + ("HEAD", "head", None)), "prefetch": rng.random() < 0.03,
+        })  # fmt: skip
+        if str(hits[-1]["method"]).upper() == "HEAD":
+            hits[-1]["prefetch"] = True  # as the collector stores a HEAD
+    return hits
+
+
+# scanner rows of the mix with all rules / with burst and send-time rules off
+BEHAVIOUR = (209, 134)
+SENT_AT = {1: T0, 2: T0.replace(tzinfo=None), 3: None}
+CONFIGS = [
+    EnrichConfig(),
+    EnrichConfig(ipv4_prefix=20, ipv6_prefix=56, internal_hosts=("shop.example",), scanner_burst_links=3),
+    EnrichConfig(ipv4_prefix=32, ipv6_prefix=0, scanner_burst_seconds=0.5, scanner_send_seconds=0.0),
+]
+
+
+class TestSameRowsAsReference:
+    """Every dict of the cached path equals the reference path's, key for key, in order."""
+
+    @pytest.mark.parametrize("config", CONFIGS, ids=["default", "wide", "narrow"])
+    def test_mix(self, config: EnrichConfig) -> None:
+        hits = mix(3000, seed=11)
+        cached = Enricher(config).enrich(hits, SENT_AT)
+        reference = Enricher(config, cache=False).enrich(hits, SENT_AT)
+        assert len(cached) == len(reference) == 3000
+        assert cached == reference
+        assert all(list(row.items()) == list(ref.items()) for row, ref in zip(cached, reference, strict=True))
+        assert all(tuple(row) == OUTPUT_KEYS for row in cached)
+
+    def test_mix_has_every_kind_of_verdict(self) -> None:
+        """The mix is worth comparing: every reason, and clicks only the behavioural rules flag."""
+        hits = mix(3000, seed=11)
+        rows = Enricher(EnrichConfig()).enrich(hits, SENT_AT)
+        alone = Enricher(EnrichConfig(scanner_burst_links=99, scanner_send_seconds=-1.0)).enrich(hits, SENT_AT)
+        reasons = Counter(row["machine_reason"] for row in rows)
+        assert set(reasons) == {
+            None,
+            "apple_mpp",
+            "gmail_proxy",
+            "yahoo_proxy",
+            "image_proxy",
+            "crawler",
+            "scanner",
+            "prefetch",
+        }
+        assert (reasons["scanner"], Counter(row["machine_reason"] for row in alone)["scanner"]) == BEHAVIOUR
+
+    def test_agent_cache_across_calls(self) -> None:
+        enricher = Enricher(EnrichConfig())
+        reference = Enricher(EnrichConfig(), cache=False)
+        for seed in (1, 2, 3):
+            hits = mix(700, seed)
+            assert enricher.enrich(hits, SENT_AT) == reference.enrich(hits, SENT_AT)
+
+    def test_full_tables_are_emptied(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(run, "LIMIT", 3)
+        enricher = Enricher(EnrichConfig())
+        hits = mix(1000, seed=5)
+        assert enricher.enrich(hits, SENT_AT) == Enricher(EnrichConfig(), cache=False).enrich(hits, SENT_AT)
+        assert len(enricher.agents) <= 3
+
+    def test_rows_are_separate_dicts(self) -> None:
+        """The roll-up edits rows in place: no two rows may share a dict."""
+        rows = Enricher(EnrichConfig()).enrich(mix(500, seed=8), SENT_AT)
+        assert len({id(row) for row in rows}) == 500

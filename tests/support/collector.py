@@ -1,0 +1,72 @@
+"""Helpers for collector tests: an in-process collector on a real socket."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from aiohttp.test_utils import TestClient, TestServer
+
+from collector.app import create_app
+from collector.config import CollectorConfig
+from collector.state import BUFFER
+from pixeltrack.core.config import Secrets
+from pixeltrack.core.mint import Minter
+from tests.conftest import TEST_SECRET
+
+BASE = "http://127.0.0.1"
+
+
+def make_config(db_url: str, spool: Path, **overrides: Any) -> CollectorConfig:
+    """A collector config for tests: fast flushes, private spool, short drain."""
+    config = CollectorConfig(
+        database_url=db_url, secrets=Secrets(TEST_SECRET), flush_interval=0.05,
+        spool_dir=spool, drain_grace=0.1, copy_timeout=2.0,
+    )
+    return dataclasses.replace(config, **overrides)
+
+
+@asynccontextmanager
+async def running(config: CollectorConfig) -> AsyncIterator[TestClient]:
+    """A collector app on a real loopback socket, and a client for it."""
+    app = create_app(config)
+    client = TestClient(TestServer(app, host="127.0.0.1"))
+    await client.start_server()
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+async def flush(client: TestClient) -> None:
+    """Write whatever the collector has buffered."""
+    await client.app[BUFFER].flush()
+
+
+async def rows(conn: asyncpg.Connection, where: str = "true") -> list[asyncpg.Record]:
+    """raw_hits rows in arrival order (``where`` is test-written SQL, never user input)."""
+    return list(await conn.fetch(f"SELECT * FROM raw_hits WHERE {where} ORDER BY received_at, hit_id"))
+
+
+def minter() -> Minter:
+    """Mints URLs whose path the test client can request."""
+    return Minter(TEST_SECRET, BASE)
+
+
+def path(url: str) -> str:
+    """The path part of a minted URL."""
+    return url.removeprefix(BASE)
+
+
+async def wait_for(predicate: Any, timeout: float = 10.0) -> None:
+    """Poll an async predicate until it is true (or fail after ``timeout``)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
