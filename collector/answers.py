@@ -7,6 +7,12 @@ and the Date, serialises and writes per response: measured in the benchmark
 (loadtest/RESULTS.md) that is several microseconds per hit, as much as the
 token check and the append together. The bytes are renewed once a second for
 the Date header; a redirect is its cached head and tail around the Location.
+
+That path sets private attributes of aiohttp's StreamResponse, so aiohttp is
+pinned to the minor versions it is tested on, tests/collector/test_answers.py
+names any attribute a new aiohttp no longer has, and ``use_canned(False)``
+(``PIXELTRACK_CANNED_ANSWERS=0``) answers the same through ``web.Response``.
+Handlers answer with ``answers.respond(PIXEL)``, whichever is in use.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import base64
 import time
 from email.utils import formatdate
 from http import HTTPStatus
+from typing import Protocol
 
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -75,8 +82,11 @@ class CannedResponse(web.StreamResponse):
 
     aiohttp awaits ``prepare`` and ``write_eof`` and reads ``keep_alive``,
     ``status``, ``headers`` and ``body_length`` (the access log); all are
-    served here without its header machinery. ``on_response_prepare``
-    signals are not sent: the collector registers none.
+    served here without its header machinery, by setting the private
+    attributes those properties read (``_status``, ``_reason``, ``_headers``,
+    ``_state``, ``_keep_alive``, ``_eof_sent``, ``_body_length``) and
+    relying on StreamResponse's class-level defaults for the rest.
+    ``on_response_prepare`` signals are not sent: the collector registers none.
     """
 
     def __init__(self, canned: Canned, location: bytes | None = None) -> None:
@@ -117,3 +127,26 @@ class CannedResponse(web.StreamResponse):
 PIXEL = Canned(200, PIXEL_HEADERS, GIF)
 NOT_FOUND = Canned(404, NOT_FOUND_HEADERS, NOT_FOUND_BODY)
 REDIRECT = Canned(302, REDIRECT_HEADERS, b"")
+
+
+def plain_response(canned: Canned, location: bytes | None = None) -> web.Response:
+    """The same answer through aiohttp's ordinary path (it adds a ``Server`` header)."""
+    headers = CIMultiDict(canned.headers)
+    if location is not None:
+        headers["Location"] = location.decode("utf-8")
+    return web.Response(status=canned.status, body=canned.body, headers=headers)
+
+
+class Responder(Protocol):
+    """How a handler turns a fixed answer (and a redirect's Location) into a response."""
+
+    def __call__(self, canned: Canned, location: bytes | None = None) -> web.StreamResponse: ...
+
+
+respond: Responder = CannedResponse
+
+
+def use_canned(on: bool) -> None:
+    """Answer with prebuilt bytes (the default) or, off, with ``web.Response``; for every app of the process."""
+    global respond
+    respond = CannedResponse if on else plain_response

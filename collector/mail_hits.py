@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from collector.answers import NOT_FOUND, PIXEL, REDIRECT, CannedResponse
+from collector import answers
+from collector.answers import NOT_FOUND, PIXEL, REDIRECT
 from collector.record import HitRecorder
 from pixeltrack.core.mint import has_control_chars, with_contact
 from pixeltrack.core.tokens import KIND_CLICK, KIND_DOC, KIND_OPEN, Signer, TokenError
@@ -40,7 +41,7 @@ class MailHits:
         """GET /o/{token}.gif: an email open. Always the GIF, whatever the token."""
         job, rcpt, _, reason = self._verify(request.match_info["token"].removesuffix(".gif"), KIND_OPEN)
         self.record(request, "open", job, rcpt=rcpt, reason=reason)
-        return CannedResponse(PIXEL)
+        return answers.respond(PIXEL)
 
     async def doc_page(self, request: web.Request) -> web.StreamResponse:
         """GET /d/{token}/{page}.gif: one page of a tracked document was shown."""
@@ -50,7 +51,7 @@ class MailHits:
         if not 1 <= page <= MAX_PAGE and reason is None:
             job, rcpt, reason = 0, None, "bad_page"
         self.record(request, "doc", job, rcpt=rcpt, page=page if reason is None else None, reason=reason)
-        return CannedResponse(PIXEL)
+        return answers.respond(PIXEL)
 
     async def click(self, request: web.Request) -> web.StreamResponse:
         """GET /c/{token}: redirect to the signed destination, or 404. Never an open redirect."""
@@ -60,9 +61,9 @@ class MailHits:
             job, rcpt, url, reason = 0, None, None, "bad_destination"
         self.record(request, "click", job, rcpt=rcpt, link=url, reason=reason)
         if reason is not None or url is None:
-            return CannedResponse(NOT_FOUND)
+            return answers.respond(NOT_FOUND)
         if rcpt is not None and self.signer.identifies(token):  # personal: the site learns the contact
             url = with_contact(self.signer, url, job, rcpt)
-        return CannedResponse(REDIRECT, url.encode("utf-8"))
+        return answers.respond(REDIRECT, url.encode("utf-8"))
 
 

@@ -17,8 +17,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from collector import snippet
-from collector.answers import NO_STORE, PIXEL, CannedResponse
+from collector import answers, snippet
+from collector.answers import NO_STORE, PIXEL
 from collector.record import RECORDER
 from collector.state import METRICS, SIGNER
 from pixeltrack.core.tokens import (
@@ -48,7 +48,7 @@ def add_routes(app: web.Application) -> None:
 async def page_pixel(request: web.Request) -> web.StreamResponse:
     """GET /r.gif?k=KEY&u=...: a page view by image. Always the GIF."""
     page_view(request, request.query, None)
-    return CannedResponse(PIXEL)
+    return answers.respond(PIXEL)
 
 
 async def page_beacon(request: web.Request) -> web.Response:

@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import re
 from pathlib import Path
 
 from aiohttp import web
+from calmjs.parse import es5
+from calmjs.parse.unparsers.es5 import minify_print
 
 STATIC = Path(__file__).resolve().parent / "static"
-_COMMENT = re.compile(r"^\s*//.*$\n?|^\s+", re.MULTILINE)
 
 
 def minify(source: str) -> bytes:
-    """The snippet as served: whole-line comments, indentation and blank lines gone."""
-    return "\n".join(line for line in _COMMENT.sub("", source).splitlines() if line).encode() + b"\n"
+    """The snippet as served: comments and spaces gone, local names shortened (calmjs.parse).
+
+    The source is written for people; only a minifier that also renames local
+    variables keeps it under the 2 KB budget (whitespace removal alone leaves
+    about 3.2 KB). Property names and strings are left as written.
+    """
+    return minify_print(es5(source), obfuscate=True, drop_semi=True).encode()
 
 
 SNIPPET = minify((STATIC / "t.js").read_text(encoding="utf-8"))

@@ -1,19 +1,28 @@
-"""The prebuilt answers on the wire: exact bytes over a raw socket, every HTTP/1.x form."""
+"""The prebuilt answers on the wire: exact bytes over a raw socket, every HTTP/1.x form; aiohttp's side of them."""
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
+import importlib.metadata
+import inspect
 import logging
 import re
 import socket
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
+from aiohttp import web
+from aiohttp.http_writer import StreamWriter
+from aiohttp.test_utils import TestClient, TestServer
+from multidict import CIMultiDict, CIMultiDictProxy
 
-from collector.answers import GIF, NOT_FOUND_BODY
+from collector import answers
+from collector.answers import GIF, NOT_FOUND_BODY, PIXEL, CannedResponse
 from collector.config import CollectorConfig
 from pixeltrack.core.mint import has_control_chars
 from pixeltrack.core.tokens import KIND_CLICK, Signer
@@ -198,3 +207,118 @@ class TestSlowReader:
             writer.close()
             health = await client.get("/healthz")
         assert (answers, health.status) == (count, 200)
+
+
+def vary(attr: str) -> tuple[Any, Callable[[web.StreamResponse], Any]]:
+    """A value to set ``attr`` to on a fresh StreamResponse, and how aiohttp's public side reads it back."""
+    headers = CIMultiDictProxy(CIMultiDict({"X": "1"}))
+    readers: dict[str, tuple[Any, Callable[[web.StreamResponse], Any]]] = {
+        "_status": (299, lambda r: r.status),
+        "_reason": ("Fine", lambda r: r.reason),
+        "_headers": (headers, lambda r: r.headers),
+        "_state": ({"k": 7}, lambda r: {"k": r["k"]}),
+        "_keep_alive": (True, lambda r: r.keep_alive),
+        "_eof_sent": (True, lambda r: r.prepared),
+        "_body_length": (42, lambda r: r.body_length),
+    }
+    assert attr in readers, f"CannedResponse now sets {attr!r}: say here which public member of StreamResponse reads it"
+    return readers[attr]
+
+
+class TestAiohttpContract:
+    """What CannedResponse relies on in aiohttp's internals is still there (aiohttp is pinned; this names what broke)."""
+
+    @pytest.fixture
+    async def prepared(self, config: CollectorConfig) -> CannedResponse:
+        """A CannedResponse as aiohttp finished it: after a real pixel request."""
+        kept: list[web.StreamResponse] = []
+
+        async def keep(request: web.Request) -> web.StreamResponse:
+            kept.append(CannedResponse(PIXEL))
+            return kept[-1]
+
+        app = web.Application()
+        app.router.add_get("/", keep)
+        async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+            assert (await client.get("/")).status == 200
+        assert isinstance(kept[0], CannedResponse)
+        return kept[0]
+
+    def test_private_attributes_exist(self, prepared: CannedResponse) -> None:
+        """Every private attribute CannedResponse sets exists on StreamResponse and its public member reads it."""
+        aiohttp_version = importlib.metadata.version("aiohttp")
+        own = {"_canned", "_location"}
+        for attr in sorted(set(vars(prepared)) - own):
+            assert hasattr(web.StreamResponse(), attr), (
+                f"aiohttp {aiohttp_version}: StreamResponse has no {attr!r}, which collector.answers.CannedResponse "
+                f"sets; set PIXELTRACK_CANNED_ANSWERS=0 and adapt CannedResponse")
+            value, read = vary(attr)
+            plain = web.StreamResponse()
+            setattr(plain, attr, value)
+            assert read(plain) == value, (
+                f"aiohttp {aiohttp_version}: StreamResponse no longer reads {attr!r} where CannedResponse expects it; "
+                f"set PIXELTRACK_CANNED_ANSWERS=0 and adapt CannedResponse")
+        assert set(vars(prepared)) - own == {"_state", "_headers", "_status", "_reason", "_keep_alive", "_eof_sent",
+                                             "_body_length"}
+        assert (prepared.status, prepared.keep_alive, prepared.prepared, prepared.body_length) == (200, True, True, 42)
+
+    def test_init_sets_nothing_else(self) -> None:
+        """StreamResponse.__init__ (which CannedResponse skips) sets no instance attribute CannedResponse lacks."""
+        missing = set(vars(web.StreamResponse())) - set(vars(CannedResponse(PIXEL)))
+        assert not missing, (f"aiohttp {importlib.metadata.version('aiohttp')}: StreamResponse.__init__ now sets "
+                             f"{sorted(missing)}, which CannedResponse (it skips __init__) does not")
+
+    def test_methods_it_overrides_and_calls(self) -> None:
+        """prepare and write_eof keep their signatures; the request members and the writer's drain still exist."""
+        for name, params in (("prepare", ["self", "request"]), ("write_eof", ["self", "data"])):
+            got = list(inspect.signature(getattr(web.StreamResponse, name)).parameters)
+            assert got == params, f"aiohttp: StreamResponse.{name}{params} is now {got}; CannedResponse overrides it"
+        for name in ("transport", "keep_alive", "version", "method", "writer"):
+            assert hasattr(web.BaseRequest, name), f"aiohttp: BaseRequest.{name}, read by CannedResponse.prepare, is gone"
+        assert inspect.iscoroutinefunction(StreamWriter.drain), "aiohttp: StreamWriter.drain, awaited by CannedResponse, is gone"
+
+
+def parsed(answer: bytes) -> tuple[bytes, list[tuple[bytes, bytes]], bytes]:
+    """(status line, headers lower-cased and sorted without Date and Server, body)."""
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status, *lines = head.split(b"\r\n")
+    fields = [(n.lower(), v) for n, _, v in (line.partition(b": ") for line in lines)]
+    return status, sorted(f for f in fields if f[0] not in (b"date", b"server")), body
+
+
+@pytest.fixture
+def plain_answers() -> Iterator[None]:
+    """Handlers answer through web.Response (PIXELTRACK_CANNED_ANSWERS=0) for one test."""
+    answers.use_canned(False)
+    yield
+    answers.use_canned(True)
+
+
+class TestPlainAnswers:
+    async def test_same_answers_without_canned_bytes(self, config: CollectorConfig) -> None:
+        """Switched off, the pixel, the 302 and the 404 answer the same status, headers and body through web.Response."""
+        m = minter()
+        targets = [path(m.open_url(7, 3)), path(m.click_url(4, 5, "https://shop.example/sale?x=1&y=%C3%BC#top")),
+                   "/c/AAAAAAAAAAAAAAAAAAAAAAAA", path(m.doc_url(7, 3, 2))]
+        requests = [b"GET " + t.encode() + b" HTTP/1.1\r\nHost: t\r\n\r\n" for t in targets]
+        requests.append(b"GET " + targets[0].encode() + b" HTTP/1.0\r\n\r\n")
+        got: dict[bool, list[bytes]] = {}
+        for canned in (True, False):
+            answers.use_canned(canned)
+            try:
+                async with running(config) as client:
+                    got[canned] = [(await exchange(port_of(client), req))[0][0] for req in requests]
+            finally:
+                answers.use_canned(True)
+        assert [parsed(a) for a in got[False]] == [parsed(a) for a in got[True]]
+        assert [parsed(a)[0] for a in got[True]] == [b"HTTP/1.1 200 OK", b"HTTP/1.1 302 Found", b"HTTP/1.1 404 Not Found",
+                                                      b"HTTP/1.1 200 OK", b"HTTP/1.0 200 OK"]
+        # the switch took effect: only aiohttp's ordinary path adds its Server header
+        assert [b"\r\nServer: " in a for a in got[True] + got[False]] == [False] * 5 + [True] * 5
+
+    async def test_head_without_canned_bytes(self, config: CollectorConfig, plain_answers: None) -> None:
+        """Switched off, HEAD still gets the GIF's headers with Content-Length 42 and no body."""
+        target = path(minter().open_url(7, 3)).encode()
+        async with running(config) as client:
+            [answer], _ = await exchange(port_of(client), b"HEAD " + target + b" HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert parsed(answer) == parsed(gif_answer(b"1.1")[: -len(GIF)])
