@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 from loadtest import campaign as campaigns
-from loadtest import driver_wrk, procs
+from loadtest import driver_wrk, procs, support
 from loadtest.bench_figures import (
     Measure,
     Plan,
@@ -147,7 +147,7 @@ async def run(args: argparse.Namespace) -> list[str]:
     if not driver_wrk.available():
         raise SystemExit("loadtest.bench: needs wrk (apt-get install wrk)")
     server = campaigns.server_url(args.database_url)
-    url = await campaigns.create_database(server, "pt_bench")
+    url = await support.create_database(server, "pt_bench")
     secret = secrets.token_urlsafe(32)
     p = plan(args.quick, args.connections)
     pin = (f"servers pinned to CPU {sorted(p.server_cpus)}, wrk to CPU {sorted(p.driver_cpus)}"
@@ -185,7 +185,7 @@ async def run(args: argparse.Namespace) -> list[str]:
             await figure_6(url, secret, requests, p, tmp, out)
         out += aggregator_figure(args)
     finally:
-        await campaigns.drop_database(server, url)
+        await support.drop_database(server, url)
     return out
 
 
