@@ -72,6 +72,15 @@ def line(m: Measure) -> str:
             f"({m.hits} hits in {m.seconds:.1f} s)")
 
 
+async def versus_once(collector: procs.Server, baseline: procs.Server, requests: list,
+                      p: Plan) -> tuple[list[Measure], list[Measure]]:
+    """``versus``, then stop the baseline: it serves this one figure only."""
+    try:
+        return await versus(collector, baseline, requests, p)
+    finally:
+        baseline.stop()
+
+
 async def figures_1_to_3(url: str, secret: str, requests: list, p: Plan, tmp: Path, out: list[str]) -> float:
     """Collector vs bare, vs nginx, and latency at half rate; return the collector's rate."""
     collector = start_collector(url, secret, tmp, p.server_cpus)
@@ -79,11 +88,7 @@ async def figures_1_to_3(url: str, secret: str, requests: list, p: Plan, tmp: Pa
     try:
         subs, bases = await versus(collector, bare, requests, p)
         c, b = best(subs), best(bases)
-        canned = start_bare(tmp, p.server_cpus, canned=True)
-        try:
-            csubs, cbases = await versus(collector, canned, requests, p)
-        finally:
-            canned.stop()
+        csubs, cbases = await versus_once(collector, start_bare(tmp, p.server_cpus, canned=True), requests, p)
         k = best(cbases)
         out += ["## 1. Collector vs the bare aiohttp+uvloop handler", "",
                 "| server | hits/s | CPU µs/hit | p50 ms | p99 ms |", "|---|---|---|---|---|",
@@ -102,10 +107,7 @@ async def figures_1_to_3(url: str, secret: str, requests: list, p: Plan, tmp: Pa
         if nginx is None:
             out += ["## 2. nginx empty_gif: not run (nginx not installed)", ""]
         else:
-            try:
-                nsubs, nbases = await versus(collector, nginx, requests, p)
-            finally:
-                nginx.stop()
+            nsubs, nbases = await versus_once(collector, nginx, requests, p)
             n = best(nbases)
             out += ["## 2. Against nginx `empty_gif` with an access log (1 worker)", "",
                     f"- nginx: {line(n)}", f"- collector: {line(best(nsubs))}", "",
