@@ -25,9 +25,11 @@ class TestRelayTarget:
         """A database URL through the relay: user and database kept, host and port the relay's, no ?host=."""
         relay = Relay("postgresql://postgres:@/postgres?host=/tmp/pg", port=41234)
         assert relay.route("postgresql://postgres:@/pt_t_1?host=/tmp/pg&sslmode=disable") == (
-            "postgresql://postgres:@127.0.0.1:41234/pt_t_1?sslmode=disable")
+            "postgresql://postgres:@127.0.0.1:41234/pt_t_1?sslmode=disable"
+        )
         assert Relay("postgresql://root@db.example:5432/x", port=7).route("postgresql://root@db.example:5432/y") == (
-            "postgresql://root@127.0.0.1:7/y")
+            "postgresql://root@127.0.0.1:7/y"
+        )
 
 
 class TestRelayOutage:
