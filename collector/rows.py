@@ -7,7 +7,7 @@ cost; here the batch is transposed once (``zip(*batch)``) and every column is
 made by C-level ``map``/``zip``, and a text column is checked as a whole (one
 join, ``isascii``, a NUL search and the longest length) so the per-value
 repair in ``clean_text`` runs only for a column that needs it. Same rows,
-same repair counts as value by value (tests/test_collector_rows.py).
+same repair counts as value by value (tests/collector/test_rows.py).
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loadtest import campaign as campaigns
-from loadtest import driver_asyncio, driver_wrk, procs, verify
+from loadtest import driver_asyncio, driver_wrk, procs, support, verify
 from loadtest.report import DriveResult, format_report
 from loadtest.traffic import build_mix
 
@@ -83,7 +83,7 @@ def describe(args: argparse.Namespace) -> str:
 async def run_owned(args: argparse.Namespace) -> Outcome:
     """Throwaway database, own collector, drive, stop (flush), check."""
     server = campaigns.server_url(args.database_url)
-    url = await campaigns.create_database(server)
+    url = await support.create_database(server)
     secret = secrets.token_urlsafe(32)
     try:
         camp = await campaigns.setup(url, args.recipients)
@@ -91,7 +91,7 @@ async def run_owned(args: argparse.Namespace) -> Outcome:
         print(f"campaign   {len(camp.jobs)} jobs ({', '.join(j.mode for j in camp.jobs)}), "
               f"{camp.recipients} recipients, {len(requests)} distinct requests", flush=True)
         with tempfile.TemporaryDirectory(prefix="pixeltrack-load-") as tmp:
-            port = procs.free_port()
+            port = support.free_port()
             collector = procs.Server(procs.collector_cmd(port, args.workers), port,
                                      procs.collector_env(url, secret, Path(tmp) / "spool"),
                                      log=Path(tmp) / "collector.log")
@@ -107,7 +107,7 @@ async def run_owned(args: argparse.Namespace) -> Outcome:
         found = await verify.count_hits(url, since, camp.job_ids)
     finally:
         if not args.keep_db:
-            await campaigns.drop_database(server, url)
+            await support.drop_database(server, url)
     loss, exact = verify.loss_line(result.answered, found)
     return Outcome(result, loss, exact and result.exact and code == 0)
 

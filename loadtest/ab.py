@@ -29,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from loadtest import campaign as campaigns
-from loadtest import driver_wrk, procs
+from loadtest import driver_wrk, procs, support
 from loadtest.bench_figures import Measure, Plan, measure, median_ratio, plan
 from loadtest.traffic import build_mix
 
@@ -60,7 +60,7 @@ def commands(port: int, against: Path | None) -> dict[str, list[str]]:
 
 def start(name: str, url: str, secret: str, tmp: Path, cpus: set[int] | None, against: Path | None) -> procs.Server:
     """One server, ready."""
-    port = procs.free_port()
+    port = support.free_port()
     env = procs.collector_env(url, secret, Path(tempfile.mkdtemp(prefix=f"spool-{name}-", dir=tmp)))
     server = procs.Server(commands(port, against)[name], port, env, cpus=cpus, log=tmp / f"{name}.log")
     server.wait_ready()
@@ -95,7 +95,7 @@ def ratios(results: dict[str, list[Measure]], base: str, attr: str) -> dict[str,
 async def run(args: argparse.Namespace, say: Callable[[str], None] = print) -> dict[str, list[Measure]]:
     """Set up, alternate the drives, tear down; the measures per server."""
     server_url = campaigns.server_url(args.database_url)
-    url = await campaigns.create_database(server_url, "pt_ab")
+    url = await support.create_database(server_url, "pt_ab")
     tmp = Path(tempfile.mkdtemp(prefix="pixeltrack-ab-"))
     against = worktree(args.against, tmp) if args.against else None
     names = (["against"] if against else []) + args.servers.split(",")  # the first is the base
@@ -127,7 +127,7 @@ async def run(args: argparse.Namespace, say: Callable[[str], None] = print) -> d
             server.stop()
         if against:
             drop_worktree(against)
-        await campaigns.drop_database(server_url, url)
+        await support.drop_database(server_url, url)
 
 
 def main(argv: list[str] | None = None) -> int:

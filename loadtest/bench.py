@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 from loadtest import campaign as campaigns
-from loadtest import driver_wrk, procs
+from loadtest import driver_wrk, procs, support
 from loadtest.bench_figures import (
     Measure,
     Plan,
@@ -72,6 +72,15 @@ def line(m: Measure) -> str:
             f"({m.hits} hits in {m.seconds:.1f} s)")
 
 
+async def versus_once(collector: procs.Server, baseline: procs.Server, requests: list,
+                      p: Plan) -> tuple[list[Measure], list[Measure]]:
+    """``versus``, then stop the baseline: it serves this one figure only."""
+    try:
+        return await versus(collector, baseline, requests, p)
+    finally:
+        baseline.stop()
+
+
 async def figures_1_to_3(url: str, secret: str, requests: list, p: Plan, tmp: Path, out: list[str]) -> float:
     """Collector vs bare, vs nginx, and latency at half rate; return the collector's rate."""
     collector = start_collector(url, secret, tmp, p.server_cpus)
@@ -79,11 +88,7 @@ async def figures_1_to_3(url: str, secret: str, requests: list, p: Plan, tmp: Pa
     try:
         subs, bases = await versus(collector, bare, requests, p)
         c, b = best(subs), best(bases)
-        canned = start_bare(tmp, p.server_cpus, canned=True)
-        try:
-            csubs, cbases = await versus(collector, canned, requests, p)
-        finally:
-            canned.stop()
+        csubs, cbases = await versus_once(collector, start_bare(tmp, p.server_cpus, canned=True), requests, p)
         k = best(cbases)
         out += ["## 1. Collector vs the bare aiohttp+uvloop handler", "",
                 "| server | hits/s | CPU µs/hit | p50 ms | p99 ms |", "|---|---|---|---|---|",
@@ -102,10 +107,7 @@ async def figures_1_to_3(url: str, secret: str, requests: list, p: Plan, tmp: Pa
         if nginx is None:
             out += ["## 2. nginx empty_gif: not run (nginx not installed)", ""]
         else:
-            try:
-                nsubs, nbases = await versus(collector, nginx, requests, p)
-            finally:
-                nginx.stop()
+            nsubs, nbases = await versus_once(collector, nginx, requests, p)
             n = best(nbases)
             out += ["## 2. Against nginx `empty_gif` with an access log (1 worker)", "",
                     f"- nginx: {line(n)}", f"- collector: {line(best(nsubs))}", "",
@@ -147,7 +149,7 @@ async def run(args: argparse.Namespace) -> list[str]:
     if not driver_wrk.available():
         raise SystemExit("loadtest.bench: needs wrk (apt-get install wrk)")
     server = campaigns.server_url(args.database_url)
-    url = await campaigns.create_database(server, "pt_bench")
+    url = await support.create_database(server, "pt_bench")
     secret = secrets.token_urlsafe(32)
     p = plan(args.quick, args.connections)
     pin = (f"servers pinned to CPU {sorted(p.server_cpus)}, wrk to CPU {sorted(p.driver_cpus)}"
@@ -185,7 +187,7 @@ async def run(args: argparse.Namespace) -> list[str]:
             await figure_6(url, secret, requests, p, tmp, out)
         out += aggregator_figure(args)
     finally:
-        await campaigns.drop_database(server, url)
+        await support.drop_database(server, url)
     return out
 
 

@@ -20,9 +20,7 @@ import asyncio
 import datetime as dt
 import os
 import platform
-import secrets
 import time
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
@@ -30,7 +28,7 @@ from aggregator.config import AggregatorConfig
 from aggregator.enrich import EnrichConfig
 from aggregator.enrich.enricher import make_enricher
 from aggregator.mail.rollup import RunStats, rollup
-from loadtest.support import FlagEnricher
+from loadtest.support import FlagEnricher, create_database, drop_database
 from pixeltrack.core import db
 
 MODES = ("personal", "permission_personal", "anonymous", "unique", "blind")
@@ -94,20 +92,6 @@ HISTORY_ROLLUPS = (
        FROM raw_hits WHERE recipient_id IS NOT NULL AND job_id % 5 IN (1, 2) GROUP BY 1, 2""",
 )
 BARE_TABLE = "CREATE UNLOGGED TABLE bench_bare (job_id bigint, hour timestamptz, kind text, hits bigint)"
-
-
-def with_database(url: str, name: str) -> str:
-    """``url`` pointing at database ``name``."""
-    return urlunsplit(urlsplit(url)._replace(path="/" + name))
-
-
-async def admin(url: str, sql: str) -> None:
-    """Run one statement on the administrative database."""
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
 
 
 async def generate(
@@ -202,15 +186,12 @@ async def main(quick: bool, keep: bool) -> None:
     server = os.environ.get("DATABASE_URL")
     if not server:
         raise SystemExit("DATABASE_URL is not set: point it at a PostgreSQL server to benchmark on")
-    name = f"pt_bench_{secrets.token_hex(4)}"
-    await admin(server, f'CREATE DATABASE "{name}"')
-    url = with_database(server, name)
+    url = await create_database(server, "pt_bench")
     try:
-        await db.apply_schema(url)
         await bench(url, 10_000 if quick else 100_000, 200_000 if quick else 5_000_000)
     finally:
         if not keep:
-            await admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await drop_database(server, url)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from loadtest import driver_wrk, procs
+from loadtest import driver_wrk, procs, support
 from loadtest.traffic import Request
 
 NGINX_CONF = """
@@ -99,7 +99,7 @@ async def measure(server: procs.Server, requests: list[Request], p: Plan, rate: 
 def start_collector(url: str, secret: str, tmp: Path, cpus: set[int] | None, workers: int = 1,
                     **env: str) -> procs.Server:
     """A collector the benchmark owns, ready."""
-    port = procs.free_port()
+    port = support.free_port()
     spool = Path(tempfile.mkdtemp(prefix="spool-", dir=tmp))
     server = procs.Server(procs.collector_cmd(port, workers), port, procs.collector_env(url, secret, spool, **env),
                           cpus=cpus, log=tmp / f"collector-{port}.log")
@@ -109,7 +109,7 @@ def start_collector(url: str, secret: str, tmp: Path, cpus: set[int] | None, wor
 
 def start_bare(tmp: Path, cpus: set[int] | None, canned: bool = False) -> procs.Server:
     """The bare aiohttp + uvloop pixel server (answering from prebuilt bytes with ``canned``), ready."""
-    port = procs.free_port()
+    port = support.free_port()
     cmd = [sys.executable, "-m", "loadtest.bare", "--port", str(port), *(["--canned"] if canned else [])]
     server = procs.Server(cmd, port, cpus=cpus, log=tmp / f"bare-{port}.log")
     server.wait_ready()
@@ -122,7 +122,7 @@ def start_nginx(tmp: Path, cpus: set[int] | None) -> procs.Server | None:
     if binary is None:
         return None
     folder = Path(tempfile.mkdtemp(prefix="nginx-", dir=tmp))
-    port = procs.free_port()
+    port = support.free_port()
     conf = folder / "nginx.conf"
     conf.write_text(NGINX_CONF.format(tmp=folder, port=port))
     server = procs.Server([binary, "-c", str(conf), "-p", str(folder)], port, cpus=cpus, log=folder / "stdout.log")

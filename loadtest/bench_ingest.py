@@ -13,13 +13,12 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from loadtest import driver_wrk, procs, verify
+from loadtest import driver_wrk, verify
 from loadtest.bench_figures import Plan, start_collector
-from loadtest.outage import Relay
+from loadtest.support import Relay
 from loadtest.traffic import Request
 from pixeltrack.core import db
 
@@ -117,13 +116,6 @@ async def ingest(url: str, requests: list[Request], rows: int, tmp: Path,
     return out
 
 
-def via_port(url: str, port: int) -> str:
-    """``url`` with its host and port replaced by 127.0.0.1:``port``."""
-    parts = urlsplit(url)
-    user = f"{parts.username}@" if parts.username else ""
-    return urlunsplit(parts._replace(netloc=f"{user}127.0.0.1:{port}"))
-
-
 def _read_log(path: Path, keep: bool) -> str:
     """A collector's log; with ``keep``, also copied to loadtest/out/ (the temporary folder goes away)."""
     log = path.read_text()
@@ -137,9 +129,9 @@ def _read_log(path: Path, keep: bool) -> str:
 async def memory(url: str, secret: str, job_ids: list[int], requests: list[Request], p: Plan, tmp: Path,
                  run: float, down: float) -> dict[str, Any]:
     """Peak RSS of a collector at full rate for ``run`` s, PostgreSQL cut off for ``down`` s of it."""
-    relay = Relay(procs.free_port(), urlsplit(url).port or 5432)
+    relay = Relay(url)
     await relay.start()
-    collector = start_collector(via_port(url, relay.port), secret, tmp, p.server_cpus)
+    collector = start_collector(relay.route(url), secret, tmp, p.server_cpus)
     since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
 
     async def outage() -> None:

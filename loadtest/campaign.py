@@ -1,18 +1,15 @@
 """Setting up a realistic campaign: jobs in every tracking mode, recipients, links.
 
 Everything goes into a database the load test owns: a throwaway one made on
-the server of DATABASE_URL (or the embedded pgserver), dropped afterwards.
+the server of DATABASE_URL (or the embedded pgserver) by
+``loadtest.support.create_database``, dropped afterwards.
 """
 
 from __future__ import annotations
 
 import random
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
-
-import asyncpg
 
 from pixeltrack.core import db, jobs
 
@@ -57,11 +54,6 @@ class Campaign:
         return sum(j.recipients for j in self.jobs)
 
 
-def with_database(url: str, name: str) -> str:
-    """``url`` pointing at database ``name`` (keeps ?host= of socket URLs)."""
-    return urlunsplit(urlsplit(url)._replace(path="/" + name))
-
-
 def server_url(configured: str | None, data_dir: Path = Path(".pixeltrack")) -> str:
     """The server to make throwaway databases on: DATABASE_URL's, or the embedded one."""
     if configured:
@@ -69,31 +61,6 @@ def server_url(configured: str | None, data_dir: Path = Path(".pixeltrack")) -> 
     from pixeltrack.core.embedded import embedded_url
 
     return embedded_url(data_dir)
-
-
-async def create_database(server: str, prefix: str = "pt_load") -> str:
-    """Make an empty database with the schema applied; return its URL."""
-    name = f"{prefix}_{secrets.token_hex(4)}"
-    conn = await asyncpg.connect(server)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    url = with_database(server, name)
-    await db.apply_schema(url)
-    return url
-
-
-async def drop_database(server: str, url: str) -> None:
-    """Drop a database made by ``create_database``."""
-    name = urlsplit(url).path.lstrip("/")
-    if not name.startswith("pt_"):
-        raise ValueError(f"refusing to drop {name!r}: not a load-test database")
-    conn = await asyncpg.connect(server)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
 
 
 def _recipient_rows(job_id: int, count: int, rng: random.Random) -> list[tuple[object, ...]]:

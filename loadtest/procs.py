@@ -11,7 +11,6 @@ import contextlib
 import ipaddress
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -44,13 +43,6 @@ def loopback_target(url: str) -> tuple[str, int]:
     if not loopback:
         raise NotLoopback(f"refusing {host!r}: the load test only targets loopback addresses")
     return host, parts.port
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def pin_cpus(cpus: set[int] | None) -> list[str]:

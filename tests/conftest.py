@@ -2,31 +2,25 @@
 
 The server comes from DATABASE_URL when it is set, otherwise the embedded
 pgserver is started in a temporary folder. A template database with schema.sql
-applied is made once per run; each test gets its own copy and drops it after.
+applied is made once per run; each test gets its own copy and drops it after
+(both made by ``loadtest.support``, which the load scripts use too).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 
+from loadtest.support import create_database, drop_database
 from pixeltrack.core import db
 
 TEST_SECRET = "test-secret-0123456789abcdef"
-
-
-def with_database(url: str, name: str) -> str:
-    """``url`` pointing at database ``name`` (handles socket URLs with ?host=)."""
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path="/" + name))
 
 
 @pytest.fixture(scope="session")
@@ -45,41 +39,18 @@ def server_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def template_db(server_url: str) -> Iterator[str]:
-    """Name of a template database with schema.sql applied, dropped at the end."""
-    name = f"pt_tmpl_{os.getpid()}_{secrets.token_hex(3)}"
-
-    async def create() -> None:
-        conn = await asyncpg.connect(server_url)
-        try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await conn.close()
-        await db.apply_schema(with_database(server_url, name))
-
-    asyncio.run(create())
-    yield name
-    asyncio.run(_drop(server_url, name))
-
-
-async def _drop(server_url: str, name: str) -> None:
-    conn = await asyncpg.connect(server_url)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
+    """URL of a template database with schema.sql applied, dropped at the end."""
+    url = asyncio.run(create_database(server_url, f"pt_tmpl_{os.getpid()}"))
+    yield url
+    asyncio.run(drop_database(server_url, url))
 
 
 @pytest.fixture
 async def db_url(server_url: str, template_db: str) -> AsyncIterator[str]:
     """URL of a fresh database with the schema, private to one test."""
-    name = f"pt_t_{secrets.token_hex(6)}"
-    conn = await asyncpg.connect(server_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
-    finally:
-        await conn.close()
-    yield with_database(server_url, name)
-    await _drop(server_url, name)
+    url = await create_database(server_url, "pt_t", template=template_db)
+    yield url
+    await drop_database(server_url, url)
 
 
 @pytest.fixture

@@ -62,8 +62,8 @@ def _source(view: View) -> tuple[str, ...]:
     return tuple(str(e.get(n) or "") for n in names)
 
 
-class Tally:
-    """Per-batch counts, merged with one statement per table."""
+class WebCounts:
+    """One batch's page views, sessions, visitors, pages, sources and rejects, merged with one statement per table."""
 
     def __init__(self) -> None:
         self.hourly: defaultdict[tuple, list[int]] = defaultdict(lambda: [0, 0, 0])
@@ -103,7 +103,7 @@ class Tally:
                 await conn.execute(sql, *[list(col) for col in zip(*sorted(rows), strict=True)])
 
 
-async def count_visitors(conn: asyncpg.Connection, views: list[View], tally: Tally) -> None:
+async def count_visitors(conn: asyncpg.Connection, views: list[View], counts: WebCounts) -> None:
     """Add the visitors not seen before in each hour, day and overall."""
     seen = {
         (v.job_id, scope, bucket, v.vkey, v.salt_day)
@@ -118,11 +118,11 @@ async def count_visitors(conn: asyncpg.Connection, views: list[View], tally: Tal
     for r in new:
         job, scope, bucket = r["job_id"], r["scope"], r["bucket"]
         if scope == "hour":
-            tally.hourly[(job, bucket)][2] += 1
+            counts.hourly[(job, bucket)][2] += 1
         elif scope == "day":
-            tally.daily[(job, _day(bucket))][2] += 1
+            counts.daily[(job, _day(bucket))][2] += 1
         else:
-            tally.totals[job][2] += 1
+            counts.totals[job][2] += 1
 
 
 async def merge_page_hits(
@@ -139,47 +139,47 @@ async def merge_page_hits(
     tracks = [track_of(h) for h in hits]
     asked = {c for h, t in zip(hits, tracks, strict=True) if t == PERSONAL and (c := parse_contact(h["contact"]))}
     allowed = await allowed_contacts(conn, asked)
-    tally, views, rows = Tally(), [], []
+    counts, views, rows = WebCounts(), [], []
     for hit, track, extra in zip(hits, tracks, enriched, strict=True):
         contact = parse_contact(hit["contact"]) if track == PERSONAL else None
         rows.append(stored_row(hit, track, extra, hit["contact"] if contact in allowed else None))
         if track == REJECTED:
-            tally.rejected[(hit["job_id"], _hour(hit["received_at"]), reject_reason(hit))] += 1
+            counts.rejected[(hit["job_id"], _hour(hit["received_at"]), reject_reason(hit))] += 1
             continue
         machine = _machine(hit, extra)
-        tally.view(hit["job_id"], hit["received_at"], machine)
+        counts.view(hit["job_id"], hit["received_at"], machine)
         if not machine:
-            views.append(_count(hit, track, dict(extra), salts, tally))
-    await count_visitors(conn, views, tally)
-    _entries(views, await sessionize(conn, views), tally)
-    await tally.merge(conn)
+            views.append(_count(hit, track, dict(extra), salts, counts))
+    await count_visitors(conn, views, counts)
+    _entries(views, await sessionize(conn, views), counts)
+    await counts.merge(conn)
     await _mark(conn, rows)
     await _contacts(conn, hits, tracks, allowed)
 
 
 def _count(hit: Mapping[str, Any], track: str, extra: dict[str, Any], salts: Mapping[dt.date, bytes],
-           tally: Tally) -> View:
+           counts: WebCounts) -> View:
     """The counted view of a human page view; its page and breakdown tallied."""
     key = visitor_key(hit, track, salts)
     view = View(hit["job_id"], hit["received_at"], page_of(hit["url"], hit["spa_hash"]),
                 key[0] if key else None, key[1] if key else None, extra)
-    tally.pages[(view.job_id, view.page)][0] += 1
+    counts.pages[(view.job_id, view.page)][0] += 1
     if track in (PERSONAL, UNIQUE):
         cube = tuple(str(extra.get(n) or "") for n in ("device_class", "os", "browser", "country"))
     else:
         cube = ("", "", "", "")
-    tally.breakdowns[(view.job_id, *cube)] += 1
+    counts.breakdowns[(view.job_id, *cube)] += 1
     return view
 
 
-def _entries(views: list[View], started: list[Session], tally: Tally) -> None:
+def _entries(views: list[View], started: list[Session], counts: WebCounts) -> None:
     """Entries: first views of new sessions; without a visitor key, views not referred by the site."""
     for session in started:
         if session.entry is not None:
-            tally.entry(session.entry)
+            counts.entry(session.entry)
     for view in views:
         if view.vkey is None and view.enriched.get("source_class") != "internal":
-            tally.entry(view)
+            counts.entry(view)
 
 
 async def _mark(conn: asyncpg.Connection, rows: list[tuple]) -> None:

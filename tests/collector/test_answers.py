@@ -11,7 +11,6 @@ import re
 import socket
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -27,16 +26,11 @@ from collector.config import CollectorConfig
 from pixeltrack.core.mint import has_control_chars
 from pixeltrack.core.tokens import KIND_CLICK, Signer
 from tests.conftest import TEST_SECRET
-from tests.support.collector import flush, make_config, minter, path, rows, running
+from tests.support.collector import flush, minter, path, rows, running
 
 NO_STORE = (b"Cache-Control: no-store, no-cache, must-revalidate, private, max-age=0\r\n"
             b"Pragma: no-cache\r\nExpires: 0\r\n")
 DATE = re.compile(rb"Date: ([A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT)\r\n")
-
-
-@pytest.fixture
-def config(db_url: str, tmp_path: Path) -> CollectorConfig:
-    return make_config(db_url, tmp_path / "spool")
 
 
 def without_date(answer: bytes) -> bytes:

@@ -17,11 +17,6 @@ from tests.support.collector import flush, make_config, minter, path, rows, runn
 NO_STORE = "no-store, no-cache, must-revalidate, private, max-age=0"
 
 
-@pytest.fixture
-def config(db_url: str, tmp_path: Path) -> CollectorConfig:
-    return make_config(db_url, tmp_path / "spool")
-
-
 class TestPixel:
     async def test_bytes_and_every_header(self, config: CollectorConfig) -> None:
         """The open pixel is the cached 1x1 GIF with no-store headers and no cookie."""

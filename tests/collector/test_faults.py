@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
 
 from collector.answers import GIF
 from collector.state import BUFFER
+from loadtest.support import Relay
 from tests.support.collector import flush, make_config, minter, path, rows, running, wait_for
-from tests.support.tcpproxy import TcpProxy
 
 
 async def raw_request(port: int, request: bytes) -> bytes:
@@ -101,39 +101,32 @@ class TestMetricsAndHealth:
 
 
 @pytest.fixture
-async def proxy(server_url: str) -> TcpProxy:
-    parts = urlsplit(server_url)
-    p = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
-    await p.up()
-    yield p
-    await p.down()
-
-
-def through(db_url: str, proxy: TcpProxy) -> str:
-    parts = urlsplit(db_url)
-    return parts._replace(netloc=f"{parts.username or 'root'}@127.0.0.1:{proxy.port}").geturl()
+async def relay(server_url: str) -> AsyncIterator[Relay]:
+    """A relay to the test server (TCP, or the embedded server's unix socket) that the test can cut."""
+    r = Relay(server_url)
+    await r.start()
+    yield r
+    await r.close()
 
 
 class TestDatabaseOutage:
     async def test_spool_and_replay_exactly(self, db_url: str, tmp_path: Path, conn: asyncpg.Connection,
-                                            proxy: TcpProxy) -> None:
+                                            relay: Relay) -> None:
         """PostgreSQL vanishes mid-traffic: pixels keep answering, hits spool, and all land once it is back."""
-        if "host=" in db_url:
-            pytest.skip("the embedded server listens on a socket; the proxy needs TCP")
-        config = make_config(through(db_url, proxy), tmp_path / "spool", batch_size=7)
+        config = make_config(relay.route(db_url), tmp_path / "spool", batch_size=7)
         m = minter()
         async with running(config) as client:
             writer = client.app[BUFFER]
             for i in range(20):
                 assert await (await client.get(path(m.open_url(1, i)))).read() == GIF
             await flush(client)
-            await proxy.down()
+            await relay.cut()
             for i in range(20, 70):
                 assert await (await client.get(path(m.open_url(1, i)))).read() == GIF
             await flush(client)
             assert not writer.database_ok and len(writer.spool.pending()) >= 1
             assert (await client.get("/readyz")).status == 200  # the spool still keeps hits safely
-            await proxy.up()
+            await relay.restore()
             for i in range(70, 80):
                 await client.get(path(m.open_url(1, i)))
 
@@ -148,27 +141,23 @@ class TestDatabaseOutage:
         assert "pixeltrack_hits_written_total 80.0" in text
 
     async def test_next_start_replays_leftover_spool(self, db_url: str, tmp_path: Path, conn: asyncpg.Connection,
-                                                     proxy: TcpProxy) -> None:
+                                                     relay: Relay) -> None:
         """Hits spooled by a collector that stopped while PostgreSQL was down are replayed by the next one, once."""
-        if "host=" in db_url:
-            pytest.skip("the embedded server listens on a socket; the proxy needs TCP")
         spool = tmp_path / "spool"
-        await proxy.down()
-        async with running(make_config(through(db_url, proxy), spool)) as client:
+        await relay.cut()
+        async with running(make_config(relay.route(db_url), spool)) as client:
             for i in range(12):
                 await client.get(path(minter().open_url(2, i)))
         assert len(list(spool.glob("*.batch"))) == 1
-        await proxy.up()
-        async with running(make_config(through(db_url, proxy), spool)) as client:
+        await relay.restore()
+        async with running(make_config(relay.route(db_url), spool)) as client:
             await wait_for(lambda: _spool_empty(client))
         assert sorted(r["recipient_id"] for r in await rows(conn)) == list(range(12))
 
-    async def test_readyz_503_when_spool_full(self, db_url: str, tmp_path: Path, proxy: TcpProxy) -> None:
+    async def test_readyz_503_when_spool_full(self, db_url: str, tmp_path: Path, relay: Relay) -> None:
         """Database down and spool over its limit: /readyz says 503, the pixel still answers."""
-        if "host=" in db_url:
-            pytest.skip("the embedded server listens on a socket; the proxy needs TCP")
-        await proxy.down()
-        config = make_config(through(db_url, proxy), tmp_path / "s", spool_max_bytes=10)
+        await relay.cut()
+        config = make_config(relay.route(db_url), tmp_path / "s", spool_max_bytes=10)
         async with running(config) as client:
             for i in range(3):
                 await client.get(path(minter().open_url(1, i)))

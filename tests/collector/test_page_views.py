@@ -41,11 +41,6 @@ def view(k: str, **fields: Any) -> dict[str, Any]:
             "s": "1280x720", "l": "de-CH", "v": VISITOR, "c": "", "p": 0, **fields}
 
 
-@pytest.fixture
-def config(db_url: str, tmp_path: Path) -> CollectorConfig:
-    return make_config(db_url, tmp_path / "spool")
-
-
 class TestSnippet:
     async def test_served_cacheable(self, config: CollectorConfig) -> None:
         """/t.js is the minified snippet, cacheable for a day, gzipped under 1300 bytes, with an ETag."""

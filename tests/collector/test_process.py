@@ -13,9 +13,10 @@ import asyncpg
 import pytest
 
 from collector.answers import GIF
+from loadtest.support import free_port
 from pixeltrack.core.mint import Minter
 from tests.conftest import TEST_SECRET
-from tests.support.process import free_port, start, wait_exit, wait_ready
+from tests.support.process import start, wait_exit, wait_ready
 
 pytestmark = pytest.mark.slow
 

@@ -137,6 +137,15 @@ async def context(browser: Any, gpc: bool = False, *scripts: str) -> Any:
     return ctx
 
 
+async def open_site(browser: Any, conn: asyncpg.Connection, make_site: Any, *scripts: str, mode: str = "personal",
+                    dnt: str = "off", **settings: bool) -> tuple[int, str, Any, Any]:
+    """A new site with one key, served, and a page in a fresh browser context: (job, site URL, context, page)."""
+    job, key = await new_site(conn, mode, dnt, **settings)
+    site = await make_site({"default": key})
+    ctx = await context(browser, False, *scripts)
+    return job, site, ctx, await ctx.new_page()
+
+
 async def mail_recipient(conn: asyncpg.Connection) -> int:
     """A personal mail job with recipient 0, whose identifying clicks carry pt_c."""
     mail = await conn.fetchval("INSERT INTO jobs (name, mode) VALUES ('news', 'personal') RETURNING job_id")
@@ -155,10 +164,7 @@ class TestBrowser:
     async def test_page_view_and_second_visit(self, browser: Any, conn: asyncpg.Connection,
                                               collector: TestClient, make_site: Any) -> None:
         """A page view lands with URL, title, referrer and screen; the next visit carries the same visitor id."""
-        job, key = await new_site(conn)
-        site = await make_site({"default": key})
-        ctx = await context(browser)
-        page = await ctx.new_page()
+        job, site, ctx, page = await open_site(browser, conn, make_site)
         await page.goto(f"{site}/home?utm_source=news&utm_medium=email", referer="https://www.google.com/")
         [first] = await landed(conn, collector, 1, job)
         await page.click("#next")
@@ -174,10 +180,7 @@ class TestBrowser:
     async def test_single_page_navigation(self, browser: Any, conn: asyncpg.Connection,
                                           collector: TestClient, make_site: Any) -> None:
         """history.pushState in a single-page app is a second page view with the new URL and title."""
-        job, key = await new_site(conn)
-        site = await make_site({"default": key})
-        ctx = await context(browser)
-        page = await ctx.new_page()
+        job, site, ctx, page = await open_site(browser, conn, make_site)
         await page.goto(f"{site}/spa")
         views = await landed(conn, collector, 2, job)
         await ctx.close()
@@ -187,11 +190,8 @@ class TestBrowser:
     async def test_tracked_email_click_identifies(self, browser: Any, conn: asyncpg.Connection,
                                                   collector: TestClient, make_site: Any) -> None:
         """Arriving by a tracked personal link stores the contact, strips pt_c and joins earlier views."""
-        job, key = await new_site(conn)
+        job, site, ctx, page = await open_site(browser, conn, make_site)
         mail = await mail_recipient(conn)
-        site = await make_site({"default": key})
-        ctx = await context(browser)
-        page = await ctx.new_page()
         await page.goto(f"{site}/before")  # an anonymous view first
         await landed(conn, collector, 1, job)
         click = Minter(TEST_SECRET, base_of(collector)).click_url(mail, 0, f"{site}/landing?x=1#top", identify=True)
@@ -235,10 +235,7 @@ class TestBrowser:
     async def test_history_changes(self, browser: Any, conn: asyncpg.Connection, collector: TestClient,
                                    make_site: Any, spa_hash: bool) -> None:
         """replaceState, pushState and back (popstate) are page views; a hash change only with --spa-hash."""
-        job, key = await new_site(conn, spa_hash=spa_hash)
-        site = await make_site({"default": key})
-        ctx = await context(browser)
-        page = await ctx.new_page()
+        job, site, ctx, page = await open_site(browser, conn, make_site, spa_hash=spa_hash)
         await page.goto(f"{site}/h")
         await landed(conn, collector, 1, job)
         steps = ["history.replaceState({}, '', '/h/two')", "history.pushState({}, '', '/h/three')", "history.back()",
@@ -257,10 +254,7 @@ class TestBrowser:
     async def test_image_fallback(self, browser: Any, conn: asyncpg.Connection,
                                   collector: TestClient, make_site: Any) -> None:
         """When sendBeacon refuses, the view goes as an image (GET /r.gif) with the same fields."""
-        job, key = await new_site(conn)
-        site = await make_site({"default": key})
-        ctx = await context(browser, False, NO_BEACON)
-        page = await ctx.new_page()
+        job, site, ctx, page = await open_site(browser, conn, make_site, NO_BEACON)
         await page.goto(f"{site}/img?utm_campaign=spring", referer="https://news.example/")
         [view] = await landed(conn, collector, 1, job)
         cookies = {c["name"]: c["value"] for c in await ctx.cookies()}
@@ -272,11 +266,8 @@ class TestBrowser:
     async def test_cookieless(self, browser: Any, conn: asyncpg.Connection,
                               collector: TestClient, make_site: Any) -> None:
         """A cookie-less site sets no cookie; a tracked click's contact counts for the landing view only."""
-        job, key = await new_site(conn, cookieless=True)
+        job, site, ctx, page = await open_site(browser, conn, make_site, COOKIE_LOG, cookieless=True)
         mail = await mail_recipient(conn)
-        site = await make_site({"default": key})
-        ctx = await context(browser, False, COOKIE_LOG)
-        page = await ctx.new_page()
         await page.goto(Minter(TEST_SECRET, base_of(collector)).click_url(mail, 0, f"{site}/land?pt=1", identify=True))
         await page.wait_for_function("!location.search.includes('pt_c')", timeout=5000)
         address, writes = page.url, await page.evaluate("window.__writes")
@@ -299,11 +290,9 @@ class TestBrowser:
                                          make_site: Any, mode: str, dnt: str, script: str, names: set[str] | None,
                                          stripped: bool, contact: bool) -> None:
         """The key's mode and DNT policy decide the cookies and whether pt_c is taken (None: no view at all)."""
-        job, key = await new_site(conn, mode, dnt)
+        scripts = [script] if script else []
+        job, site, ctx, page = await open_site(browser, conn, make_site, *scripts, mode=mode, dnt=dnt)
         mail = await mail_recipient(conn)
-        site = await make_site({"default": key})
-        ctx = await context(browser, False, *([script] if script else []))
-        page = await ctx.new_page()
         await page.goto(Minter(TEST_SECRET, base_of(collector)).click_url(mail, 0, f"{site}/land", identify=True))
         await page.wait_for_load_state("networkidle")
         address = page.url
@@ -320,10 +309,7 @@ class TestBrowser:
     async def test_prerender(self, browser: Any, conn: asyncpg.Connection,
                              collector: TestClient, make_site: Any) -> None:
         """A prerendered page reports its view when it is shown, not before (and once)."""
-        job, key = await new_site(conn)
-        site = await make_site({"default": key})
-        ctx = await context(browser, False, PRERENDER)
-        page = await ctx.new_page()
+        job, site, ctx, page = await open_site(browser, conn, make_site, PRERENDER)
         await page.goto(f"{site}/pre")
         await page.wait_for_load_state("networkidle")
         before = await quiet(conn, collector, job)
@@ -339,13 +325,10 @@ class TestBrowser:
     async def test_widest_cookie_domain(self, browser: Any, conn: asyncpg.Connection,
                                         collector: TestClient, make_site: Any) -> None:
         """pt_v (12 months) and pt_c (10 years) go to the widest domain that takes them; pt_v is refreshed."""
-        job, key = await new_site(conn)
+        job, site, ctx, page = await open_site(browser, conn, make_site, COOKIE_LOG)
         mail = await mail_recipient(conn)
-        site = await make_site({"default": key})
         port = site.rsplit(":", 1)[1]
         uk, test = f"http://www.shop.co.uk:{port}", f"http://www.shop.test:{port}"
-        ctx = await context(browser, False, COOKIE_LOG)
-        page = await ctx.new_page()
         click = Minter(TEST_SECRET, base_of(collector)).click_url(mail, 0, f"{uk}/land", identify=True)
         await page.goto(click)
         await page.wait_for_function("!location.search.includes('pt_c')", timeout=5000)

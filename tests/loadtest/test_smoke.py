@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from collector.answers import GIF
-from loadtest import procs
+from loadtest import procs, support
 
 ROOT = Path(__file__).resolve().parents[2]
 DRIVERS = ["asyncio"] + (["wrk"] if shutil.which("wrk") else [])
@@ -45,7 +45,7 @@ class TestBaselines:
     @pytest.mark.parametrize("canned", [False, True])
     def test_bare_answers_the_gif(self, tmp_path: Path, canned: bool) -> None:
         """200, the 42-byte GIF and the no-store header on every route; SIGTERM ends it with 0."""
-        port = procs.free_port()
+        port = support.free_port()
         cmd = [sys.executable, "-m", "loadtest.bare", "--port", str(port), *(["--canned"] if canned else [])]
         server = procs.Server(cmd, port, log=tmp_path / "bare.log")
         try:

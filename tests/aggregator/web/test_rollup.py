@@ -53,6 +53,13 @@ async def site(conn: asyncpg.Connection, mode: str = "personal", **settings: Any
     return int((await create_site(conn, "shop.example", mode, **settings))["job_id"])
 
 
+async def mail_job(conn: asyncpg.Connection) -> int:
+    """A personal mail job 'spring' with recipient 0, ann@x.org, whose clicks identify a visitor."""
+    mail = await conn.fetchval("INSERT INTO jobs (name, mode) VALUES ('spring', 'personal') RETURNING job_id")
+    await conn.execute("INSERT INTO recipients (job_id, recipient_id, recipient) VALUES ($1, 0, 'ann@x.org')", mail)
+    return int(mail)
+
+
 class TestPersonalSite:
     @pytest.mark.parametrize("batch", [1000, 2])
     async def test_exact_report(self, conn: asyncpg.Connection, batch: int) -> None:
@@ -108,8 +115,7 @@ class TestContacts:
     async def test_click_joins_earlier_and_later_views(self, conn: asyncpg.Connection) -> None:
         """A contact identifies the visitor: earlier anonymous views and later ones join the contact."""
         job = await site(conn)
-        mail = await conn.fetchval("INSERT INTO jobs (name, mode) VALUES ('spring', 'personal') RETURNING job_id")
-        await conn.execute("INSERT INTO recipients (job_id, recipient_id, recipient) VALUES ($1, 0, 'ann@x.org')", mail)
+        mail = await mail_job(conn)
         await hit(conn, job, at(9, 0), "/a")
         await hit(conn, job, at(9, 1), "/other", visitor="vz")
         await rollup_sites(conn, today=DAY)
@@ -237,8 +243,7 @@ class TestForgetContact:
         from aggregator.privacy.forget import forget
 
         job = await site(conn)
-        mail = await conn.fetchval("INSERT INTO jobs (name, mode) VALUES ('spring', 'personal') RETURNING job_id")
-        await conn.execute("INSERT INTO recipients (job_id, recipient_id, recipient) VALUES ($1, 0, 'ann@x.org')", mail)
+        mail = await mail_job(conn)
         await hit(conn, job, at(9, 0), "/a")
         await hit(conn, job, at(9, 10), "/landing", contact=f"{mail}:0")
         await hit(conn, job, at(9, 12), "/b")
