@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from aggregator.enrich import OUTPUT_KEYS
+from aggregator.enrich import EnrichConfig, Enricher
 from aggregator.mail import queries as mail
 from aggregator.mail.rows import BATCH_COLUMNS as MAIL_BATCH_COLUMNS
 from aggregator.web import queries as web
@@ -59,8 +59,11 @@ class TestUsers:
         assert COLLECTOR_COLUMNS == columns.RAW
 
     def test_enricher_outputs_enriched(self) -> None:
-        """The enricher returns ENRICHED and the masked address."""
-        assert OUTPUT_KEYS == (*columns.ENRICHED, "client_ip_masked")
+        """Both enricher paths return ENRICHED and the masked address, in that order."""
+        hit = {"kind": "open", "job_id": 1, "recipient_id": 1, "client_ip": "203.0.113.7", "user_agent": "curl/8"}
+        for cache in (True, False):
+            [row] = Enricher(EnrichConfig(), cache=cache).enrich([hit])
+            assert tuple(row) == (*columns.ENRICHED, "client_ip_masked")
 
     async def test_claims_read_what_the_collector_wrote(self, conn: asyncpg.Connection) -> None:
         """The mail claim reads HIT, the page-view claim RAW (with the job's settings after them)."""
