@@ -14,6 +14,7 @@ import datetime as dt
 import hashlib
 import secrets
 from collections.abc import Iterable, Mapping
+from operator import itemgetter
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -135,6 +136,7 @@ KEPT = {
     BLIND: frozenset(columns.MACHINE) | (frozenset(columns.SOURCE) - frozenset(columns.NARROWING)),
     REJECTED: frozenset(columns.MACHINE),
 }
+_headers = itemgetter(*columns.HEADERS)
 
 
 def stored_row(hit: Mapping[str, Any], track: str, enriched: Mapping[str, Any], contact: str | None) -> tuple:
@@ -142,7 +144,7 @@ def stored_row(hit: Mapping[str, Any], track: str, enriched: Mapping[str, Any], 
     kept = KEPT[track]
     values = [enriched.get(name) if name in kept else None for name in columns.ENRICHED]
     if track == PERSONAL:
-        head = [enriched.get("client_ip_masked"), *[hit[name] for name in columns.HEADERS],
+        head = [enriched.get("client_ip_masked"), *_headers(hit),
                 hit["url"], hit["title"], hit["visitor_id"], hit["screen"], contact]
     elif track == REJECTED:
         head = [None] * (1 + len(columns.HEADERS) + len(columns.PAGE_VIEW))
