@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 from collections.abc import Iterator
 from typing import Any
+
+from pixeltrack.core import csvsafe
 
 FORMATS = ("table", "json", "csv")
 
@@ -110,9 +111,9 @@ def _flat(report: dict[str, Any]) -> Iterator[tuple[str, str, str, Any]]:
 
 
 def as_csv(report: dict[str, Any]) -> str:
-    """The report as long-format CSV: section,item,metric,value."""
+    """The report as long-format CSV: section,item,metric,value (formulas neutralised)."""
     buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
+    writer = csvsafe.writer(buf, lineterminator="\n")
     writer.writerow(["section", "item", "metric", "value"])
     writer.writerows(("" if v is None else v for v in row) for row in _flat(report))
     return buf.getvalue()

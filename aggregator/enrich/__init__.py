@@ -2,7 +2,7 @@
 
 Never on the collector's request path. ``Enricher(config).enrich(hits,
 sent_at)`` returns, for each raw hit, the enrichment columns of ``raw_hits``
-(see schema.sql) plus ``client_ip_masked``:
+(``pixeltrack.core.columns.ENRICHED``) plus ``client_ip_masked``:
 
 * client -- ``client``: browser, OS, device class, mail client (ua-parser);
 * machine or person -- ``machine``: Apple MPP, Gmail/Yahoo/other image

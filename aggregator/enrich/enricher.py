@@ -22,13 +22,11 @@ from aggregator.enrich.machine import Event, hit_reason, in_networks, scanner_cl
 from aggregator.enrich.run import Agent, Run
 from aggregator.enrich.source import Source, classify
 from aggregator.enrich.text import clean, language
+from pixeltrack.core import columns
 
-OUTPUT_KEYS = (
-    "device_class", "browser", "browser_version", "os", "os_version", "mail_client",
-    "traffic", "machine_reason", "country", "region", "city", "asn", "network", "language",
-    "source_class", "source_name", "search_phrase", "utm_source", "utm_medium", "utm_campaign",
-    "utm_term", "utm_content", "click_id", "client_ip_masked",
-)  # fmt: skip
+# The enrichment columns of raw_hits (one list, in pixeltrack.core.columns),
+# then the masked address that personal hits keep as client_ip.
+OUTPUT_KEYS = (*columns.ENRICHED, "client_ip_masked")
 PROXY_REASONS = frozenset({"apple_mpp", "gmail_proxy", "yahoo_proxy", "image_proxy"})
 SOURCE_FIELDS = tuple(field.name for field in fields(Source))
 Place = tuple[Geo, str | None]

@@ -1,16 +1,23 @@
-"""SQL of the roll-up, as named constants ($n parameters, never formatted)."""
+"""SQL of the roll-up, as named constants ($n parameters, never formatted).
+
+Column lists come from pixeltrack.core.columns (joined once, at import).
+"""
 
 from __future__ import annotations
+
+from pixeltrack.core import columns
+
+# What the roll-up writes back to each raw hit (tracks.stored_columns makes the values).
+STORED = ("client_ip", *columns.HEADERS, *columns.ENRICHED)
 
 # ------------------------------------------------------------------ claim --
 # Claims the oldest unrolled hits through the partial index raw_hits_unrolled;
 # SKIP LOCKED lets a second aggregator take the next rows instead of waiting
 # (and never the same ones). Joined with what the mode needs to know. Page
 # views of websites are left to aggregator.web (its own claim and merge).
-CLAIM = """
+CLAIM = f"""
 WITH c AS (
-    SELECT hit_id, received_at, kind, job_id, recipient_id, link, page, host(client_ip) AS client_ip,
-           user_agent, referer, accept_language, method, prefetch, reject_reason
+    SELECT {columns.listed(columns.HIT, client_ip="host(client_ip)")}
     FROM raw_hits WHERE rolled_at IS NULL AND kind <> 'page'
     ORDER BY received_at LIMIT $1
     FOR UPDATE SKIP LOCKED
@@ -37,16 +44,17 @@ SELECT * FROM unnest($1::bigint[], $2::bytea[]) ON CONFLICT (job_id) DO NOTHING
 # ------------------------------------------------------------ batch table --
 # One row per claimed hit, already enriched and reduced to what its track may
 # keep. ON COMMIT DELETE ROWS: nothing outlives the transaction.
-CREATE_BATCH = """
+BATCH_TYPES = {
+    "track": "text", "machine": "boolean", "rhash": "bytea", "link_id": "bigint", "reason": "text",
+    "age_band": "text", "gender": "text", "zip": "text",
+}  # fmt: skip
+BATCH_COLUMNS = (
+    "hit_id", "received_at", "job_id", "kind", "track", "machine", "recipient_id", "rhash",
+    "link_id", "link", "reason", "age_band", "gender", "zip", *STORED,
+)  # fmt: skip
+CREATE_BATCH = f"""
 CREATE TEMP TABLE IF NOT EXISTS rollup_batch (
-    hit_id uuid, received_at timestamptz, job_id bigint, kind text, track text, machine boolean,
-    recipient_id bigint, rhash bytea, link_id bigint, link text, reason text,
-    age_band text, gender text, zip text,
-    client_ip inet, user_agent text, referer text, accept_language text,
-    device_class text, browser text, browser_version text, os text, os_version text, mail_client text,
-    traffic text, machine_reason text, country text, region text, city text, asn bigint, network text,
-    language text, source_class text, source_name text, search_phrase text, utm_source text,
-    utm_medium text, utm_campaign text, utm_term text, utm_content text, click_id text
+    {columns.typed(BATCH_COLUMNS, BATCH_TYPES)}
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS seen_delta (
     job_id bigint, kind text, link_id bigint, hash bytea, inferred boolean, added boolean
@@ -216,17 +224,8 @@ MERGES = (
 # `rolled_at IS NULL` lets the planner reach them through the partial index,
 # and the batch's time range prunes the day partitions it cannot touch, so
 # the cost follows the batch, not the history.
-MARK_ROLLED = """
-UPDATE raw_hits r SET
-    rolled_at = $1, recipient_id = b.recipient_id, client_ip = b.client_ip, user_agent = b.user_agent,
-    referer = b.referer, accept_language = b.accept_language,
-    device_class = b.device_class, browser = b.browser, browser_version = b.browser_version, os = b.os,
-    os_version = b.os_version, mail_client = b.mail_client, traffic = b.traffic,
-    machine_reason = b.machine_reason, country = b.country, region = b.region, city = b.city,
-    asn = b.asn, network = b.network, language = b.language, source_class = b.source_class,
-    source_name = b.source_name, search_phrase = b.search_phrase, utm_source = b.utm_source,
-    utm_medium = b.utm_medium, utm_campaign = b.utm_campaign, utm_term = b.utm_term,
-    utm_content = b.utm_content, click_id = b.click_id
+MARK_ROLLED = f"""
+UPDATE raw_hits r SET rolled_at = $1, {columns.assigned(("recipient_id", *STORED), "b")}
 FROM rollup_batch b
 WHERE r.rolled_at IS NULL AND r.received_at BETWEEN $2 AND $3
   AND r.job_id = b.job_id AND r.received_at = b.received_at AND r.hit_id = b.hit_id

@@ -1,7 +1,7 @@
 """Turns claimed hits into rows of the rollup_batch table.
 
 Pure Python, no I/O: enrichment results and job keys come in, one tuple per
-hit comes out, already reduced to what the hit's track may keep.
+hit comes out in queries.BATCH_COLUMNS order, already reduced to what the hit's track may keep.
 """
 
 from __future__ import annotations
@@ -10,13 +10,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aggregator.mail import tracks as modes
+from aggregator.mail.queries import BATCH_COLUMNS
 from pixeltrack.core.tokens import link_id_for
 
-BATCH_COLUMNS = (
-    "hit_id", "received_at", "job_id", "kind", "track", "machine", "recipient_id", "rhash",
-    "link_id", "link", "reason", "age_band", "gender", "zip",
-    "client_ip", "user_agent", "referer", "accept_language", *modes.ALL_ENRICHED,
-)  # fmt: skip
+__all__ = ["BATCH_COLUMNS", "BatchBuilder", "classify_machine"]
 
 
 def classify_machine(hit: Mapping[str, Any], enriched: dict[str, Any]) -> bool:

@@ -19,28 +19,25 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections.abc import Mapping
+from operator import itemgetter
 from typing import Any
+
+from pixeltrack.core import columns
 
 PERSONAL, UNIQUE, ANONYMOUS, BLIND, REJECTED = "personal", "unique", "anonymous", "blind", "rejected"
 
 # Enrichment columns stored on the raw hit, per track. Non-personal hits keep
 # what describes the event but nothing that narrows it down to a person or
-# a household (city, network, ASN, ad click id); blind hits keep only the
-# human/machine split.
-ALL_ENRICHED = (
-    "device_class", "browser", "browser_version", "os", "os_version", "mail_client",
-    "traffic", "machine_reason", "country", "region", "city", "asn", "network", "language",
-    "source_class", "source_name", "search_phrase", "utm_source", "utm_medium", "utm_campaign",
-    "utm_term", "utm_content", "click_id",
-)  # fmt: skip
-_NOT_ANONYMOUS = {"region", "city", "asn", "network", "click_id"}
+# a household (columns.NARROWING: city, network, ASN, ad click id); blind
+# hits keep only the human/machine split.
 KEPT: dict[str, frozenset[str]] = {
-    PERSONAL: frozenset(ALL_ENRICHED),
-    UNIQUE: frozenset(ALL_ENRICHED) - _NOT_ANONYMOUS,
-    ANONYMOUS: frozenset(ALL_ENRICHED) - _NOT_ANONYMOUS,
-    BLIND: frozenset({"traffic", "machine_reason"}),
-    REJECTED: frozenset({"traffic", "machine_reason"}),
+    PERSONAL: frozenset(columns.ENRICHED),
+    UNIQUE: frozenset(columns.ENRICHED) - frozenset(columns.NARROWING),
+    ANONYMOUS: frozenset(columns.ENRICHED) - frozenset(columns.NARROWING),
+    BLIND: frozenset(columns.MACHINE),
+    REJECTED: frozenset(columns.MACHINE),
 }
+_headers = itemgetter(*columns.HEADERS)  # C-level: the roll-up calls it once per hit
 AGE_BANDS = ((18, "<18"), (25, "18-24"), (35, "25-34"), (45, "35-44"), (55, "45-54"), (65, "55-64"))
 UNKNOWN = "unknown"
 
@@ -88,12 +85,12 @@ def recipient_hash(key: bytes, recipient_id: int) -> bytes:
 
 
 def stored_columns(track: str, hit: Mapping[str, Any], enriched: Mapping[str, Any]) -> list[Any]:
-    """client_ip, user_agent, referer, accept_language, then ALL_ENRICHED, as the track allows."""
+    """The values of queries.STORED (address, headers, enrichment) as the track allows."""
     kept = KEPT[track]
-    values = [enriched.get(name) if name in kept else None for name in ALL_ENRICHED]
+    values = [enriched.get(name) if name in kept else None for name in columns.ENRICHED]
     if track == PERSONAL:
         # Personal hits keep the masked address, never the full one.
-        head = [enriched.get("client_ip_masked"), hit["user_agent"], hit["referer"], hit["accept_language"]]
+        head = [enriched.get("client_ip_masked"), *_headers(hit)]
     else:
-        head = [None, None, None, None]
+        head = [None] * (1 + len(columns.HEADERS))
     return head + values

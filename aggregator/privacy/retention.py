@@ -2,8 +2,9 @@
 
 - per-job hash keys (and the hashes) are destroyed once the job's retention
   has ended, so unique-visitor state can never be linked back to anyone;
-- personal raw hits older than their job's retention lose recipient, address
-  and agent (when a longer-lived job keeps their partition alive);
+- personal raw hits older than their job's retention are scrubbed (the one
+  rule of aggregator.privacy.scrub: recipient, address, headers...) when a
+  longer-lived job keeps their partition alive;
 - raw_hits day partitions older than the longest retention are dropped with
   DROP TABLE, never emptied with DELETE.
 """
@@ -18,6 +19,7 @@ import asyncpg
 
 from aggregator.config import AggregatorConfig
 from aggregator.mail.queries import MERGE_LOCK
+from aggregator.privacy.scrub import Scope, scrub
 from pixeltrack.core import db
 
 log = logging.getLogger(__name__)
@@ -32,14 +34,6 @@ ON CONFLICT (job_id) DO UPDATE SET key = NULL, destroyed_at = coalesce(job_keys.
 WHERE job_keys.key IS NOT NULL
 """
 DELETE_HASHES = "DELETE FROM unique_seen WHERE job_id = ANY($1::bigint[])"
-# Uses raw_hits_recipient: only hits that still carry a recipient are read.
-SCRUB_EXPIRED = """
-UPDATE raw_hits h SET recipient_id = NULL, client_ip = NULL, user_agent = NULL, referer = NULL,
-    accept_language = NULL, region = NULL, city = NULL, asn = NULL, network = NULL, click_id = NULL
-FROM jobs j
-WHERE h.job_id = j.job_id AND h.recipient_id IS NOT NULL AND h.rolled_at IS NOT NULL
-  AND h.received_at < $1::timestamptz - j.retention_days * interval '1 day'
-"""
 LONGEST_RETENTION = "SELECT greatest($1::integer, coalesce(max(retention_days), 0)) FROM jobs"
 DROP_PARTITIONS = "SELECT pixeltrack_drop_partitions_before($1::date)"
 
@@ -75,7 +69,7 @@ async def purge(conn: asyncpg.Connection, config: AggregatorConfig, now: dt.date
     now = now or dt.datetime.now(dt.UTC)
     await db.ensure_partitions(conn, now.date())
     keys, hashes = await destroy_keys(conn, now)
-    scrubbed = _count(await conn.execute(SCRUB_EXPIRED, now))
+    scrubbed = await scrub(conn, Scope.EXPIRED, now)
     keep_days = await conn.fetchval(LONGEST_RETENTION, config.retention_days)
     cutoff = now.date() - dt.timedelta(days=keep_days)
     dropped = tuple(r[0] for r in await conn.fetch(DROP_PARTITIONS, cutoff))

@@ -1,13 +1,20 @@
-"""SQL of the website roll-up, as named constants ($n parameters, never formatted)."""
+"""SQL of the website roll-up, as named constants ($n parameters, never formatted).
+
+Column lists come from pixeltrack.core.columns (joined once, at import).
+"""
 
 from __future__ import annotations
 
+from pixeltrack.core import columns
+
+# What the roll-up writes back to each raw page view (tracks.stored_row makes the values).
+STORED = ("client_ip", *columns.HEADERS, *columns.PAGE_VIEW, *columns.ENRICHED)
+
 # Claims unrolled page views only (the mail roll-up leaves kind 'page' alone),
 # joined with the site's mode and settings; SKIP LOCKED as for mail.
-CLAIM_PAGES = """
+CLAIM_PAGES = f"""
 WITH c AS (
-    SELECT hit_id, received_at, kind, job_id, recipient_id, link, host(client_ip) AS client_ip, user_agent,
-           referer, accept_language, method, prefetch, reject_reason, url, title, visitor_id, screen, contact
+    SELECT {columns.listed(columns.RAW, client_ip="host(client_ip)")}
     FROM raw_hits WHERE rolled_at IS NULL AND kind = 'page'
     ORDER BY received_at LIMIT $1
     FOR UPDATE SKIP LOCKED
@@ -139,33 +146,13 @@ ON CONFLICT (job_id, hour, kind, reason) DO UPDATE SET hits = t.hits + excluded.
 """
 
 # ------------------------------------------------------------------- mark --
-CREATE_BATCH = """
-CREATE TEMP TABLE IF NOT EXISTS site_batch (
-    hit_id uuid, received_at timestamptz, job_id bigint,
-    client_ip inet, user_agent text, referer text, accept_language text,
-    url text, title text, visitor_id text, screen text, contact text,
-    device_class text, browser text, os text, country text, traffic text, machine_reason text, language text,
-    source_class text, source_name text, search_phrase text, utm_source text, utm_medium text,
-    utm_campaign text, utm_term text, utm_content text
-) ON COMMIT DELETE ROWS
+BATCH_COLUMNS = ("hit_id", "received_at", "job_id", *STORED)
+CREATE_BATCH = f"""
+CREATE TEMP TABLE IF NOT EXISTS site_batch ({columns.typed(BATCH_COLUMNS)}) ON COMMIT DELETE ROWS
 """
-BATCH_COLUMNS = (
-    "hit_id", "received_at", "job_id", "client_ip", "user_agent", "referer", "accept_language",
-    "url", "title", "visitor_id", "screen", "contact",
-    "device_class", "browser", "os", "country", "traffic", "machine_reason", "language",
-    "source_class", "source_name", "search_phrase", "utm_source", "utm_medium", "utm_campaign",
-    "utm_term", "utm_content",
-)  # fmt: skip
 # Marks the claimed page views rolled, keeping only what the site's mode allows.
-MARK_ROLLED = """
-UPDATE raw_hits r SET
-    rolled_at = $1, client_ip = b.client_ip, user_agent = b.user_agent, referer = b.referer,
-    accept_language = b.accept_language, url = b.url, title = b.title, visitor_id = b.visitor_id,
-    screen = b.screen, contact = b.contact, device_class = b.device_class, browser = b.browser, os = b.os,
-    country = b.country, traffic = b.traffic, machine_reason = b.machine_reason, language = b.language,
-    source_class = b.source_class, source_name = b.source_name, search_phrase = b.search_phrase,
-    utm_source = b.utm_source, utm_medium = b.utm_medium, utm_campaign = b.utm_campaign,
-    utm_term = b.utm_term, utm_content = b.utm_content
+MARK_ROLLED = f"""
+UPDATE raw_hits r SET rolled_at = $1, {columns.assigned(STORED, "b")}
 FROM site_batch b
 WHERE r.rolled_at IS NULL AND r.job_id = b.job_id AND r.received_at = b.received_at AND r.hit_id = b.hit_id
 """

@@ -7,12 +7,13 @@ page views not referred by the site itself.
 
 from __future__ import annotations
 
-import csv
 import io
 from typing import Any
 
 import asyncpg
 import orjson
+
+from pixeltrack.core import csvsafe
 
 SITE = """
 SELECT s.job_id, j.mode, s.domain, s.dnt_policy, s.cookieless, s.spa_hash
@@ -153,16 +154,22 @@ def _table(report: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
+def _cell(value: Any) -> Any:
+    """A CSV cell: numbers stay numbers, None is '-'."""
+    return value if isinstance(value, int | float) and not isinstance(value, bool) else _text(value)
+
+
 def _csv(report: dict[str, Any]) -> str:
+    """section,key,value,extra rows (formulas neutralised)."""
     buf = io.StringIO()
-    out = csv.writer(buf)
+    out = csvsafe.writer(buf)
     out.writerow(["section", "key", "value", "extra"])
     for name, value in _headline(report):
-        out.writerow(["summary", name, _text(value) if value is not None else "", ""])
+        out.writerow(["summary", name, _cell(value) if value is not None else "", ""])
     for title, rows in _rows(report):
         for row in rows:
             values = list(row.values())
-            out.writerow([title, _text(values[0]), _text(values[-1]), "|".join(_text(v) for v in values[1:-1])])
+            out.writerow([title, _cell(values[0]), _cell(values[-1]), "|".join(_text(v) for v in values[1:-1])])
     for contact in report.get("contacts", []):
         for page in contact["pages"]:
             out.writerow(["contact", f"{contact['mail_job_id']}:{contact['recipient_id']}",

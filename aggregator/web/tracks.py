@@ -14,12 +14,14 @@ import datetime as dt
 import hashlib
 import secrets
 from collections.abc import Iterable, Mapping
+from operator import itemgetter
 from typing import Any
 from urllib.parse import urlsplit
 
 import asyncpg
 
 from aggregator.web import queries
+from pixeltrack.core import columns
 
 PERSONAL, UNIQUE, BLIND, REJECTED = "personal", "unique", "blind", "rejected"
 SALT_DAYS = 2  # today and yesterday (UTC); older salts and their hashes are destroyed
@@ -125,27 +127,27 @@ async def allowed_contacts(conn: asyncpg.Connection, pairs: set[tuple[int, int]]
     return {(r["mail_job_id"], r["recipient_id"]) for r in rows}
 
 
-ENRICHED = ("device_class", "browser", "os", "country", "traffic", "machine_reason", "language",
-            "source_class", "source_name", "search_phrase", "utm_source", "utm_medium", "utm_campaign",
-            "utm_term", "utm_content")
+# Enrichment kept on the raw page view, per track (as for mail hits: personal
+# sites keep all of it, unique ones nothing that narrows a view down to a
+# household, blind ones the human/machine split and the entry source).
 KEPT = {
-    PERSONAL: frozenset(ENRICHED),
-    UNIQUE: frozenset(ENRICHED),
-    BLIND: frozenset({"traffic", "machine_reason", "source_class", "source_name", "search_phrase",
-                      "utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content"}),
-    REJECTED: frozenset({"traffic", "machine_reason"}),
+    PERSONAL: frozenset(columns.ENRICHED),
+    UNIQUE: frozenset(columns.ENRICHED) - frozenset(columns.NARROWING),
+    BLIND: frozenset(columns.MACHINE) | (frozenset(columns.SOURCE) - frozenset(columns.NARROWING)),
+    REJECTED: frozenset(columns.MACHINE),
 }
+_headers = itemgetter(*columns.HEADERS)
 
 
 def stored_row(hit: Mapping[str, Any], track: str, enriched: Mapping[str, Any], contact: str | None) -> tuple:
-    """The site_batch row: what survives the roll-up on the raw hit, per track."""
+    """The site_batch row (queries.BATCH_COLUMNS): what survives on the raw page view, per track."""
     kept = KEPT[track]
-    values = [enriched.get(name) if name in kept else None for name in ENRICHED]
+    values = [enriched.get(name) if name in kept else None for name in columns.ENRICHED]
     if track == PERSONAL:
-        head = [enriched.get("client_ip_masked"), hit["user_agent"], hit["referer"], hit["accept_language"],
+        head = [enriched.get("client_ip_masked"), *_headers(hit),
                 hit["url"], hit["title"], hit["visitor_id"], hit["screen"], contact]
     elif track == REJECTED:
-        head = [None] * 9
+        head = [None] * (1 + len(columns.HEADERS) + len(columns.PAGE_VIEW))
     else:
-        head = [None, None, None, None, bare_url(hit["url"]), hit["title"], None, None, None]
+        head = [None] * (1 + len(columns.HEADERS)) + [bare_url(hit["url"]), hit["title"], None, None, None]
     return (hit["hit_id"], hit["received_at"], hit["job_id"], *head, *values)

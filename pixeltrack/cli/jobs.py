@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import logging
 import sys
 from collections.abc import Awaitable, Callable, Mapping
@@ -12,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from pixeltrack.core import db, jobs, websites
+from pixeltrack.core import csvsafe, db, jobs, websites
 from pixeltrack.core.config import CommonConfig, ConfigError, Secrets
 from pixeltrack.core.embedded import embedded_url, stored_secret
 from pixeltrack.core.mint import Minter
@@ -148,8 +147,8 @@ def print_urls(minter: Minter, args: argparse.Namespace, rid: int | None, identi
 
 def print_merge_csv(minter: Minter, args: argparse.Namespace, targets: list[tuple[int | None, str]],
                     identified: set[int] | frozenset[int] = frozenset()) -> None:
-    """A mail-merge CSV: recipient, open pixel, one column per tracked link."""
-    out = csv.writer(sys.stdout)
+    """A mail-merge CSV: recipient, open pixel, one column per tracked link (formulas neutralised)."""
+    out = csvsafe.writer(sys.stdout)
     urls = args.url or []
     out.writerow(["recipient", "open_url", *[f"click_url_{i + 1}" for i in range(len(urls))]])
     for rid, recipient in targets:

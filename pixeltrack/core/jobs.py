@@ -9,6 +9,8 @@ from typing import Any
 
 import asyncpg
 
+from pixeltrack.core import erasure
+
 MODES = ("personal", "permission_personal", "anonymous", "unique", "blind")
 KINDS = ("mail", "site")
 CSV_COLUMNS = ("recipient", "consent", "birth_year", "gender", "zip")
@@ -24,7 +26,10 @@ FROM jobs j ORDER BY j.job_id"""
 SELECT_JOB = "SELECT job_id, name, kind, mode, sent_at, retention_days FROM jobs WHERE job_id = $1"
 # Locking the job row serialises imports into one job, so numbering is gap-free.
 LOCK_JOB = "SELECT job_id FROM jobs WHERE job_id = $1 FOR UPDATE"
-MAX_RECIPIENT = "SELECT coalesce(max(recipient_id), -1) FROM recipients WHERE job_id = $1"
+# Numbers of forgotten recipients are never given again: their old tokens carry them.
+MAX_RECIPIENT = """
+SELECT greatest((SELECT max(recipient_id) FROM recipients WHERE job_id = $1),
+                (SELECT max(recipient_id) FROM forgotten_recipients WHERE job_id = $1), -1)"""
 UPSERT_RECIPIENT = """
 INSERT INTO recipients AS r (job_id, recipient_id, recipient, consent, birth_year, gender, zip)
 VALUES ($1, $2, $3, $4, $5, $6, $7)
@@ -134,11 +139,19 @@ def parse_csv(text: str) -> list[Recipient]:
 
 
 async def import_recipients(conn: asyncpg.Connection, job_id: int, rows: list[Recipient]) -> tuple[int, int]:
-    """Insert or update recipients in one transaction; return (added, updated)."""
+    """Insert or update recipients in one transaction; return (added, updated).
+
+    Recipients erased from this job with `pixeltrack forget` are refused
+    (erasure.ForgottenInImport, a ValueError naming their data rows) and
+    nothing is imported: tracking them again needs a new job.
+    """
     await get_job(conn, job_id)
     added = updated = 0
     async with conn.transaction():
         await conn.execute(LOCK_JOB, job_id)
+        forgotten = await erasure.forgotten_among(conn, job_id, [r.recipient for r in rows])
+        if forgotten:
+            raise erasure.ForgottenInImport(job_id, [i + 1 for i in forgotten])
         next_id = int(await conn.fetchval(MAX_RECIPIENT, job_id)) + 1
         for r in rows:
             inserted = await conn.fetchval(
@@ -153,9 +166,11 @@ async def import_recipients(conn: asyncpg.Connection, job_id: int, rows: list[Re
 
 
 async def recipient_id(conn: asyncpg.Connection, job_id: int, recipient: str) -> int:
-    """The per-job number of a recipient, or LookupError."""
+    """The per-job number of a recipient; erasure.ForgottenRecipient or LookupError when there is none."""
     value = await conn.fetchval(SELECT_RECIPIENT, job_id, recipient)
     if value is None:
+        if await erasure.forgotten_among(conn, job_id, [recipient]):
+            raise erasure.ForgottenRecipient(job_id, recipient)
         raise LookupError(f"job {job_id} has no recipient {recipient!r}")
     return int(value)
 

@@ -181,6 +181,20 @@ CREATE TABLE IF NOT EXISTS forgotten_recipients (
     PRIMARY KEY (job_id, recipient_id)
 );
 COMMENT ON TABLE forgotten_recipients IS 'Recipients erased on request; their later hits are never attributed.';
+-- The tombstone: a keyed hash of (job, recipient as imported) that refuses
+-- minting and re-import for the person without storing who they were
+-- (pixeltrack.core.erasure). NULL for rows made before it existed.
+ALTER TABLE forgotten_recipients ADD COLUMN IF NOT EXISTS tombstone bytea;
+CREATE INDEX IF NOT EXISTS forgotten_recipients_tombstone ON forgotten_recipients (job_id, tombstone)
+    WHERE tombstone IS NOT NULL;
+
+-- The key of the tombstones, one per installation, made by the first `forget`.
+CREATE TABLE IF NOT EXISTS erasure_key (
+    singleton   boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    key         bytea NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE erasure_key IS 'Key of the erasure tombstones in forgotten_recipients (one row).';
 
 -- Headline numbers of a job, one row per kind of hit (open, click, doc, page).
 CREATE TABLE IF NOT EXISTS report_job_totals (
