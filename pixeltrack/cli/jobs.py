@@ -14,11 +14,11 @@ from typing import Any
 
 from pixeltrack.core import db, jobs, websites
 from pixeltrack.core.config import CommonConfig, ConfigError, Secrets
-from pixeltrack.core.embedded import embedded_url, stored_secret
+from pixeltrack.core.embedded import embedded_database, embedded_url, stored_secret
 from pixeltrack.core.mint import Minter
+from pixeltrack.core.times import human_time
 
 log = logging.getLogger("pixeltrack")
-
 
 
 def resolve(environ: Mapping[str, str], need_db: bool = True, up: bool = False) -> CommonConfig:
@@ -32,8 +32,9 @@ def resolve(environ: Mapping[str, str], need_db: bool = True, up: bool = False) 
     if common.database_url is None:
         if common.secrets is None and (up or (common.data_dir / "secret").exists()):
             common = replace(common, secrets=Secrets(stored_secret(common.data_dir)))
-        if need_db:
-            common = replace(common, database_url=embedded_url(common.data_dir))
+        if need_db:  # `up` applies the schema itself, every start
+            url = embedded_url(common.data_dir) if up else embedded_database(common.data_dir)
+            common = replace(common, database_url=url)
     return common
 
 
@@ -81,9 +82,10 @@ def cmd_job_list(args: argparse.Namespace, settings: CommonConfig) -> int:
 
     async def work(conn: Any) -> int:
         rows = await jobs.list_jobs(conn)
-        print(f"{'id':>6}  {'kind':<5} {'mode':<20} {'recipients':>10}  name")
+        print(f"{'id':>6}  {'kind':<5} {'mode':<20} {'recipients':>10}  {'created':<20}  name")
         for r in rows:
-            print(f"{r['job_id']:>6}  {r['kind']:<5} {r['mode']:<20} {r['recipients']:>10}  {r['name']}")
+            print(f"{r['job_id']:>6}  {r['kind']:<5} {r['mode']:<20} {r['recipients']:>10}  "
+                  f"{human_time(r['created_at']):<20}  {r['name']}")
         return 0
 
     return run_db(settings, work)

@@ -9,7 +9,8 @@ import sys
 from collections.abc import Sequence
 
 from pixeltrack.cli import jobs as commands
-from pixeltrack.core.config import ConfigError
+from pixeltrack.cli import logs
+from pixeltrack.core.config import CommonConfig, ConfigError
 from pixeltrack.core.jobs import KINDS, MODES
 
 log = logging.getLogger("pixeltrack")
@@ -70,7 +71,8 @@ def _service_commands(sub: argparse._SubParsersAction) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The whole command tree."""
     parser = argparse.ArgumentParser(prog="pixeltrack", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show every log line (the embedded server's, the scheduler's, DEBUG)")
     sub = parser.add_subparsers(dest="command", required=True)
     _service_commands(sub)
     _db_commands(sub)
@@ -83,14 +85,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def is_service(args: argparse.Namespace) -> bool:
+    """True for the long-running commands, whose INFO log lines are their output."""
+    if args.command == "aggregator":
+        return not (args.once or args.purge)
+    return args.command in ("up", "collector")
+
+
+def setup_logging(args: argparse.Namespace) -> None:
+    """Terminal and log file (``<data dir>/pixeltrack.log``, when the data folder is in use)."""
+    common = CommonConfig.from_env(os.environ)
+    in_use = common.database_url is None or common.data_dir.is_dir()
+    args.log_file = logs.configure(verbose=args.verbose, service=is_service(args),
+                                   log_file=common.data_dir / logs.LOG_FILE if in_use else None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     try:
+        setup_logging(args)
         settings = commands.resolve(os.environ, up=getattr(args, "up", False))
         return int(args.func(args, settings))
     except ConfigError as exc:
