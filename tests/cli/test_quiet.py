@@ -8,6 +8,8 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,14 +27,25 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-def fresh_machine(tmp_path: Path) -> dict[str, str]:
+@pytest.fixture
+def fresh() -> Iterator[Path]:
+    """A folder for a fresh machine's HOME, TMPDIR and working folder.
+
+    Not below pytest's tmp_path: the embedded server runs as its own user, and
+    pytest runs elsewhere on the machine reset /tmp/pytest-of-<user> to 0700.
+    """
+    with tempfile.TemporaryDirectory(prefix="pixeltrack-fresh-") as folder:
+        yield Path(folder)
+
+
+def fresh_machine(folder: Path) -> dict[str, str]:
     """The environment of a first run: no DATABASE_URL, no XDG folders, a new HOME and temp folder."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("XDG_", "PIXELTRACK_", "PG")) and k != "DATABASE_URL"}  # fmt: skip
     for name in ("home", "tmp", "work"):
-        (tmp_path / name).mkdir()
+        (folder / name).mkdir()
     # PYTHONWARNINGS=default: a warning would show even if the caller's environment hides them.
-    env.update(HOME=str(tmp_path / "home"), TMPDIR=str(tmp_path / "tmp"), PYTHONPATH=str(ROOT),
+    env.update(HOME=str(folder / "home"), TMPDIR=str(folder / "tmp"), PYTHONPATH=str(ROOT),
                PYTHONWARNINGS="default")  # fmt: skip
     return env
 
@@ -48,9 +61,9 @@ def pixeltrack(env: dict[str, str], cwd: Path, *argv: str) -> tuple[int, str, st
 class TestFreshMachine:
     """On a fresh machine the embedded server starts silently and the first commands work."""
 
-    def test_first_commands_print_only_their_result(self, tmp_path: Path) -> None:
+    def test_first_commands_print_only_their_result(self, fresh: Path) -> None:
         """`job create` prints the id, `job list` the table with minute times; no log line, no warning."""
-        env, work = fresh_machine(tmp_path), tmp_path / "work"
+        env, work = fresh_machine(fresh), fresh / "work"
         assert pixeltrack(env, work, "job", "create", "--name", "Spring sale", "--mode", "blind") == (0, "1\n", "")
         code, out, err = pixeltrack(env, work, "job", "list")
         assert (code, err) == (0, "")
@@ -60,18 +73,18 @@ class TestFreshMachine:
         log = (work / ".pixeltrack" / logs.LOG_FILE).read_text()
         assert "initdb" in log and "starting embedded PostgreSQL" in log
 
-    def test_verbose_shows_the_servers_log(self, tmp_path: Path) -> None:
+    def test_verbose_shows_the_servers_log(self, fresh: Path) -> None:
         """-v puts the embedded server's transcript on the terminal; stdout still holds only the result."""
-        env, work = fresh_machine(tmp_path), tmp_path / "work"
+        env, work = fresh_machine(fresh), fresh / "work"
         code, out, err = pixeltrack(env, work, "-v", "job", "list")
         assert (code, out.split()) == (0, ["id", "kind", "mode", "recipients", "created", "name"])
         assert "INFO pgserver: Running commandline" in err and "initdb" in err
         assert "Warning" not in err
 
 
-    def test_up_prints_urls_and_status(self, tmp_path: Path) -> None:
+    def test_up_prints_urls_and_status(self, fresh: Path) -> None:
         """`up` prints its URLs on stdout and only pixeltrack's own INFO lines on stderr (no initdb, no scheduler)."""
-        env, work = fresh_machine(tmp_path), tmp_path / "work"
+        env, work = fresh_machine(fresh), fresh / "work"
         proc = subprocess.Popen([sys.executable, "-m", "pixeltrack.cli.main", "up", "--port", str(free_port())],
                                 env=env | {"PIXELTRACK_DRAIN_GRACE": "0.1"}, cwd=work, text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
