@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import logging
 import os
 import sys
@@ -12,6 +13,7 @@ from pixeltrack.cli import jobs as commands
 from pixeltrack.cli import logs
 from pixeltrack.core.config import CommonConfig, ConfigError
 from pixeltrack.core.jobs import KINDS, MODES
+from pixeltrack.core.times import parse_time
 
 log = logging.getLogger("pixeltrack")
 
@@ -19,6 +21,14 @@ log = logging.getLogger("pixeltrack")
 def _add_server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default=None, help="address to listen on (env PIXELTRACK_HOST, default 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="port (env PIXELTRACK_PORT, default 8080)")
+
+
+def time_arg(text: str) -> dt.datetime:
+    """An ISO 8601 time argument in UTC (argparse names the option when it does not parse)."""
+    try:
+        return parse_time(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def _db_commands(sub: argparse._SubParsersAction) -> None:
@@ -30,8 +40,14 @@ def _db_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", required=True)
     p.add_argument("--mode", required=True, choices=MODES)
     p.add_argument("--kind", default="mail", choices=KINDS)
+    p.add_argument("--sent-at", type=time_arg, metavar="TIME",
+                   help="when the mail went out (ISO 8601, no offset = UTC); or later: `job sent`")
     p.set_defaults(func=commands.cmd_job_create)
     job.add_parser("list", help="list jobs").set_defaults(func=commands.cmd_job_list)
+    p = job.add_parser("sent", help="record that a mail job went out (link scanners click within seconds of it)")
+    p.add_argument("job", type=int, metavar="J")
+    p.add_argument("--at", type=time_arg, metavar="TIME", help="ISO 8601, no offset = UTC (default: now)")
+    p.set_defaults(func=commands.cmd_job_sent)
 
     rec = sub.add_parser("recipients", help="import recipients").add_subparsers(dest="rec_cmd", required=True)
     p = rec.add_parser("import", help="import a CSV: recipient,consent,birth_year,gender,zip")

@@ -68,8 +68,8 @@ class TestFreshMachine:
         code, out, err = pixeltrack(env, work, "job", "list")
         assert (code, err) == (0, "")
         header, row = out.splitlines()
-        assert header.split() == ["id", "kind", "mode", "recipients", "created", "name"]
-        assert re.fullmatch(rf"\s+1  mail  blind\s+0  {TIME}  Spring sale", row), row
+        assert header.split() == ["id", "kind", "mode", "recipients", "created", "sent", "name"]
+        assert re.fullmatch(rf"\s+1  mail  blind\s+0  {TIME}  -\s+Spring sale", row), row
         log = (work / ".pixeltrack" / logs.LOG_FILE).read_text()
         assert "initdb" in log and "starting embedded PostgreSQL" in log
 
@@ -77,7 +77,7 @@ class TestFreshMachine:
         """-v puts the embedded server's transcript on the terminal; stdout still holds only the result."""
         env, work = fresh_machine(fresh), fresh / "work"
         code, out, err = pixeltrack(env, work, "-v", "job", "list")
-        assert (code, out.split()) == (0, ["id", "kind", "mode", "recipients", "created", "name"])
+        assert (code, out.split()) == (0, ["id", "kind", "mode", "recipients", "created", "sent", "name"])
         assert "INFO pgserver: Running commandline" in err and "initdb" in err
         assert "Warning" not in err
 
@@ -142,11 +142,11 @@ class TestTerminal:
         assert [line.split(" ", 2)[2] for line in lines] == ["INFO pixeltrack.core.db: schema applied"]
 
     def test_job_list_times(self, env: Path, capsys: pytest.CaptureFixture[str]) -> None:
-        """`job list` shows the creation time to the minute, in UTC."""
-        run(capsys, "job", "create", "--name", "News", "--mode", "unique")
+        """`job list` shows the creation and send times to the minute, in UTC."""
+        run(capsys, "job", "create", "--name", "News", "--mode", "unique", "--sent-at", "2026-12-03T09:19:59")
         code, out, err = run(capsys, "job", "list")
         assert (code, err) == (0, "")
-        assert re.fullmatch(rf"\s+1  mail  unique\s+0  {TIME}  News", out.splitlines()[1])
+        assert re.fullmatch(rf"\s+1  mail  unique\s+0  {TIME}  2026-12-03 09:19 UTC  News", out.splitlines()[1])
 
 
 class TestServiceLogging:
