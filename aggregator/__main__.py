@@ -15,7 +15,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m aggregator", description="pixeltrack report aggregator")
     add_aggregator_flags(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # --once and --purge print their result; the service's INFO lines are its output.
+    level = logging.WARNING if args.once or args.purge else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # "Running job ..." every interval
     try:
         return aggregator_command(args, CommonConfig.from_env())
     except ConfigError as exc:

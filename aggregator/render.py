@@ -48,6 +48,7 @@ def _sections(report: dict[str, Any]) -> Iterator[str]:
     yield f"Job {report['job']} {report['name']!r}: mode {report['mode']}, sent {_num(report['sent_at'])}, " \
           f"{report['recipients_count']} recipients"  # fmt: skip
     yield "Headline numbers are human: total minus machine (proxies, scanners, prefetch)."
+    yield from [] if report["send_time"]["rule_applied"] else ["Send time unknown: the send-time rule did not apply."]
     yield from _headline(report)
     yield "\nLinks"
     yield from _grid(["clicks", "unique", "machine", "url"],

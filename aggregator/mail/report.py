@@ -134,6 +134,8 @@ async def build_report(conn: asyncpg.Connection, job_id: int, k: int = 5) -> dic
         "sent_at": iso(job["sent_at"]), "recipients_count": await conn.fetchval(RECIPIENT_COUNT, job_id),
         "opens": counts(totals.get("open"), blind, with_inferred=True),
         "clicks": counts(totals.get("click"), blind),
+        # Clicks seconds after the send are link scanners; without the send time that rule cannot apply.
+        "send_time": {"sent_at": iso(job["sent_at"]), "rule_applied": job["sent_at"] is not None},
     }  # fmt: skip
     views = {kind: counts(row, blind) for kind, row in totals.items() if kind not in ("open", "click")}
     if views:

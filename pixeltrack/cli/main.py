@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import logging
 import os
 import sys
 from collections.abc import Sequence
 
 from pixeltrack.cli import jobs as commands
-from pixeltrack.core.config import ConfigError
+from pixeltrack.cli import logs
+from pixeltrack.core.config import CommonConfig, ConfigError
 from pixeltrack.core.jobs import KINDS, MODES
+from pixeltrack.core.times import parse_time
 
 log = logging.getLogger("pixeltrack")
 
@@ -18,6 +21,14 @@ log = logging.getLogger("pixeltrack")
 def _add_server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default=None, help="address to listen on (env PIXELTRACK_HOST, default 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="port (env PIXELTRACK_PORT, default 8080)")
+
+
+def time_arg(text: str) -> dt.datetime:
+    """An ISO 8601 time argument in UTC (argparse names the option when it does not parse)."""
+    try:
+        return parse_time(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def _db_commands(sub: argparse._SubParsersAction) -> None:
@@ -29,8 +40,14 @@ def _db_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", required=True)
     p.add_argument("--mode", required=True, choices=MODES)
     p.add_argument("--kind", default="mail", choices=KINDS)
+    p.add_argument("--sent-at", type=time_arg, metavar="TIME",
+                   help="when the mail went out (ISO 8601, no offset = UTC); or later: `job sent`")
     p.set_defaults(func=commands.cmd_job_create)
     job.add_parser("list", help="list jobs").set_defaults(func=commands.cmd_job_list)
+    p = job.add_parser("sent", help="record that a mail job went out (link scanners click within seconds of it)")
+    p.add_argument("job", type=int, metavar="J")
+    p.add_argument("--at", type=time_arg, metavar="TIME", help="ISO 8601, no offset = UTC (default: now)")
+    p.set_defaults(func=commands.cmd_job_sent)
 
     rec = sub.add_parser("recipients", help="import recipients").add_subparsers(dest="rec_cmd", required=True)
     p = rec.add_parser("import", help="import a CSV: recipient,consent,birth_year,gender,zip")
@@ -70,7 +87,8 @@ def _service_commands(sub: argparse._SubParsersAction) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The whole command tree."""
     parser = argparse.ArgumentParser(prog="pixeltrack", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show every log line (the embedded server's, the scheduler's, DEBUG)")
     sub = parser.add_subparsers(dest="command", required=True)
     _service_commands(sub)
     _db_commands(sub)
@@ -83,14 +101,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def is_service(args: argparse.Namespace) -> bool:
+    """True for the long-running commands, whose INFO log lines are their output."""
+    if args.command == "aggregator":
+        return not (args.once or args.purge)
+    return args.command in ("up", "collector")
+
+
+def setup_logging(args: argparse.Namespace) -> None:
+    """Terminal and log file (``<data dir>/pixeltrack.log``, when the data folder is in use)."""
+    common = CommonConfig.from_env(os.environ)
+    in_use = common.database_url is None or common.data_dir.is_dir()
+    args.log_file = logs.configure(verbose=args.verbose, service=is_service(args),
+                                   log_file=common.data_dir / logs.LOG_FILE if in_use else None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     try:
+        setup_logging(args)
         settings = commands.resolve(os.environ, up=getattr(args, "up", False))
         return int(args.func(args, settings))
     except ConfigError as exc:

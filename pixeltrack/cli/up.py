@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import logging
 import os
+from pathlib import Path
 
 from aggregator.config import AggregatorConfig
 from aggregator.scheduler import run_scheduler
@@ -30,11 +31,11 @@ def cmd_up(args: argparse.Namespace, settings: CommonConfig) -> int:
     config = collector_config(args, settings)
     asyncio.run(db.apply_schema(config.database_url))
     install_uvloop()
-    asyncio.run(_up(config, settings))
+    asyncio.run(_up(config, settings, getattr(args, "log_file", None)))
     return 0
 
 
-async def _up(config: CollectorConfig, settings: CommonConfig) -> None:
+async def _up(config: CollectorConfig, settings: CommonConfig, log_file: Path | None) -> None:
     base = f"http://{config.host}:{config.port}"
     demo = await _demo_urls(config, dataclasses.replace(settings, base_url=base))
     aggregator_config = AggregatorConfig.from_env(os.environ)
@@ -42,7 +43,10 @@ async def _up(config: CollectorConfig, settings: CommonConfig) -> None:
     async def aggregate(stop: asyncio.Event) -> None:
         await run_scheduler(config.database_url, aggregator_config, stop)
 
-    await serve(config, extra=aggregate, started=lambda: _print_welcome(base, demo))
+    def welcome() -> None:
+        _print_welcome(base, demo, aggregator_config.interval, log_file)
+
+    await serve(config, extra=aggregate, started=welcome)
 
 
 async def _demo_urls(config: CollectorConfig, settings: CommonConfig) -> list[str]:
@@ -60,13 +64,14 @@ async def _demo_urls(config: CollectorConfig, settings: CommonConfig) -> list[st
             m.doc_url(job_id, rid, 1), f"pixeltrack report --job {job_id}"]
 
 
-def _print_welcome(base: str, demo: list[str]) -> None:
+def _print_welcome(base: str, demo: list[str], interval: int, log_file: Path | None) -> None:
+    log_line = f"  log file      {log_file}   (-v shows it all here)\n" if log_file else ""
     print(f"""
 pixeltrack is up.
   open pixel    {demo[0]}
   tracked link  {demo[1]}
   document page {demo[2]}
   health        {base}/healthz   ready {base}/readyz   metrics {base}/metrics
-  report        {demo[3]}   (the aggregator rolls up every minute)
-Ctrl-C stops everything.
+  report        {demo[3]}   (the aggregator rolls up every {interval} s)
+{log_line}Ctrl-C stops everything.
 """, flush=True)

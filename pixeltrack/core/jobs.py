@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 from dataclasses import dataclass
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import asyncpg
 
 from pixeltrack.core import erasure
+from pixeltrack.core.times import as_utc
 
 MODES = ("personal", "permission_personal", "anonymous", "unique", "blind")
 KINDS = ("mail", "site")
@@ -20,7 +22,7 @@ NO = {"no", "n", "false", "0", ""}
 
 INSERT_JOB = "INSERT INTO jobs (name, mode, kind) VALUES ($1, $2, $3) RETURNING job_id"
 SELECT_JOBS = """
-SELECT j.job_id, j.name, j.kind, j.mode, j.created_at,
+SELECT j.job_id, j.name, j.kind, j.mode, j.created_at, j.sent_at,
        (SELECT count(*) FROM recipients r WHERE r.job_id = j.job_id) AS recipients
 FROM jobs j ORDER BY j.job_id"""
 SELECT_JOB = "SELECT job_id, name, kind, mode, sent_at, retention_days FROM jobs WHERE job_id = $1"
@@ -42,6 +44,10 @@ RETURNING (xmax = 0) AS inserted"""
 SELECT_RECIPIENT = "SELECT recipient_id FROM recipients WHERE job_id = $1 AND recipient = $2"
 SELECT_RECIPIENTS = "SELECT recipient_id, recipient FROM recipients WHERE job_id = $1 ORDER BY recipient_id"
 REGISTER_LINK = "INSERT INTO links (job_id, link_id, url) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
+MARK_SENT = "UPDATE jobs SET sent_at = $2 WHERE job_id = $1 RETURNING sent_at"
+# Clicks since the send already judged by the aggregator: the send-time rule is not applied to them afterwards.
+ROLLED_CLICKS_SINCE = """
+SELECT count(*) FROM raw_hits WHERE job_id = $1 AND kind = 'click' AND received_at >= $2 AND rolled_at IS NOT NULL"""
 
 
 class RecipientsError(Exception):
@@ -185,3 +191,22 @@ async def register_links(conn: asyncpg.Connection, job_id: int, urls: list[str])
     from pixeltrack.core.tokens import link_id_for
 
     await conn.executemany(REGISTER_LINK, [(job_id, link_id_for(u), u) for u in urls])
+
+
+async def mark_sent(conn: asyncpg.Connection, job_id: int, at: dt.datetime | None = None) -> dt.datetime:
+    """Record when a mail job went out (now by default; a naive ``at`` is UTC); return the time stored.
+
+    Link scanners click within seconds of the send; the aggregator can tell
+    them only from this time, for clicks it rolls up after it is set. Call it
+    when the mail goes out (`pixeltrack job sent J` does the same).
+    """
+    job = await get_job(conn, job_id)
+    if job["kind"] != "mail":
+        raise ValueError(f"job {job_id} is a website: only mail jobs are sent")
+    sent = as_utc(at) if at is not None else dt.datetime.now(dt.UTC)
+    return await conn.fetchval(MARK_SENT, job_id, sent)
+
+
+async def rolled_clicks_since(conn: asyncpg.Connection, job_id: int, since: dt.datetime) -> int:
+    """Clicks of the job since ``since`` that were already rolled up (judged without a later send time)."""
+    return int(await conn.fetchval(ROLLED_CLICKS_SINCE, job_id, since))
