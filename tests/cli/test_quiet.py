@@ -16,7 +16,8 @@ import pytest
 
 from pixeltrack.cli import logs
 from pixeltrack.cli.main import main
-from tests.support.process import ROOT, free_port
+from loadtest.support import free_port
+from tests.support.process import ROOT
 
 TIME = r"\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC"
 
