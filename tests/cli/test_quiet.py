@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from loadtest.support import free_port
 from pixeltrack.cli import logs
 from pixeltrack.cli.main import main
-from loadtest.support import free_port
 from tests.support.process import ROOT
 
 TIME = r"\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC"
