@@ -96,9 +96,11 @@ def create_app(config: CollectorConfig) -> web.Application:
     app.cleanup_ctx.append(buffer_ctx)
     recorder = app[RECORDER] = HitRecorder()
     mail = MailHits(app[SIGNER], recorder)
-    app.router.add_get("/o/{token}", mail.open_pixel)
-    app.router.add_get("/c/{token}", mail.click)
-    app.router.add_get("/d/{token}/{page}", mail.doc_page)
+    # Any segment is a token, even an empty one or one with braces (aiohttp's
+    # default pattern, [^{}/]+, would answer those 404): the handler decides.
+    app.router.add_get("/o/{token:[^/]*}", mail.open_pixel)
+    app.router.add_get("/c/{token:[^/]*}", mail.click)
+    app.router.add_get("/d/{token:[^/]*}/{page:[^/]*}", mail.doc_page)
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
     app.router.add_get("/metrics", health.metrics)
