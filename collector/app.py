@@ -101,8 +101,18 @@ def create_app(config: CollectorConfig) -> web.Application:
     app.router.add_get("/o/{token:[^/]*}", mail.open_pixel)
     app.router.add_get("/c/{token:[^/]*}", mail.click)
     app.router.add_get("/d/{token:[^/]*}/{page:[^/]*}", mail.doc_page)
+    app.router.add_get("/healthz", health.healthz)  # the load balancer's checks stay on the public port
+    app.router.add_get("/readyz", health.readyz)
+    page_views.add_routes(app)  # website tracking: /t.js, /r.gif, POST /r
+    return app
+
+
+def create_operator_app(collector: web.Application) -> web.Application:
+    """The operator listener's app: /metrics and the health checks of ``collector``, once it has started."""
+    app = web.Application()
+    app[CONFIG], app[METRICS], app[STATE], app[BUFFER] = (
+        collector[CONFIG], collector[METRICS], collector[STATE], collector[BUFFER])
+    app.router.add_get("/metrics", health.metrics)
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
-    app.router.add_get("/metrics", health.metrics)
-    page_views.add_routes(app)  # website tracking: /t.js, /r.gif, POST /r
     return app

@@ -42,7 +42,8 @@ async def _up(config: CollectorConfig, settings: CommonConfig) -> None:
     async def aggregate(stop: asyncio.Event) -> None:
         await run_scheduler(config.database_url, aggregator_config, stop)
 
-    await serve(config, extra=aggregate, started=lambda: _print_welcome(base, demo))
+    operator = f"http://{config.operator_host}:{config.operator_port}" if config.operator_port else None
+    await serve(config, extra=aggregate, started=lambda: _print_welcome(base, demo, operator))
 
 
 async def _demo_urls(config: CollectorConfig, settings: CommonConfig) -> list[str]:
@@ -60,13 +61,15 @@ async def _demo_urls(config: CollectorConfig, settings: CommonConfig) -> list[st
             m.doc_url(job_id, rid, 1), f"pixeltrack report --job {job_id}"]
 
 
-def _print_welcome(base: str, demo: list[str]) -> None:
+def _print_welcome(base: str, demo: list[str], operator: str | None) -> None:
+    metrics = f"{operator}/metrics (operator port)" if operator else "off (PIXELTRACK_OPERATOR_PORT=0)"
     print(f"""
 pixeltrack is up.
   open pixel    {demo[0]}
   tracked link  {demo[1]}
   document page {demo[2]}
-  health        {base}/healthz   ready {base}/readyz   metrics {base}/metrics
+  health        {base}/healthz   ready {base}/readyz
+  metrics       {metrics}
   report        {demo[3]}   (the aggregator rolls up every minute)
 Ctrl-C stops everything.
 """, flush=True)
