@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -15,6 +16,7 @@ from collector import health, page_views
 from collector.buffer import HitBuffer
 from collector.cleaning import use_cached_inet
 from collector.config import CollectorConfig
+from collector.connections import GuardedRunner, Limits, connection_cap
 from collector.mail_hits import MailHits
 from collector.metrics import Metrics
 from collector.record import RECORDER, HitRecorder
@@ -105,6 +107,20 @@ def create_app(config: CollectorConfig) -> web.Application:
     app.router.add_get("/readyz", health.readyz)
     page_views.add_routes(app)  # website tracking: /t.js, /r.gif, POST /r
     return app
+
+
+def make_runner(app: web.Application) -> web.AppRunner:
+    """The public listener's runner: short keep-alive, request deadline, a cap under the open-file limit.
+
+    Handlers are cancelled when their client goes: the only awaits are reading
+    a beacon's body and a slow reader's drain, and a hit is recorded before
+    the answer is written.
+    """
+    config = app[CONFIG]
+    fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    limits = Limits(config.header_timeout, connection_cap(config.max_connections, fd_limit))
+    return GuardedRunner(app, limits, app[METRICS].connections_cut, handle_signals=False, access_log=None,
+                         shutdown_timeout=5, keepalive_timeout=config.keepalive_timeout, handler_cancellation=True)
 
 
 def create_operator_app(collector: web.Application) -> web.Application:

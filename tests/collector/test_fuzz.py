@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from collector.answers import GIF
-from collector.app import create_app
+from collector.app import create_app, make_runner
 from pixeltrack.core.mint import has_control_chars
 from pixeltrack.core.tokens import KIND_CLICK, KIND_CONTACT, KIND_DOC, KIND_OPEN, KIND_SITE, Signer, TokenError
 from tests.conftest import TEST_SECRET
@@ -42,7 +42,7 @@ FUZZ = settings(max_examples=150, deadline=None, database=None,
 
 
 class Collector:
-    """The real collector app on a loopback port, served from a thread of its own."""
+    """The real collector app (production runner) on a loopback port, served from a thread of its own."""
 
     def __init__(self, db_url: str, spool: Path) -> None:
         self.config = make_config(db_url, spool)
@@ -54,7 +54,7 @@ class Collector:
 
     async def _serve(self) -> None:
         self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
-        runner = web.AppRunner(create_app(self.config), access_log=None)
+        runner = make_runner(create_app(self.config))
         await runner.setup()
         try:
             site = web.TCPSite(runner, "127.0.0.1", 0)
