@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -205,3 +206,31 @@ class TestTimeouts:
         assert 1.0 <= seconds < 2.0
         log = c.log.read_text()
         assert " ERROR " not in log and "Traceback" not in log, log
+
+    async def test_pipelined_flood_read_late_is_not_cut(self, db_url: str, tmp_path: Path) -> None:
+        """PIXELTRACK_HEADER_TIMEOUT=0.5: 40 000 pipelined pixels, read only after 2 s, all arrive in order.
+
+        The server stops reading while the client does not read its answers,
+        with a request head cut in two in its buffer: that wait is the
+        server's, and the deadline does not count it against the client.
+        """
+        async with collector(db_url, tmp_path, HEADER_TIMEOUT="0.5") as c:
+            req = f"GET {c.pixel} HTTP/1.1\r\nHost: t\r\n\r\n".encode()
+            count = 40_000
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: a small window
+            sock.connect(("127.0.0.1", c.port))
+            sock.setblocking(False)
+            reader, writer = await asyncio.open_connection(sock=sock, limit=2**20)
+            writer.write(req * count)
+            sending = asyncio.ensure_future(writer.drain())
+            await asyncio.sleep(2.0)
+            answers = 0
+            while answers < count:
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+                assert head.startswith(b"HTTP/1.1 200 OK\r\n") and await reader.readexactly(42) == GIF
+                answers += 1
+            await sending
+            writer.close()
+            cut = await c.metric('pixeltrack_connections_cut_total{reason="slow_request"}')
+        assert (answers, cut) == (count, 0.0)
