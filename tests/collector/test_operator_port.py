@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
+import socket
 from collections import Counter
 from pathlib import Path
 
@@ -130,3 +131,19 @@ class TestProcess:
         assert await wait_exit(proc) == 0
         assert sockets == {("127.0.0.1", port): 3, ("127.0.0.1", operator): 1}
         assert log.read_text().count("operator endpoints on") == 1
+
+    async def test_taken_operator_port_stops_the_start(self, db_url: str, tmp_path: Path) -> None:
+        """An operator port already in use: exit 1 with the address named in one log line, no traceback."""
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            operator = taken.getsockname()[1]
+            proc = start(["-m", "collector", "--port", str(free_port())], {
+                "DATABASE_URL": db_url, "PIXELTRACK_SECRET": TEST_SECRET, "PIXELTRACK_DRAIN_GRACE": "0",
+                "PIXELTRACK_SPOOL_DIR": str(tmp_path / "spool"), "PIXELTRACK_OPERATOR_PORT": str(operator)}, tmp_path)
+            code = await wait_exit(proc)
+        assert proc.stdout is not None
+        output = proc.stdout.read().decode()
+        assert code == 1
+        assert f"collector cannot listen: [Errno 98] operator listener on 127.0.0.1:{operator}" in output
+        assert "Traceback" not in output
