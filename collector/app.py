@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -15,6 +16,7 @@ from collector import health, page_views
 from collector.buffer import HitBuffer
 from collector.cleaning import use_cached_inet
 from collector.config import CollectorConfig
+from collector.connections import GuardedRunner, Limits, connection_cap
 from collector.mail_hits import MailHits
 from collector.metrics import Metrics
 from collector.record import RECORDER, HitRecorder
@@ -96,11 +98,37 @@ def create_app(config: CollectorConfig) -> web.Application:
     app.cleanup_ctx.append(buffer_ctx)
     recorder = app[RECORDER] = HitRecorder()
     mail = MailHits(app[SIGNER], recorder)
-    app.router.add_get("/o/{token}", mail.open_pixel)
-    app.router.add_get("/c/{token}", mail.click)
-    app.router.add_get("/d/{token}/{page}", mail.doc_page)
+    # Any segment is a token, even an empty one or one with braces (aiohttp's
+    # default pattern, [^{}/]+, would answer those 404): the handler decides.
+    app.router.add_get("/o/{token:[^/]*}", mail.open_pixel)
+    app.router.add_get("/c/{token:[^/]*}", mail.click)
+    app.router.add_get("/d/{token:[^/]*}/{page:[^/]*}", mail.doc_page)
+    app.router.add_get("/healthz", health.healthz)  # the load balancer's checks stay on the public port
+    app.router.add_get("/readyz", health.readyz)
+    page_views.add_routes(app)  # website tracking: /t.js, /r.gif, POST /r
+    return app
+
+
+def make_runner(app: web.Application) -> web.AppRunner:
+    """The public listener's runner: short keep-alive, request deadline, a cap under the open-file limit.
+
+    Handlers are cancelled when their client goes: the only awaits are reading
+    a beacon's body and a slow reader's drain, and a hit is recorded before
+    the answer is written.
+    """
+    config = app[CONFIG]
+    fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    limits = Limits(config.header_timeout, connection_cap(config.max_connections, fd_limit))
+    return GuardedRunner(app, limits, app[METRICS].connections_cut, handle_signals=False, access_log=None,
+                         shutdown_timeout=5, keepalive_timeout=config.keepalive_timeout, handler_cancellation=True)
+
+
+def create_operator_app(collector: web.Application) -> web.Application:
+    """The operator listener's app: /metrics and the health checks of ``collector``, once it has started."""
+    app = web.Application()
+    app[CONFIG], app[METRICS], app[STATE], app[BUFFER] = (
+        collector[CONFIG], collector[METRICS], collector[STATE], collector[BUFFER])
+    app.router.add_get("/metrics", health.metrics)
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
-    app.router.add_get("/metrics", health.metrics)
-    page_views.add_routes(app)  # website tracking: /t.js, /r.gif, POST /r
     return app

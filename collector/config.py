@@ -29,6 +29,12 @@ class CollectorConfig:
     spool_max_bytes: int = 1 << 30  # 1 GiB; past it /readyz turns 503
     drain_grace: float = 2.0        # seconds /readyz says 503 before the listener closes
     reuse_port: bool = False
+    # Connections and the operator listener (collector.connections, collector.serve).
+    keepalive_timeout: float = 15.0  # an idle keep-alive connection closes after this long
+    header_timeout: float = 10.0     # a request must arrive whole within this long of its first byte
+    max_connections: int = 0        # per process; 0: the open-file limit less a reserve
+    operator_host: str = "127.0.0.1"  # /metrics and the health checks for operators: loopback by default
+    operator_port: int = 9464       # 0: no operator listener
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: Any) -> CollectorConfig:
@@ -51,8 +57,18 @@ class CollectorConfig:
             spool_dir=Path(environ.get("PIXELTRACK_SPOOL_DIR", str(data_dir / "spool"))),
             spool_max_bytes=env_int(environ, "PIXELTRACK_SPOOL_MAX_BYTES", 1 << 30),
             drain_grace=env_float(environ, "PIXELTRACK_DRAIN_GRACE", 2.0),
+            keepalive_timeout=env_float(environ, "PIXELTRACK_KEEPALIVE_TIMEOUT", 15.0),
+            header_timeout=env_float(environ, "PIXELTRACK_HEADER_TIMEOUT", 10.0),
+            max_connections=env_int(environ, "PIXELTRACK_MAX_CONNECTIONS", 0),
+            operator_host=environ.get("PIXELTRACK_OPERATOR_HOST", "127.0.0.1"),
+            operator_port=env_int(environ, "PIXELTRACK_OPERATOR_PORT", 9464),
         )
         config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
         if config.batch_size < 1 or config.flush_interval <= 0 or config.workers < 1:
             raise ConfigError("PIXELTRACK_BATCH_SIZE, PIXELTRACK_FLUSH_INTERVAL and --workers must be positive")
+        if config.keepalive_timeout <= 0 or config.header_timeout <= 0 or config.max_connections < 0:
+            raise ConfigError("PIXELTRACK_KEEPALIVE_TIMEOUT and PIXELTRACK_HEADER_TIMEOUT must be positive, "
+                              "PIXELTRACK_MAX_CONNECTIONS 0 (automatic) or more")
+        if not 0 <= config.operator_port <= 65535:
+            raise ConfigError("PIXELTRACK_OPERATOR_PORT must be a port number, or 0 for no operator listener")
         return config

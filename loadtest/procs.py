@@ -132,9 +132,13 @@ def collector_cmd(port: int, workers: int = 1) -> list[str]:
 
 
 def collector_env(database_url: str, secret: str, spool_dir: Path, **extra: str) -> dict[str, str]:
-    """Environment of a collector the load test owns (no drain wait: nothing balances it)."""
+    """Environment of a collector the load test owns (no drain wait: nothing balances it).
+
+    No operator listener unless ``extra`` gives it a port: several collectors
+    run side by side (loadtest.ab), and a fixed port would be taken twice.
+    """
     return {"DATABASE_URL": database_url, "PIXELTRACK_SECRET": secret, "PIXELTRACK_SPOOL_DIR": str(spool_dir),
-            "PIXELTRACK_DRAIN_GRACE": "0", **extra}
+            "PIXELTRACK_DRAIN_GRACE": "0", "PIXELTRACK_OPERATOR_PORT": "0", **extra}
 
 
 @contextlib.contextmanager

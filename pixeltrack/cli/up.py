@@ -43,8 +43,10 @@ async def _up(config: CollectorConfig, settings: CommonConfig, log_file: Path | 
     async def aggregate(stop: asyncio.Event) -> None:
         await run_scheduler(config.database_url, aggregator_config, stop)
 
+    operator = f"http://{config.operator_host}:{config.operator_port}" if config.operator_port else None
+
     def welcome() -> None:
-        _print_welcome(base, demo, aggregator_config.interval, log_file)
+        _print_welcome(base, demo, aggregator_config.interval, log_file, operator)
 
     await serve(config, extra=aggregate, started=welcome)
 
@@ -64,14 +66,16 @@ async def _demo_urls(config: CollectorConfig, settings: CommonConfig) -> list[st
             m.doc_url(job_id, rid, 1), f"pixeltrack report --job {job_id}"]
 
 
-def _print_welcome(base: str, demo: list[str], interval: int, log_file: Path | None) -> None:
+def _print_welcome(base: str, demo: list[str], interval: int, log_file: Path | None, operator: str | None) -> None:
     log_line = f"  log file      {log_file}   (-v shows it all here)\n" if log_file else ""
+    metrics = f"{operator}/metrics (operator port)" if operator else "off (PIXELTRACK_OPERATOR_PORT=0)"
     print(f"""
 pixeltrack is up.
   open pixel    {demo[0]}
   tracked link  {demo[1]}
   document page {demo[2]}
-  health        {base}/healthz   ready {base}/readyz   metrics {base}/metrics
+  health        {base}/healthz   ready {base}/readyz
+  metrics       {metrics}
   report        {demo[3]}   (the aggregator rolls up every {interval} s)
 {log_line}Ctrl-C stops everything.
 """, flush=True)

@@ -12,7 +12,7 @@ import pytest
 from collector.answers import GIF
 from collector.state import BUFFER
 from loadtest.support import Relay
-from tests.support.collector import flush, make_config, minter, path, rows, running, wait_for
+from tests.support.collector import flush, make_config, minter, path, rows, running, scrape, wait_for
 
 
 async def raw_request(port: int, request: bytes) -> bytes:
@@ -40,7 +40,7 @@ class TestHostileInput:
             assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(GIF)
             await client.get(ok, headers={"User-Agent": "x%00y"})
             await flush(client)
-            metrics = await (await client.get("/metrics")).text()
+            metrics = await scrape(client)
         got = await rows(conn)
         assert [(r["job_id"], r["recipient_id"]) for r in got] == [(3, 4), (3, 5)]
         assert got[0]["user_agent"] == "caf\ufffd \ufffd\ufffd bot"
@@ -72,7 +72,7 @@ class TestHostileInput:
         async with running(make_config(db_url, tmp_path)) as client:
             answer = await raw_request(client.server.port, bad)
             assert answer.split(b" ", 2)[1] == b"400"
-            metrics = await (await client.get("/metrics")).text()
+            metrics = await scrape(client)
             if not bad.startswith(b"\x16"):  # aiohttp logs TLS-on-a-plain-port at debug only; not counted
                 assert 'pixeltrack_hits_rejected_total{reason="bad_http"} 1.0' in metrics
             resp = await client.get(path(minter().open_url(1, 1)))
@@ -91,7 +91,7 @@ class TestMetricsAndHealth:
             await client.get("/o/forged.gif")
             await client.get("/c/forged", allow_redirects=False)
             await flush(client)
-            text = await (await client.get("/metrics")).text()
+            text = await scrape(client)
             assert (await client.get("/healthz")).status == 200
             assert (await client.get("/readyz")).status == 200
         for line in ('pixeltrack_hits_accepted_total{kind="open"} 2.0', 'pixeltrack_hits_accepted_total{kind="click"} 1.0',
@@ -135,7 +135,7 @@ class TestDatabaseOutage:
                 return not writer.spool.pending() and writer.database_ok
 
             await wait_for(drained)
-            text = await (await client.get("/metrics")).text()
+            text = await scrape(client)
         got = sorted(r["recipient_id"] for r in await rows(conn))
         assert got == list(range(80))
         assert "pixeltrack_hits_written_total 80.0" in text

@@ -23,7 +23,7 @@ from pixeltrack.core.mint import with_contact
 from pixeltrack.core.tokens import KIND_CONTACT, KIND_OPEN, Signer, Token
 from pixeltrack.core.websites import site_key
 from tests.conftest import TEST_SECRET
-from tests.support.collector import flush, make_config, minter, path, rows, running
+from tests.support.collector import flush, make_config, minter, path, rows, running, scrape
 
 UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0 Safari/537.36"
 VISITOR = "0123456789abcdef01234567"
@@ -247,7 +247,7 @@ class TestContact:
             await client.post("/r", data=orjson.dumps(view(key(5), c=forged)))
             await client.post("/r", data=orjson.dumps(view(key(5), c=Signer(TEST_SECRET).mint(KIND_OPEN, 7, 3))))
             await flush(client)
-            text = await (await client.get("/metrics")).text()
+            text = await scrape(client)
         assert [(r["job_id"], r["contact"]) for r in await rows(conn)] == [(5, None), (5, None)]
         assert 'pixeltrack_input_repaired_total{reason="contact_bad_signature"} 1.0' in text
         assert 'pixeltrack_input_repaired_total{reason="contact_wrong_kind"} 1.0' in text

@@ -71,12 +71,13 @@ class TestSigterm:
 class TestWorkers:
     async def test_two_workers_share_a_port(self, db_url: str, tmp_path: Path, conn: asyncpg.Connection) -> None:
         """--workers 2 runs two processes on one port; all hits land; SIGTERM stops both."""
-        port = free_port()
+        port, operator = free_port(), free_port()
         base = f"http://127.0.0.1:{port}"
         log = tmp_path / "workers.log"
         proc = start(["-m", "collector", "--port", str(port), "--workers", "2"], {
             "DATABASE_URL": db_url, "PIXELTRACK_SECRET": TEST_SECRET, "PIXELTRACK_DRAIN_GRACE": "0.2",
-            "PIXELTRACK_SPOOL_DIR": str(tmp_path / "spool")}, tmp_path, log=log)
+            "PIXELTRACK_SPOOL_DIR": str(tmp_path / "spool"), "PIXELTRACK_OPERATOR_PORT": str(operator)},
+            tmp_path, log=log)
         m = Minter(TEST_SECRET, base)
 
         def listening() -> set[str]:
@@ -91,7 +92,7 @@ class TestWorkers:
             for i in range(40):
                 async with session.get(m.open_url(3, i), headers={"Connection": "close"}) as resp:
                     assert await resp.read() == GIF
-            async with session.get(f"{base}/metrics") as resp:
+            async with session.get(f"http://127.0.0.1:{operator}/metrics") as resp:
                 assert resp.status == 200
         proc.send_signal(signal.SIGTERM)
         assert await wait_exit(proc) == 0
@@ -102,10 +103,11 @@ class TestWorkers:
 class TestUp:
     async def test_up_on_embedded_database_answers_a_pixel(self, tmp_path: Path) -> None:
         """`pixeltrack up` with no DATABASE_URL starts PostgreSQL itself, prints URLs, and the pixel lands."""
-        port = free_port()
+        port, operator = free_port(), free_port()
         proc = start(["-m", "pixeltrack.cli.main", "up", "--port", str(port)],
                      {"DATABASE_URL": "", "PIXELTRACK_SECRET": "", "PIXELTRACK_DATA_DIR": str(tmp_path / "data"),
-                      "PIXELTRACK_FLUSH_INTERVAL": "0.1", "PIXELTRACK_DRAIN_GRACE": "0.1"}, tmp_path)
+                      "PIXELTRACK_FLUSH_INTERVAL": "0.1", "PIXELTRACK_DRAIN_GRACE": "0.1",
+                      "PIXELTRACK_OPERATOR_PORT": str(operator)}, tmp_path)
         assert proc.stdout is not None
         lines: list[str] = []
         loop = asyncio.get_running_loop()
@@ -119,7 +121,7 @@ class TestUp:
             async with session.get(pixel) as resp:
                 assert (resp.status, await resp.read()) == (200, GIF)
             for _ in range(100):
-                async with session.get(f"http://127.0.0.1:{port}/metrics") as resp:
+                async with session.get(f"http://127.0.0.1:{operator}/metrics") as resp:
                     if "pixeltrack_hits_written_total 1.0" in await resp.text():
                         break
                 await asyncio.sleep(0.1)

@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 from aiohttp.test_utils import TestClient, TestServer
 
-from collector.app import create_app
+from collector.app import create_app, create_operator_app
 from collector.config import CollectorConfig
 from collector.state import BUFFER
 from pixeltrack.core.config import Secrets
@@ -41,6 +41,18 @@ async def running(config: CollectorConfig) -> AsyncIterator[TestClient]:
         yield client
     finally:
         await client.close()
+
+
+async def scrape(client: TestClient) -> str:
+    """/metrics of the collector behind ``client``, read from its operator listener (not the public port)."""
+    operator = TestClient(TestServer(create_operator_app(client.app), host="127.0.0.1"))
+    await operator.start_server()
+    try:
+        resp = await operator.get("/metrics")
+        assert resp.status == 200
+        return await resp.text()
+    finally:
+        await operator.close()
 
 
 async def flush(client: TestClient) -> None:

@@ -14,8 +14,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def start(args: list[str], env: dict[str, str], cwd: Path, log: Path | None = None) -> subprocess.Popen[bytes]:
-    """A child Python process running ``args`` (e.g. ['-m', 'collector']); output to a pipe or ``log``."""
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
+    """A child Python process running ``args`` (e.g. ['-m', 'collector']); output to a pipe or ``log``.
+
+    No operator listener unless ``env`` asks for one: a fixed default port would clash between tests.
+    """
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), "PIXELTRACK_OPERATOR_PORT": "0", **env}
     out = open(log, "wb") if log else subprocess.PIPE  # noqa: SIM115 - the child owns it
     return subprocess.Popen([sys.executable, *args], env=full_env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
 
