@@ -21,6 +21,8 @@ from collector.serve import install_uvloop, serve
 from pixeltrack.core import db, jobs
 from pixeltrack.core.config import CommonConfig
 from pixeltrack.core.mint import Minter
+from pixeltrack.dashboard.commands import dashboard_config
+from pixeltrack.dashboard.serve import first_admin, serve_dashboard, welcome
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +41,14 @@ async def _up(config: CollectorConfig, settings: CommonConfig) -> None:
     demo = await _demo_urls(config, dataclasses.replace(settings, base_url=base))
     aggregator_config = AggregatorConfig.from_env(os.environ)
 
-    async def aggregate(stop: asyncio.Event) -> None:
-        await run_scheduler(config.database_url, aggregator_config, stop)
+    dashboard = dashboard_config(dataclasses.replace(settings, base_url=base))
+    password = None if os.environ.get("DATABASE_URL") else await first_admin(config.database_url)
 
-    await serve(config, extra=aggregate, started=lambda: _print_welcome(base, demo))
+    async def aggregate(stop: asyncio.Event) -> None:
+        await asyncio.gather(run_scheduler(config.database_url, aggregator_config, stop),
+                             serve_dashboard(dashboard, stop))
+
+    await serve(config, extra=aggregate, started=lambda: _print_welcome(base, demo, welcome(dashboard, password)))
 
 
 async def _demo_urls(config: CollectorConfig, settings: CommonConfig) -> list[str]:
@@ -60,7 +66,7 @@ async def _demo_urls(config: CollectorConfig, settings: CommonConfig) -> list[st
             m.doc_url(job_id, rid, 1), f"pixeltrack report --job {job_id}"]
 
 
-def _print_welcome(base: str, demo: list[str]) -> None:
+def _print_welcome(base: str, demo: list[str], dashboard: str) -> None:
     print(f"""
 pixeltrack is up.
   open pixel    {demo[0]}
@@ -68,5 +74,6 @@ pixeltrack is up.
   document page {demo[2]}
   health        {base}/healthz   ready {base}/readyz   metrics {base}/metrics
   report        {demo[3]}   (the aggregator rolls up every minute)
+{dashboard}
 Ctrl-C stops everything.
 """, flush=True)
