@@ -50,9 +50,9 @@ def nice_top(value: float) -> float:
 
 
 def line_chart(labels: Sequence[str], series: Sequence[Series], title: str, width: int = 720,
-               height: int = 220) -> Markup:
-    """A line chart with a y axis, first/middle/last x labels and a legend."""
-    left, bottom, top_pad, right = 48, 28, 10, 12
+               height: int = 240) -> Markup:
+    """A line chart with a y axis, first/middle/last x labels and a legend under them."""
+    left, bottom, top_pad, right = 48, 46, 10, 12
     plot_w, plot_h = width - left - right, height - bottom - top_pad
     peak = max((v for s in series for v in s.values), default=0)
     top = nice_top(peak)
@@ -100,7 +100,7 @@ def sparkline(values: Sequence[float], label: str, width: int = 120, height: int
 def bar(value: float, maximum: float, css: str = "s0", width: int = 160, height: int = 12) -> Markup:
     """A horizontal bar, ``value`` of ``maximum``; decorative (the number is in the cell beside it)."""
     length = 0.0 if maximum <= 0 else max(0.0, min(1.0, value / maximum)) * width
-    return Markup(f'<svg class="bar" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+    return Markup(f'<svg class="bar" viewBox="0 0 {width} {height}" preserveAspectRatio="none" '
                   f'aria-hidden="true" xmlns="http://www.w3.org/2000/svg">'
                   f'<rect class="track" width="{width}" height="{height}"/>'
                   f'<rect class="fill {escape(css)}" width="{_n(length)}" height="{height}"/></svg>')

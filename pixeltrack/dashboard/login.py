@@ -32,7 +32,11 @@ def _cookie_flags(request: web.Request) -> dict[str, object]:
 
 
 def _form(request: web.Request, error: str | None = None, status: int = 200, email: str = "") -> web.Response:
-    token = secrets.token_urlsafe(24)
+    # One value per browser: a second log-in page (another tab, the favicon's
+    # redirect) must not invalidate the form already shown.
+    token = request.cookies.get(LOGIN_COOKIE, "")
+    if not (20 <= len(token) <= 64 and token.isascii() and token.replace("-", "").replace("_", "").isalnum()):
+        token = secrets.token_urlsafe(24)
     response = page(request, "login.html", status=status, login_csrf=token, error=error, email=email,
                     next=safe_next(request.query.get("next")))
     response.set_cookie(LOGIN_COOKIE, token, max_age=3600, **_cookie_flags(request))  # type: ignore[arg-type]
