@@ -15,8 +15,8 @@ from aggregator.privacy.forget import forget
 from aggregator.render import render
 from aggregator.web.report import render_site
 from pixeltrack.core import jobs, websites
-from pixeltrack.dashboard import accounts, actions, reports
-from pixeltrack.dashboard.keys import CONFIG, POOL
+from pixeltrack.dashboard import accounts, actions, queries, reports
+from pixeltrack.dashboard.keys import CONFIG, COUNTS, POOL
 from pixeltrack.dashboard.openapi import spec
 from pixeltrack.dashboard.pages import path_id
 from pixeltrack.dashboard.security import api_error, require_admin
@@ -45,10 +45,12 @@ async def _body(request: web.Request) -> dict[str, Any]:
 async def list_jobs(request: web.Request) -> web.Response:
     """GET /api/v1/jobs: mail jobs with their recipient counts."""
     async with request.app[POOL].acquire() as conn:
-        rows = [r for r in await jobs.list_jobs(conn) if r["kind"] == "mail"]
+        rows = [r for r in await conn.fetch(queries.JOBS) if r["kind"] == "mail"]
+        counts = await request.app[COUNTS].get(conn, [r["job_id"] for r in rows])
     return web.json_response({"jobs": [
-        {"job_id": r["job_id"], "name": r["name"], "mode": r["mode"], "recipients": r["recipients"],
-         "created_at": r["created_at"].isoformat()} for r in rows]})  # fmt: skip
+        {"job_id": r["job_id"], "name": r["name"], "mode": r["mode"], "recipients": counts.get(r["job_id"], 0),
+         "sent_at": r["sent_at"] and r["sent_at"].isoformat(), "created_at": r["created_at"].isoformat()}
+        for r in sorted(rows, key=lambda r: r["job_id"])]})  # fmt: skip
 
 
 async def create_job(request: web.Request) -> web.Response:
@@ -68,7 +70,8 @@ async def job_report(request: web.Request) -> web.Response:
     job_id, fmt = path_id(request, "job_id"), _format(request)
     async with request.app[POOL].acquire() as conn:
         try:
-            report = await reports.job_report(conn, job_id, request.app[CONFIG].k_anonymity, recipients=True)
+            report = await reports.job_report(conn, job_id, request.app[CONFIG].k_anonymity, request.app[COUNTS],
+                                                  recipients=True)
         except UnknownJob as exc:
             return api_error(404, str(exc))
     if report["kind"] != "mail":

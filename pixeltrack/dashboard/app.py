@@ -12,7 +12,8 @@ from aiohttp import web
 from pixeltrack.core import db
 from pixeltrack.dashboard import api, login, manage, pages, sites
 from pixeltrack.dashboard.config import DashboardConfig
-from pixeltrack.dashboard.keys import CONFIG, LOGIN_LIMIT, POOL, TEMPLATES
+from pixeltrack.dashboard.keys import CONFIG, COUNTS, LOGIN_LIMIT, POOL, TEMPLATES
+from pixeltrack.dashboard.queries import RecipientCounts
 from pixeltrack.dashboard.ratelimit import RateLimiter
 from pixeltrack.dashboard.render import environment
 from pixeltrack.dashboard.security import add_headers, api_errors, authenticate
@@ -61,6 +62,7 @@ def create_app(config: DashboardConfig) -> web.Application:
     app[CONFIG] = config
     app[TEMPLATES] = environment()
     app[LOGIN_LIMIT] = RateLimiter(config.login_attempts)
+    app[COUNTS] = RecipientCounts()
     app.cleanup_ctx.append(pool_ctx)
     app.on_response_prepare.append(add_headers)
     add_page_routes(app)

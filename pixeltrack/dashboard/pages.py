@@ -9,7 +9,7 @@ from aiohttp import web
 from aggregator.mail.report import UnknownJob
 from pixeltrack.dashboard import csvout, queries
 from pixeltrack.dashboard.charts import Series
-from pixeltrack.dashboard.keys import CONFIG, POOL
+from pixeltrack.dashboard.keys import CONFIG, COUNTS, POOL
 from pixeltrack.dashboard.render import page
 from pixeltrack.dashboard.reports import DateRange, bucket, dimension_rows, job_report, rates
 
@@ -38,7 +38,7 @@ async def overview(request: web.Request) -> web.Response:
     """GET /: every mail job and site with headline figures, trends and pipeline health."""
     config = request.app[CONFIG]
     async with request.app[POOL].acquire() as conn:
-        data = await queries.overview(conn)
+        data = await queries.overview(conn, request.app[COUNTS])
         health = await queries.health(conn, config.spool_dir)
     for job in data["jobs"]:
         job["rates"] = rates(job)
@@ -80,9 +80,9 @@ async def _recipients_csv(request: web.Request, job_id: int, name: str) -> web.S
         "Content-Disposition": f'attachment; filename="{csvout.safe_name(name)}-recipients.csv"'})
     await response.prepare(request)
     await response.write(csvout.to_csv(queries.RECIPIENT_COLUMNS, []).encode())
-    query = queries.RECIPIENT_PAGES[("id", "ASC")]
+    query = queries.RECIPIENT_PAGES[("id", "ASC", False)]
     async with request.app[POOL].acquire() as conn, conn.transaction():
-        cursor = await conn.cursor(query, job_id, "", None, 0)
+        cursor = await conn.cursor(query, job_id, None, 0)
         while rows := await cursor.fetch(5000):
             body = csvout.to_csv(None, ([r[c] for c in queries.RECIPIENT_COLUMNS] for r in rows))
             await response.write(body.encode())
@@ -96,7 +96,7 @@ async def job_page(request: web.Request) -> web.StreamResponse:
     days = DateRange.parse(request.query)
     async with request.app[POOL].acquire() as conn:
         try:
-            report = await job_report(conn, job_id, config.k_anonymity)
+            report = await job_report(conn, job_id, config.k_anonymity, request.app[COUNTS])
         except UnknownJob as exc:
             raise web.HTTPNotFound(text=str(exc)) from exc
         if report["kind"] == "site":

@@ -21,17 +21,21 @@ MAIL_TOTALS = """
 SELECT t.job_id, t.kind, t.total, t.machine, t.unique_count, t.inferred
 FROM report_job_totals t JOIN jobs j USING (job_id) WHERE j.kind = 'mail' AND t.kind IN ('open', 'click')
 """
-RECIPIENT_COUNTS = """
-SELECT j.job_id, (SELECT count(*) FROM recipients r WHERE r.job_id = j.job_id) AS recipients
-FROM jobs j WHERE j.kind = 'mail'
+# The highest recipient id of each job, one index probe each: it changes
+# whenever the count can (imports number new recipients from it; no recipient
+# row is ever deleted but with its job), so it keys the count cache.
+TOP_RECIPIENTS = """
+SELECT j.job_id, (SELECT max(recipient_id) FROM recipients r WHERE r.job_id = j.job_id) AS top
+FROM jobs j WHERE j.job_id = ANY($1::bigint[])
 """
+COUNT_RECIPIENTS = "SELECT count(*) FROM recipients WHERE job_id = $1"
 # Human opens and clicks per day of each mail job's last 60 days of activity.
 MAIL_TRENDS = """
-SELECT job_id, date_trunc('day', hour) AS day,
-       coalesce(sum(total - machine) FILTER (WHERE kind = 'open'), 0)::bigint AS opens,
-       coalesce(sum(total - machine) FILTER (WHERE kind = 'click'), 0)::bigint AS clicks
-FROM report_hourly h
-WHERE hour >= (SELECT max(hour) FROM report_hourly m WHERE m.job_id = h.job_id) - interval '60 days'
+WITH last AS (SELECT job_id, max(hour) AS hour FROM report_hourly GROUP BY job_id)
+SELECT h.job_id, date_trunc('day', h.hour) AS day,
+       coalesce(sum(h.total - h.machine) FILTER (WHERE h.kind = 'open'), 0)::bigint AS opens,
+       coalesce(sum(h.total - h.machine) FILTER (WHERE h.kind = 'click'), 0)::bigint AS clicks
+FROM report_hourly h JOIN last ON last.job_id = h.job_id AND h.hour >= last.hour - interval '60 days'
 GROUP BY 1, 2 ORDER BY 1, 2
 """
 SITE_TOTALS = """
@@ -50,38 +54,53 @@ SELECT count(*) FROM raw_hits WHERE job_id = ANY($1::bigint[]) AND received_at >
 # The oldest hit not rolled up, through the partial index raw_hits_unrolled of each partition.
 OLDEST_UNROLLED = "SELECT min(received_at) FROM raw_hits WHERE rolled_at IS NULL"
 
-# Recipients of a personal job, a page at a time, searchable; the ORDER BY is
-# one of the fixed clauses below, never text from the request.
+# Recipients of a personal job, a page at a time; the ORDER BY is one of the
+# fixed clauses below, never text from the request. Without a search, the
+# roll-up table is sorted and cut alone (its primary key serves id order and
+# deep pages) and only the page's addresses are looked up.
+RECIPIENT_COLUMNS_SQL = """a.recipient_id, r.recipient, a.opens, a.machine_opens, a.clicks, a.machine_clicks,
+       a.first_open, a.last_open, a.first_click, a.last_click"""
 RECIPIENT_PAGE = """
-SELECT a.recipient_id, r.recipient, a.opens, a.machine_opens, a.clicks, a.machine_clicks,
-       a.first_open, a.last_open, a.first_click, a.last_click
+SELECT {columns}
+FROM (SELECT * FROM report_recipients a WHERE a.job_id = $1 ORDER BY {order} LIMIT $2 OFFSET $3) a
+LEFT JOIN recipients r ON r.job_id = a.job_id AND r.recipient_id = a.recipient_id
+ORDER BY {order}
+"""
+# Searching (or sorting by address): the addresses lead.
+RECIPIENT_SEARCH = """
+SELECT {columns}
 FROM report_recipients a
 LEFT JOIN recipients r ON r.job_id = a.job_id AND r.recipient_id = a.recipient_id
-WHERE a.job_id = $1 AND ($2::text = '' OR r.recipient ILIKE '%' || $2::text || '%' ESCAPE '\\')
-ORDER BY {order} LIMIT $3 OFFSET $4
+WHERE a.job_id = $1 AND ($4::text = '' OR r.recipient ILIKE '%' || $4::text || '%' ESCAPE '\\')
+ORDER BY {order} LIMIT $2 OFFSET $3
 """
 SORTS = {
     "id": "a.recipient_id", "recipient": "r.recipient", "opens": "a.opens", "clicks": "a.clicks",
-    "first_open": "a.first_open", "last_open": "a.last_open", "last_click": "a.last_click",
+    "first_open": "a.first_open NULLS LAST", "last_open": "a.last_open NULLS LAST",
+    "last_click": "a.last_click NULLS LAST",
 }  # fmt: skip
+
+
+def _order(column: str, way: str) -> str:
+    name, _, nulls = column.partition(" ")
+    return f"{name} {way}{' ' + nulls if nulls else ''}, a.recipient_id {way}"
+
+
 RECIPIENT_PAGES = {
-    (key, way): RECIPIENT_PAGE.format(order=f"{column} {way} NULLS LAST, a.recipient_id")
-    for key, column in SORTS.items() for way in ("ASC", "DESC")
+    (key, way, search): (RECIPIENT_SEARCH if search or key == "recipient" else RECIPIENT_PAGE).format(
+        columns=RECIPIENT_COLUMNS_SQL, order=_order(column, way))
+    for key, column in SORTS.items() for way in ("ASC", "DESC") for search in (False, True)
 }  # fmt: skip
 RECIPIENT_COLUMNS = ("recipient_id", "recipient", "opens", "machine_opens", "clicks", "machine_clicks",
                      "first_open", "last_open", "first_click", "last_click")
 
-# Live panel: raw page views of the last 30 minutes, per minute (primary key range).
+# Live panel: raw page views of the last 30 minutes through the primary key
+# (job_id, received_at), per minute and per page in one pass (GROUPING SETS).
 LIVE = """
-SELECT date_trunc('minute', received_at) AS minute, count(*) AS views
+SELECT date_trunc('minute', received_at) AS minute, url, count(*) AS views
 FROM raw_hits WHERE job_id = $1 AND received_at > now() - interval '30 minutes'
   AND kind = 'page' AND reject_reason IS NULL
-GROUP BY 1 ORDER BY 1
-"""
-LIVE_PAGES = """
-SELECT url, count(*) AS views FROM raw_hits
-WHERE job_id = $1 AND received_at > now() - interval '30 minutes' AND kind = 'page' AND reject_reason IS NULL
-GROUP BY url ORDER BY 2 DESC, 1 LIMIT 5
+GROUP BY GROUPING SETS ((1), (2))
 """
 SET_SENT_AT = "UPDATE jobs SET sent_at = $2 WHERE job_id = $1"
 MAIL_JOBS = "SELECT job_id, name, mode FROM jobs WHERE kind = 'mail' ORDER BY job_id DESC"
@@ -92,17 +111,41 @@ def like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-async def overview(conn: asyncpg.Connection) -> dict[str, Any]:
+class RecipientCounts:
+    """Recipient counts per job, counted again only when the job's highest recipient id moved.
+
+    Counting a million recipients takes a few hundred milliseconds; the
+    overview and every job page need the count of each job they show.
+    """
+
+    def __init__(self) -> None:
+        self._known: dict[int, tuple[int | None, int]] = {}
+
+    async def get(self, conn: asyncpg.Connection, job_ids: list[int]) -> dict[int, int]:
+        """job id -> number of recipients."""
+        out = {}
+        for row in await conn.fetch(TOP_RECIPIENTS, job_ids):
+            job, top = row["job_id"], row["top"]
+            cached = self._known.get(job)
+            if cached is None or cached[0] != top:
+                cached = (top, 0 if top is None else int(await conn.fetchval(COUNT_RECIPIENTS, job)))
+                self._known[job] = cached
+            out[job] = cached[1]
+        return out
+
+
+async def overview(conn: asyncpg.Connection, counts_cache: RecipientCounts) -> dict[str, Any]:
     """Headline figures and daily trends of every mail job and site."""
     totals: dict[int, dict[str, asyncpg.Record]] = {}
     for row in await conn.fetch(MAIL_TOTALS):
         totals.setdefault(row["job_id"], {})[row["kind"]] = row
-    recipients = {r["job_id"]: r["recipients"] for r in await conn.fetch(RECIPIENT_COUNTS)}
+    all_jobs = await conn.fetch(JOBS)
+    recipients = await counts_cache.get(conn, [j["job_id"] for j in all_jobs if j["kind"] == "mail"])
     trends: dict[int, list[dict[str, Any]]] = {}
     for row in await conn.fetch(MAIL_TRENDS):
         trends.setdefault(row["job_id"], []).append(dict(row))
     jobs = []
-    for job in await conn.fetch(JOBS):
+    for job in all_jobs:
         if job["kind"] != "mail":
             continue
         blind, mine = job["mode"] == "blind", totals.get(job["job_id"], {})
@@ -136,16 +179,24 @@ async def health(conn: asyncpg.Connection, spool_dir: Path | None, minutes: int 
 async def recipient_page(conn: asyncpg.Connection, job_id: int, *, q: str, sort: str, way: str, page: int,
                          size: int) -> tuple[list[dict[str, Any]], bool]:
     """One page of recipients and whether another follows (one row more is read, no count)."""
-    query = RECIPIENT_PAGES[(sort if sort in SORTS else "id", "DESC" if way == "desc" else "ASC")]
-    rows = await conn.fetch(query, job_id, like_escape(q), size + 1, (page - 1) * size)
+    key = (sort if sort in SORTS else "id", "DESC" if way == "desc" else "ASC", bool(q))
+    args = (job_id, size + 1, (page - 1) * size) + ((like_escape(q),) if key[2] or key[0] == "recipient" else ())
+    rows = await conn.fetch(RECIPIENT_PAGES[key], *args)
     return [dict(r) for r in rows[:size]], len(rows) > size
 
 
 async def live(conn: asyncpg.Connection, site_id: int) -> dict[str, Any]:
-    """Page views of the last 30 minutes: per minute (zeros included) and the top pages."""
+    """Page views of the last 30 minutes: per minute (zeros included) and the five top pages."""
     now = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0)
-    per_minute = {r["minute"]: r["views"] for r in await conn.fetch(LIVE, site_id)}
+    per_minute: dict[dt.datetime, int] = {}
+    pages: list[tuple[int, str]] = []
+    for row in await conn.fetch(LIVE, site_id):
+        if row["minute"] is not None:
+            per_minute[row["minute"]] = row["views"]
+        else:
+            pages.append((row["views"], row["url"] or ""))
     minutes = [now - dt.timedelta(minutes=29 - i) for i in range(30)]
+    top = sorted(pages, key=lambda p: (-p[0], p[1]))[:5]
     return {"site": site_id, "minutes": [m.strftime("%H:%M") for m in minutes],
             "views": [per_minute.get(m, 0) for m in minutes], "total": sum(per_minute.values()),
-            "pages": [{"url": r["url"], "views": r["views"]} for r in await conn.fetch(LIVE_PAGES, site_id)]}
+            "pages": [{"url": url, "views": views} for views, url in top]}

@@ -17,35 +17,43 @@ import asyncpg
 
 from aggregator.mail import report as mail_report
 from aggregator.web.report import site_report
+from pixeltrack.dashboard.queries import RecipientCounts
 
 HOURLY_UP_TO = dt.timedelta(hours=72)  # longer spans are shown per day
 
 
-class _WithoutRecipients:
-    """build_report's connection minus the one query that loads every recipient.
+class _ReportConnection:
+    """build_report's connection, answering two of its queries more cheaply.
 
-    A job page shows recipients a page at a time straight from the roll-up
-    table (queries.RECIPIENT_PAGES); loading a million of them per view is
-    what the report layer would do otherwise. The key stays (as []), so the
-    page still knows the mode allows identity.
+    - Every recipient (RECIPIENTS): a job page shows recipients a page at a
+      time straight from the roll-up table (queries.RECIPIENT_PAGES); loading
+      a million of them per view is what the report layer would do otherwise.
+      The key stays (as []), so the page still knows the mode allows identity.
+    - The recipient count (RECIPIENT_COUNT) comes from the counts cache, which
+      counts again only when the job's highest recipient id moved.
     """
 
-    def __init__(self, conn: asyncpg.Connection) -> None:
-        self._conn = conn
+    def __init__(self, conn: asyncpg.Connection, counts: RecipientCounts, recipients: bool) -> None:
+        self._conn, self._counts, self._recipients = conn, counts, recipients
 
     async def fetch(self, query: str, *args: Any) -> list[Any]:
-        if query == getattr(mail_report, "RECIPIENTS", None):
+        if not self._recipients and query == getattr(mail_report, "RECIPIENTS", None):
             return []
         return list(await self._conn.fetch(query, *args))
+
+    async def fetchval(self, query: str, *args: Any) -> Any:
+        if query == getattr(mail_report, "RECIPIENT_COUNT", None) and len(args) == 1:
+            return (await self._counts.get(self._conn, [args[0]])).get(args[0], 0)
+        return await self._conn.fetchval(query, *args)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._conn, name)
 
 
-async def job_report(conn: asyncpg.Connection, job_id: int, k: int, recipients: bool = False) -> dict[str, Any]:
+async def job_report(conn: asyncpg.Connection, job_id: int, k: int, counts: RecipientCounts,
+                     recipients: bool = False) -> dict[str, Any]:
     """build_report's dict; per-recipient rows only when asked (the API asks, pages do not)."""
-    source: Any = conn if recipients else _WithoutRecipients(conn)
-    return await mail_report.build_report(source, job_id, k)
+    return await mail_report.build_report(_ReportConnection(conn, counts, recipients), job_id, k)
 
 
 async def web_report(conn: asyncpg.Connection, site_id: int) -> dict[str, Any]:
@@ -120,37 +128,32 @@ class Buckets:
 def bucket(points: Iterable[Mapping[str, Any]], time_key: str, days: DateRange,
            unit: str | None = None) -> Buckets:
     """Sum the numeric fields of ``points`` per hour (spans up to 72 h) or per day, gaps as 0."""
-    kept = [(_moment(p[time_key]), p) for p in points if days.holds(_moment(p[time_key]).date())]
-    fields = sorted({k for _, p in kept for k, v in p.items()
-                     if k != time_key and isinstance(v, int | float) and not isinstance(v, bool)})
+    kept = []
+    for point in points:
+        moment = _moment(point[time_key])
+        if days.holds(moment.date()):
+            kept.append((int(moment.timestamp()), point))
+    keys: set[str] = set().union(*(p.keys() for _, p in kept))
+    fields = sorted(k for k in keys - {time_key}
+                    if any(isinstance(p.get(k), int | float) and not isinstance(p.get(k), bool) for _, p in kept[:50]))
     if not kept:
         return Buckets(unit or "day", [], {f: [] for f in fields})
-    kept.sort(key=lambda pair: pair[0])
-    start, end = kept[0][0], kept[-1][0]
+    first, last = min(t for t, _ in kept), max(t for t, _ in kept)
     if unit is None:
-        unit = "hour" if end - start <= HOURLY_UP_TO else "day"
-    step = dt.timedelta(hours=1) if unit == "hour" else dt.timedelta(days=1)
-
-    def floor(moment: dt.datetime) -> dt.datetime:
-        moment = moment.replace(minute=0, second=0, microsecond=0)
-        return moment if unit == "hour" else moment.replace(hour=0)
-
-    slots: list[dt.datetime] = []
-    cursor = floor(start)
-    while cursor <= floor(end):
-        slots.append(cursor)
-        cursor += step
-    index = {slot: i for i, slot in enumerate(slots)}
-    sums = {f: [0.0] * len(slots) for f in fields}
-    for moment, point in kept:
-        i = index[floor(moment)]
+        unit = "hour" if last - first <= HOURLY_UP_TO.total_seconds() else "day"
+    step = 3600 if unit == "hour" else 86400
+    start = first // step * step  # UTC hours and days: the epoch starts on both
+    sums = {f: [0] * ((last // step * step - start) // step + 1) for f in fields}
+    for second, point in kept:
+        i = (second - start) // step
         for f in fields:
             value = point.get(f)
-            if isinstance(value, int | float):
+            if value:
                 sums[f][i] += value
     fmt = "%Y-%m-%d %H:00" if unit == "hour" else "%Y-%m-%d"
-    as_int = {f: [int(v) if float(v).is_integer() else v for v in values] for f, values in sums.items()}
-    return Buckets(unit, [s.strftime(fmt) for s in slots], as_int)  # type: ignore[arg-type]
+    count = len(next(iter(sums.values()))) if sums else (last // step * step - start) // step + 1
+    labels = [dt.datetime.fromtimestamp(start + i * step, dt.UTC).strftime(fmt) for i in range(count)]
+    return Buckets(unit, labels, sums)  # type: ignore[arg-type]
 
 
 def dimension_rows(values: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:

@@ -18,11 +18,11 @@ SHOWN_CONTACTS = 100
 
 
 def _series(report: dict[str, Any], days: DateRange) -> Any:
-    """Hourly when the range (or the data) spans up to three days, else daily."""
-    hourly = bucket(report["timeline"]["hourly"], "hour", days)
-    if hourly.unit == "hour" and hourly.labels:
-        return hourly
-    return bucket(report["timeline"]["daily"], "day", days, unit="day")
+    """Hourly when the days shown span up to three, else daily (the hourly rows are not even read then)."""
+    daily = bucket(report["timeline"]["daily"], "day", days, unit="day")
+    if 0 < len(daily.labels) <= 3:
+        return bucket(report["timeline"]["hourly"], "hour", days, unit="hour")
+    return daily
 
 
 def _exports(report: dict[str, Any], buckets: Any) -> dict[str, list[dict[str, Any]]]:

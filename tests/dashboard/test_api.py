@@ -8,10 +8,10 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
+from aggregator.mail.report import build_report
 from aggregator.render import render
 from aggregator.web.report import render_site, site_report
 from pixeltrack.dashboard import accounts
-from pixeltrack.dashboard.reports import job_report
 from tests.dashboard.conftest import mail_job, roll, website
 
 
@@ -33,7 +33,7 @@ class TestReports:
         """Same text as the CLI's render (recipients included); CSV on ?format=csv."""
         job = await mail_job(conn)
         await roll(conn)
-        report = await job_report(conn, job, 5, recipients=True)
+        report = await build_report(conn, job, 5)
         answer = await client.get(f"/api/v1/jobs/{job}/report", headers=auth(tokens["viewer"]))
         assert (answer.status, answer.content_type) == (200, "application/json")
         assert await answer.text() == render(report, "json") + "\n"
