@@ -60,7 +60,7 @@ MAIL = (
               'de-DE', 'GET', false
        FROM generate_series(1, 900) i""",
 )
-# $1 site, $2 agents: two weeks of page views, more on weekdays, from search, social and mail.
+# $1 site, $2 agents: two weeks of page views, fewer at weekends, from search, social and links.
 SITE = """
 INSERT INTO raw_hits (hit_id, received_at, kind, job_id, client_ip, user_agent, referer, accept_language, method,
                       url, title, visitor_id, screen)
@@ -70,7 +70,7 @@ SELECT gen_random_uuid(), now() - (i % 14) * interval '1 day' - (i * 7 % 600) * 
               'https://www.bing.com/search?q=running+shoes'])[1 + i % 5],
        'de-DE', 'POST', 'https://shop.example' || (ARRAY['/', '/sale', '/product/42', '/cart', '/blog/spring'])[1 + i * 3 % 5],
        'Shop', 'v' || (i * 13) % 700, '1280x720'
-FROM generate_series(1, 2600) i WHERE i % 14 < 12 OR i % 3 = 0
+FROM generate_series(1, 2600) i WHERE i % 14 NOT IN (5, 6, 12, 13) OR i % 3 = 0
 """  # noqa: E501
 
 
@@ -83,7 +83,7 @@ async def fill(url: str) -> tuple[int, int]:
         for sql in MAIL:
             await conn.execute(sql, job, AGENTS) if "$2" in sql else await conn.execute(sql, job)
         await conn.execute("INSERT INTO jobs (name, mode) VALUES ('Product news', 'anonymous'), ('Invoices', 'blind')")
-        site = int((await create_site(conn, "shop.example", "unique"))["job_id"])
+        site = int((await create_site(conn, "shop.example", "personal"))["job_id"])
         await conn.execute(SITE, site, AGENTS)
         await rollup_all(conn, AggregatorConfig(batch_size=5000))
         await accounts.add_user(conn, "admin@example.org", PASSWORD, "admin")

@@ -181,3 +181,13 @@ class TestOverview:
             number(report["clicks"]["human"]), number(report["clicks"]["unique"]))
         assert metrics(html[html.index(f'data-site="{site}"'):])["pageviews"] == "3"
         assert metrics(html)["rollup_lag"] == "up to date"
+
+    async def test_recipient_count_follows_imports(self, client: TestClient, conn: asyncpg.Connection) -> None:
+        """The cached count is counted again after an import adds recipients (overview, job page and API alike)."""
+        job = await mail_job(conn)
+        await log_in(client)
+        assert metrics(await (await client.get("/")).text())["recipients_count"] == "4"
+        await add_recipients(conn, job, 3, first=5)
+        assert metrics(await (await client.get("/")).text())["recipients_count"] == "7"
+        assert metrics(await (await client.get(f"/jobs/{job}")).text())["recipients_count"] == "7"
+        assert (await build_report(conn, job))["recipients_count"] == 7
