@@ -9,11 +9,14 @@ import os
 import sys
 from collections.abc import Sequence
 
+from aggregator import commands as aggregator_commands
+from collector import commands as collector_commands
 from pixeltrack.cli import jobs as commands
-from pixeltrack.cli import logs
+from pixeltrack.cli import logs, up, websites
 from pixeltrack.core.config import CommonConfig, ConfigError
 from pixeltrack.core.jobs import KINDS, MODES
 from pixeltrack.core.times import parse_time
+from pixeltrack.dashboard import commands as dashboard_commands
 
 log = logging.getLogger("pixeltrack")
 
@@ -67,9 +70,6 @@ def _db_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _service_commands(sub: argparse._SubParsersAction) -> None:
-    from collector import commands as collector_commands
-    from pixeltrack.cli import up
-
     p = sub.add_parser("up", help="start everything: database, collector and aggregator")
     _add_server_flags(p)
     p.set_defaults(func=up.cmd_up, up=True)
@@ -77,10 +77,6 @@ def _service_commands(sub: argparse._SubParsersAction) -> None:
     _add_server_flags(p)
     p.add_argument("--workers", type=int, default=None, help="processes sharing the port (SO_REUSEPORT)")
     p.set_defaults(func=collector_commands.cmd_collector)
-    try:
-        from aggregator import commands as aggregator_commands
-    except ImportError:  # the aggregator is optional for a collector-only host
-        return
     aggregator_commands.register(sub)
 
 
@@ -92,12 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _service_commands(sub)
     _db_commands(sub)
-    for extra in ("pixeltrack.cli.websites",):  # website tracking registers its commands here
-        try:
-            module = __import__(extra, fromlist=["register"])
-        except ImportError:
-            continue
-        module.register(sub)
+    websites.register(sub)
+    dashboard_commands.register(sub)  # dashboard, user, token
     return parser
 
 

@@ -22,6 +22,8 @@ from collector.serve import install_uvloop, serve
 from pixeltrack.core import db, jobs
 from pixeltrack.core.config import CommonConfig
 from pixeltrack.core.mint import Minter
+from pixeltrack.dashboard.commands import dashboard_config
+from pixeltrack.dashboard.serve import first_admin, serve_dashboard, welcome
 
 log = logging.getLogger(__name__)
 
@@ -40,15 +42,19 @@ async def _up(config: CollectorConfig, settings: CommonConfig, log_file: Path | 
     demo = await _demo_urls(config, dataclasses.replace(settings, base_url=base))
     aggregator_config = AggregatorConfig.from_env(os.environ)
 
-    async def aggregate(stop: asyncio.Event) -> None:
-        await run_scheduler(config.database_url, aggregator_config, stop)
+    dashboard = dashboard_config(dataclasses.replace(settings, base_url=base))
+    password = None if os.environ.get("DATABASE_URL") else await first_admin(config.database_url)
 
     operator = f"http://{config.operator_host}:{config.operator_port}" if config.operator_port else None
 
-    def welcome() -> None:
-        _print_welcome(base, demo, aggregator_config.interval, log_file, operator)
+    async def aggregate(stop: asyncio.Event) -> None:
+        await asyncio.gather(run_scheduler(config.database_url, aggregator_config, stop),
+                             serve_dashboard(dashboard, stop))
 
-    await serve(config, extra=aggregate, started=welcome)
+    def started() -> None:
+        _print_welcome(base, demo, aggregator_config.interval, log_file, operator, welcome(dashboard, password))
+
+    await serve(config, extra=aggregate, started=started)
 
 
 async def _demo_urls(config: CollectorConfig, settings: CommonConfig) -> list[str]:
@@ -66,7 +72,8 @@ async def _demo_urls(config: CollectorConfig, settings: CommonConfig) -> list[st
             m.doc_url(job_id, rid, 1), f"pixeltrack report --job {job_id}"]
 
 
-def _print_welcome(base: str, demo: list[str], interval: int, log_file: Path | None, operator: str | None) -> None:
+def _print_welcome(base: str, demo: list[str], interval: int, log_file: Path | None, operator: str | None,
+                   dashboard: str) -> None:
     log_line = f"  log file      {log_file}   (-v shows it all here)\n" if log_file else ""
     metrics = f"{operator}/metrics (operator port)" if operator else "off (PIXELTRACK_OPERATOR_PORT=0)"
     print(f"""
@@ -77,5 +84,6 @@ pixeltrack is up.
   health        {base}/healthz   ready {base}/readyz
   metrics       {metrics}
   report        {demo[3]}   (the aggregator rolls up every {interval} s)
+{dashboard}
 {log_line}Ctrl-C stops everything.
 """, flush=True)

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -66,6 +67,16 @@ class Minter:
         if page < 1:
             raise ValueError("pages are numbered from 1")
         return f"{self.base_url}/d/{self.signer.mint(KIND_DOC, job_id, recipient_id)}/{page}.gif"
+
+    def merge_rows(self, job_id: int, targets: Iterable[tuple[int | None, str]], urls: list[str],
+                   identified: Collection[int] = frozenset(), doc: bool = False) -> Iterator[list[str]]:
+        """A mail-merge table: a header, then per recipient the open (or document) pixel and one
+        click URL per destination (``identified`` recipients' clicks carry their contact)."""
+        yield ["recipient", "open_url", *[f"click_url_{i + 1}" for i in range(len(urls))]]
+        for rid, recipient in targets:
+            first = self.doc_url(job_id, rid) if doc else self.open_url(job_id, rid)
+            identify = rid in identified
+            yield [recipient, first, *[self.click_url(job_id, rid, u, identify) for u in urls]]
 
 
 def with_contact(signer: Signer, url: str, job: int, recipient: int) -> str:

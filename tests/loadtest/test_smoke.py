@@ -73,3 +73,17 @@ class TestAB:
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert re.search(r"^  bare +CPU/hit x1\.000  hits/s x1\.000", proc.stdout, re.MULTILINE), proc.stdout
         assert re.search(r"^  collector +CPU/hit x\d+\.\d{3}  hits/s x\d+\.\d{3}", proc.stdout, re.MULTILINE)
+
+
+@pytest.mark.slow
+class TestDashboardBenchSmoke:
+    """`python -m loadtest.bench_dashboard --scale 0.001` builds its data, serves it and times every route."""
+
+    def test_every_route_answers(self, server_url: str) -> None:
+        """Exit 0 and one table row per route (each route must answer 200); no timing is asserted."""
+        env = {**os.environ, "DATABASE_URL": server_url}
+        proc = subprocess.run([sys.executable, "-m", "loadtest.bench_dashboard", "--scale", "0.001", "--rounds", "2"],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        rows = re.findall(r"^\| (.+?) \| \d+ \| \d+ \| \d+ \| \d+ \|", proc.stdout, re.MULTILINE)
+        assert len(rows) == 15 and rows[0] == "overview", proc.stdout

@@ -1,0 +1,1 @@
+"""The dashboard: report pages, management and the report API, on its own listener (top floor)."""
