@@ -12,9 +12,10 @@ import aiohttp
 import asyncpg
 import pytest
 
+from loadtest.support import free_port
 from pixeltrack.cli.main import main
 from pixeltrack.dashboard import accounts
-from tests.support.process import free_port, start, wait_exit
+from tests.support.process import start, wait_exit
 
 
 @pytest.fixture
