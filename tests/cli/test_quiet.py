@@ -103,7 +103,11 @@ class TestFreshMachine:
         base = r"http://127\.0\.0\.1:\d+"
         expected = ["", r"pixeltrack is up\.", rf"  open pixel    {base}/o/\S+\.gif", rf"  tracked link  {base}/c/\S+",
                     rf"  document page {base}/d/\S+/1\.gif", rf"  health        {base}/healthz .*",
+                    r"  metrics       http://127\.0\.0\.1:\d+/metrics \(operator port\)",
                     r"  report        pixeltrack report --job 1   \(the aggregator rolls up every 60 s\)",
+                    r"  dashboard     http://127\.0\.0\.1:\d+/",
+                    r"  log in as     admin@localhost  password \S+  \(shown once; change it with",
+                    r"                `pixeltrack user add admin@localhost --role admin --replace`\)",
                     r"  log file      \.pixeltrack/pixeltrack\.log   \(-v shows it all here\)",
                     r"Ctrl-C stops everything\."]  # fmt: skip
         assert len(shown) == len(expected) and all(map(re.fullmatch, expected, shown)), shown
@@ -111,7 +115,8 @@ class TestFreshMachine:
         loggers = [re.fullmatch(r"\S+ \S+ INFO (\S+): .*", line) for line in err.splitlines()]
         assert all(loggers), err
         assert {m.group(1) for m in loggers if m} == {
-            "pixeltrack.core.embedded", "pixeltrack.core.db", "collector.serve", "collector.app", "aggregator.scheduler"}
+            "pixeltrack.core.embedded", "pixeltrack.core.db", "collector.serve", "collector.app", "aggregator.scheduler",
+            "pixeltrack.dashboard.serve"}
         assert "apscheduler" in (work / ".pixeltrack" / logs.LOG_FILE).read_text()
 
 
