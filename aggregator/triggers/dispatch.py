@@ -190,6 +190,10 @@ class Dispatcher:
             return await self.post(row)
         except ForbiddenAddress as exc:
             return Outcome(False, error=str(exc), reason="forbidden")
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, ForbiddenAddress):  # refused by GuardedResolver, nothing connected
+                return Outcome(False, error=str(exc.os_error), reason="forbidden")
+            return Outcome(False, error=f"{type(exc).__name__}: {exc}"[:500], reason="connect")
         except TimeoutError:
             return Outcome(False, error=f"no answer within {self.config.timeout:g} s", reason="timeout")
         except (aiohttp.ClientError, aiosmtplib.SMTPException, OSError, ConfigError, ValueError) as exc:

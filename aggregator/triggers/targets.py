@@ -36,9 +36,9 @@ def why_forbidden(address: Address) -> str | None:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return why_forbidden(address.ipv4_mapped)
     for reason, test in (
-        ("loopback", address.is_loopback), ("link-local", address.is_link_local),
-        ("private", address.is_private), ("multicast", address.is_multicast),
-        ("unspecified", address.is_unspecified), ("reserved", address.is_reserved),
+        ("unspecified", address.is_unspecified), ("loopback", address.is_loopback),
+        ("link-local", address.is_link_local), ("private", address.is_private),
+        ("multicast", address.is_multicast), ("reserved", address.is_reserved),
     ):  # fmt: skip
         if test:
             return reason
@@ -82,8 +82,9 @@ def refuse_addresses(host: str, addresses: list[str]) -> None:
     for text in addresses:
         reason = why_forbidden(ipaddress.ip_address(text.split("%")[0]))
         if reason is not None:
+            where = host if literal(host) is not None else f"{host} resolves to {text}"
             raise TargetRefused(
-                f"webhook: {host} is {text} ({reason}); only public addresses may receive events "
+                f"webhook: {where} ({reason}); only public addresses may receive events "
                 "(set PIXELTRACK_TRIGGER_ALLOW_PRIVATE=1 for a receiver on your own network)"
             )
 

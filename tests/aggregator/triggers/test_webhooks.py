@@ -5,8 +5,20 @@ from __future__ import annotations
 import asyncpg
 
 from tests.aggregator.triggers.flow import (
-    APPLE_IP, APPLE_MPP, A, B, GMAIL_IP, GMAIL_PROXY, Receiver, at, dispatcher, make_trigger, raw, roll, scan_at,
-)  # fmt: skip
+    APPLE_IP,
+    APPLE_MPP,
+    GMAIL_IP,
+    GMAIL_PROXY,
+    A,
+    B,
+    Receiver,
+    at,
+    dispatcher,
+    make_trigger,
+    raw,
+    roll,
+    scan_at,
+)
 from tests.support.hits import add_hits, add_job, add_recipients
 
 
