@@ -53,9 +53,9 @@ def alert_text(raw: str) -> tuple[str, str]:
         lines.append(f"Who: {who}")
     lines.append(f"When: {data.get('time') or doc['created']}")
     if "device" in data:
-        device = ", ".join(f"{k.replace('_', ' ')} {data[k]}" for k in ("device", "mail_client", "country")
-                           if data.get(k))  # fmt: skip
-        lines.append(f"Device: {device or 'unknown'}")
+        lines.append(f"Device: {data['device'] or 'unknown'}")
+    lines += [f"{name}: {data[key]}" for key, name in (("mail_client", "Mail client"), ("country", "Country"))
+              if data.get(key)]  # fmt: skip
     if "count" in data:
         lines.append(f"Count: {data['count']}")
     lines += [f"Where: {label}", f"Event: {event}, id {doc['id']}", "", "-- pixeltrack trigger " + str(doc["trigger"])]
