@@ -61,6 +61,8 @@ class TriggerConfig:
             retry_for=env_float(environ, "PIXELTRACK_TRIGGER_RETRY_FOR", DEFAULT_RETRY_FOR),
             per_target=env_int(environ, "PIXELTRACK_TRIGGER_PER_TARGET", 4),
             in_flight=env_int(environ, "PIXELTRACK_TRIGGER_IN_FLIGHT", 32),
+            lease=env_float(environ, "PIXELTRACK_TRIGGER_LEASE", 60.0),
+            poll=env_float(environ, "PIXELTRACK_TRIGGER_POLL", 0.5),
             smtp_url=environ.get("PIXELTRACK_SMTP_URL") or None,
             smtp_from=environ.get("PIXELTRACK_SMTP_FROM") or "pixeltrack@localhost",
             metrics_port=port or None,
@@ -82,11 +84,13 @@ class TriggerConfig:
             ("PIXELTRACK_TRIGGER_RETRY_FOR", self.retry_for, 0),
             ("PIXELTRACK_TRIGGER_PER_TARGET", self.per_target, 1),
             ("PIXELTRACK_TRIGGER_IN_FLIGHT", self.in_flight, 1),
+            ("PIXELTRACK_TRIGGER_POLL", self.poll, 0.01),
         ):
             if value < low:
                 raise ConfigError(f"{name} must be at least {low}, got {value}")
         if self.lease <= self.timeout:
-            raise ConfigError("PIXELTRACK_TRIGGER_TIMEOUT must be shorter than the claim lease (60 s)")
+            raise ConfigError("PIXELTRACK_TRIGGER_LEASE must be longer than PIXELTRACK_TRIGGER_TIMEOUT: a claimed "
+                              f"delivery must be sent before another aggregator may take it ({self.lease} <= {self.timeout})")
 
     @property
     def traffic(self) -> list[str]:
