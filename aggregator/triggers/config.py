@@ -89,8 +89,10 @@ class TriggerConfig:
             if value < low:
                 raise ConfigError(f"{name} must be at least {low}, got {value}")
         if self.lease <= self.timeout:
-            raise ConfigError("PIXELTRACK_TRIGGER_LEASE must be longer than PIXELTRACK_TRIGGER_TIMEOUT: a claimed "
-                              f"delivery must be sent before another aggregator may take it ({self.lease} <= {self.timeout})")
+            raise ConfigError(
+                "PIXELTRACK_TRIGGER_LEASE must be longer than PIXELTRACK_TRIGGER_TIMEOUT: a claimed delivery must be "
+                f"sent before another aggregator may take it ({self.lease} <= {self.timeout})"
+            )
 
     @property
     def traffic(self) -> list[str]:
