@@ -136,7 +136,7 @@ class TestSharedOutbox:
     async def test_per_target_limit(self, conn: asyncpg.Connection, db_url: str, receiver: Receiver) -> None:
         """per_target 2: a slow receiver never sees more than two requests at once."""
         await clicks_job(conn, receiver.url, clicks=8)
-        receiver.delay = 0.1
+        receiver.delay = 0.3
         async with dispatcher(db_url, dataclasses.replace(CFG, per_target=2)) as d:
             while await d.run_once():
                 pass
@@ -145,12 +145,12 @@ class TestSharedOutbox:
     async def test_lapsed_lease(self, conn: asyncpg.Connection, db_url: str, receiver: Receiver) -> None:
         """A dispatcher that claims and dies: nobody sends until its lease lapses, then exactly once."""
         await clicks_job(conn, receiver.url)
-        short = dataclasses.replace(CFG, lease=0.5)
+        short = dataclasses.replace(CFG, lease=2.0)
         dead = await conn.fetch(CLAIM, await conn.fetchval("SELECT now()"), 10, 4, short.lease, "killed-owner")
         assert len(dead) == 1
         async with dispatcher(db_url, short) as d:
             assert await d.run_once() == 0
-            await asyncio.sleep(0.6)
+            await asyncio.sleep(2.1)
             assert await d.run_once() == 1
         assert len(receiver.posts) == 1
 

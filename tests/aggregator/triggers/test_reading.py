@@ -157,3 +157,28 @@ class TestDocumentsReport:
         """A job without document pages has no documents section."""
         job = await add_job(conn, "personal")
         assert "documents" not in await build_report(conn, job)
+
+
+class TestErasure:
+    """What identifies a reader goes with `forget` and with the retention purge (foreign keys cascade)."""
+
+    async def test_forget(self, conn: asyncpg.Connection) -> None:
+        """Forgetting r1 deletes r1's per-page rows and reading state; r2's and the aggregates stay."""
+        from aggregator.privacy.forget import forget
+
+        job = await reading_job(conn, "personal")
+        assert await conn.fetchval("SELECT count(*) FROM doc_reading_state") == 2
+        await forget(conn, "r1@example.org", job)
+        rows = await conn.fetch("SELECT DISTINCT recipient_id FROM doc_reader_pages")
+        assert [r["recipient_id"] for r in rows] == [2]
+        assert await conn.fetchval("SELECT count(*) FROM doc_reading_state") == 1
+        assert await conn.fetchval("SELECT sum(views) FROM doc_pages WHERE job_id = $1", job) == 6
+
+    async def test_retention(self, conn: asyncpg.Connection) -> None:
+        """Once the job's key and hashes are destroyed, so is every reader's state."""
+        from aggregator.privacy.retention import destroy_keys
+
+        job = await reading_job(conn, "unique")
+        await conn.execute("UPDATE jobs SET retention_days = 1, created_at = now() - interval '3 days'")
+        assert await destroy_keys(conn, dt.datetime.now(dt.UTC)) == (1, 2 + 6)  # key; 'doc' and 'doc_page' hashes
+        assert await conn.fetchval("SELECT count(*) FROM doc_reading_state WHERE job_id = $1", job) == 0
