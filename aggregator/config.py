@@ -15,6 +15,8 @@ DEFAULT_K = 5
 DEFAULT_RETENTION_DAYS = 90
 # Daily purge time, UTC hour.
 DEFAULT_PURGE_HOUR = 3
+# Document reading: a gap between two page views longer than this is idle time.
+DEFAULT_READING_IDLE = 300
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,7 @@ class AggregatorConfig:
     k_anonymity: int = DEFAULT_K  # smallest demographic cell shown on its own
     retention_days: int = DEFAULT_RETENTION_DAYS  # raw partitions kept at least this long
     purge_hour: int = DEFAULT_PURGE_HOUR
+    reading_idle: int = DEFAULT_READING_IDLE  # longest gap between page views that counts as reading
     enrich: EnrichConfig = field(default_factory=EnrichConfig)
 
     @classmethod
@@ -39,6 +42,7 @@ class AggregatorConfig:
             k_anonymity=env_int(environ, "PIXELTRACK_K_ANONYMITY", DEFAULT_K),
             retention_days=env_int(environ, "PIXELTRACK_RETENTION_DAYS", DEFAULT_RETENTION_DAYS),
             purge_hour=env_int(environ, "PIXELTRACK_PURGE_HOUR", DEFAULT_PURGE_HOUR),
+            reading_idle=env_int(environ, "PIXELTRACK_READING_IDLE", DEFAULT_READING_IDLE),
             enrich=EnrichConfig.from_env(environ),
         )
         cfg.check()
@@ -51,6 +55,7 @@ class AggregatorConfig:
             ("PIXELTRACK_ROLLUP_BATCH", self.batch_size, 1),
             ("PIXELTRACK_K_ANONYMITY", self.k_anonymity, 1),
             ("PIXELTRACK_RETENTION_DAYS", self.retention_days, 1),
+            ("PIXELTRACK_READING_IDLE", self.reading_idle, 1),
         ):
             if value < low:
                 raise ConfigError(f"{name} must be at least {low}, got {value}")

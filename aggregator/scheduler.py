@@ -1,5 +1,9 @@
 """The aggregator service: roll-up every N seconds, purge daily (APScheduler).
 
+Triggers: a scan every few seconds puts settled events into the outbox
+(aggregator/triggers/outbox.py) and a dispatcher task delivers them
+(aggregator/triggers/dispatch.py); on stop, sends in flight finish first.
+
 Each job runs at most one instance at a time and missed runs are coalesced;
 on stop the scheduler is paused, the run in progress finishes its batch (a
 batch is one transaction, so stopping between batches loses nothing), then
@@ -19,6 +23,10 @@ from aggregator.config import AggregatorConfig
 from aggregator.enrich.enricher import Enriching, make_enricher
 from aggregator.privacy.retention import purge
 from aggregator.rollup import rollup_all
+from aggregator.triggers.config import TriggerConfig
+from aggregator.triggers.dispatch import Dispatcher
+from aggregator.triggers.metrics import TriggerMetrics
+from aggregator.triggers.outbox import refresh_gauges, scan
 from pixeltrack.core import db
 
 log = logging.getLogger(__name__)
@@ -27,12 +35,15 @@ log = logging.getLogger(__name__)
 class Service:
     """The scheduled work, sharing one pool and one enricher."""
 
-    def __init__(self, pool: asyncpg.Pool, config: AggregatorConfig, stop: asyncio.Event) -> None:
+    def __init__(self, pool: asyncpg.Pool, config: AggregatorConfig, stop: asyncio.Event,
+                 triggers: TriggerConfig | None = None) -> None:  # fmt: skip
         self.pool = pool
         self.config = config
         self.stop = stop
         self.enricher: Enriching = make_enricher(config.enrich)
         self.busy = asyncio.Lock()  # held while a job runs; stop waits for it
+        self.triggers = triggers or TriggerConfig()
+        self.trigger_metrics = TriggerMetrics()
 
     async def rollup_job(self) -> None:
         """One roll-up of everything pending; errors are logged, the next run retries."""
@@ -50,26 +61,45 @@ class Service:
             except (asyncpg.PostgresError, OSError):
                 log.exception("purge failed; it runs again tomorrow")
 
+    async def trigger_scan_job(self) -> None:
+        """Settled events of every trigger into the outbox (a transaction per trigger)."""
+        async with self.pool.acquire() as conn:
+            try:
+                now = dt.datetime.now(dt.UTC)
+                await scan(conn, self.triggers, now=now, idle=self.config.reading_idle, metrics=self.trigger_metrics)
+                await refresh_gauges(conn, self.trigger_metrics, now)
+            except (asyncpg.PostgresError, OSError):
+                log.exception("trigger scan failed; its watermark did not move, the next scan retries")
+
     def schedule(self, scheduler: AsyncIOScheduler) -> None:
-        """Add both jobs: roll-up now and every interval, purge daily at purge_hour UTC."""
+        """Add the jobs: roll-up now and every interval, trigger scan, purge daily at purge_hour UTC."""
         common = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
         scheduler.add_job(self.rollup_job, "interval", seconds=self.config.interval, id="rollup",
                           next_run_time=dt.datetime.now(dt.UTC), **common)  # fmt: skip
         scheduler.add_job(self.purge_job, "cron", hour=self.config.purge_hour, minute=7, id="purge", **common)
+        scheduler.add_job(self.trigger_scan_job, "interval", seconds=self.triggers.scan_interval, id="triggers",
+                          **common)  # fmt: skip
 
 
-async def run_scheduler(database_url: str, config: AggregatorConfig, stop: asyncio.Event) -> None:
+async def run_scheduler(database_url: str, config: AggregatorConfig, stop: asyncio.Event,
+                        triggers: TriggerConfig | None = None) -> None:  # fmt: skip
     """Run the aggregator in the current event loop until ``stop`` is set."""
-    pool = await db.create_pool(database_url, min_size=1, max_size=2)
+    triggers = triggers or TriggerConfig.from_env()
+    pool = await db.create_pool(database_url, min_size=1, max_size=4)  # roll-up, trigger scan, dispatcher
     try:
         async with pool.acquire() as conn:
             await db.ensure_partitions(conn)
-        service = Service(pool, config, stop)
+        service = Service(pool, config, stop, triggers)
+        if triggers.metrics_port:
+            from prometheus_client import start_http_server
+
+            start_http_server(triggers.metrics_port, registry=service.trigger_metrics.registry)
         scheduler = AsyncIOScheduler(timezone=dt.UTC)
         service.schedule(scheduler)
         scheduler.start()
         log.info("aggregator: roll-up every %d s, purge daily at %02d:07 UTC", config.interval, config.purge_hour)
-        await stop.wait()
+        async with Dispatcher(pool, triggers, service.trigger_metrics) as dispatcher:
+            await dispatcher.run(stop)  # returns on stop, once the sends in flight are recorded
         scheduler.pause()
         async with service.busy:  # let the batch in progress commit
             scheduler.shutdown(wait=False)

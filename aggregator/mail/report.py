@@ -14,6 +14,8 @@ from typing import Any
 
 import asyncpg
 
+from aggregator.mail.reading import documents_section
+
 JOB = "SELECT job_id, name, kind, mode, sent_at FROM jobs WHERE job_id = $1"
 RECIPIENT_COUNT = "SELECT count(*) FROM recipients WHERE job_id = $1"
 TOTALS = "SELECT kind, total, machine, unique_count, inferred FROM report_job_totals WHERE job_id = $1"
@@ -152,4 +154,7 @@ async def build_report(conn: asyncpg.Connection, job_id: int, k: int = 5) -> dic
         for r in await conn.fetch(TIMELINE, job_id)
     ]  # fmt: skip
     report["breakdowns"] = breakdowns(await conn.fetch(BREAKDOWNS, job_id), blind)
+    documents = await documents_section(conn, job_id, mode)  # document pages read, where there are any
+    if documents is not None:
+        report["documents"] = documents
     return report

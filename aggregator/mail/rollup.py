@@ -23,6 +23,7 @@ from aggregator.config import AggregatorConfig
 from aggregator.enrich.enricher import Enriching, make_enricher
 from aggregator.mail import queries
 from aggregator.mail import tracks as modes
+from aggregator.mail.reading import merge_reads
 from aggregator.mail.rows import BATCH_COLUMNS, BatchBuilder
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,7 @@ async def run_batch(
         if fault is not None:
             await fault()  # tests: a run killed between claim and merge
         await merge(conn, hits, enriched, stats)
+        await merge_reads(conn, hits, config.reading_idle)  # document reading time, same transaction
     return len(hits)
 
 

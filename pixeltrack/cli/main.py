@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from aggregator import commands as aggregator_commands
 from collector import commands as collector_commands
 from pixeltrack.cli import jobs as commands
-from pixeltrack.cli import logs, up, websites
+from pixeltrack.cli import logs, triggers, up, websites
 from pixeltrack.core.config import CommonConfig, ConfigError
 from pixeltrack.core.jobs import KINDS, MODES
 from pixeltrack.core.times import parse_time
@@ -89,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     _service_commands(sub)
     _db_commands(sub)
     websites.register(sub)
+    triggers.register(sub)
     dashboard_commands.register(sub)  # dashboard, user, token
     return parser
 

@@ -1,0 +1,314 @@
+"""Reading time per document page, from the page pixels (kind 'doc') of one reader.
+
+A reader is a recipient, known by the job's keyed recipient hash (``rhash``),
+so unique and anonymous jobs have readers too without any identity. Each
+page view is timed by the gap to the same reader's next page view, capped at
+the idle limit (``PIXELTRACK_READING_IDLE``, default 5 minutes; a longer gap
+also ends the reading session), as Papermark and DocSend do. The last view
+has no time: nothing tells when the reader stopped. Two or more pages within
+a second of each other are a viewer pre-loading every image: not reading, so
+neither a view nor any time. The same page again within a second is one view.
+
+Merged at roll-up (``merge_reads``, in the roll-up's transaction) into
+aggregates per page for every mode (views only for blind jobs, whose hits
+tell no reader apart) and, for personal tracking, per reader and page.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+BURST_SECONDS = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class PageView:
+    """One page pixel of one reader."""
+
+    at: dt.datetime
+    page: int
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    """A page view as read: its seconds (None for a pre-load or while no later view tells)."""
+
+    at: dt.datetime
+    page: int
+    seconds: float | None
+    preload: bool
+    new_session: bool
+
+
+def collapse(views: Sequence[PageView], burst: float = BURST_SECONDS) -> list[PageView]:
+    """Views in time order, a repeat of the same page within ``burst`` seconds dropped."""
+    kept: list[PageView] = []
+    for view in sorted(views, key=lambda v: (v.at, v.page)):
+        if kept and kept[-1].page == view.page and (view.at - kept[-1].at).total_seconds() < burst:
+            continue
+        kept.append(view)
+    return kept
+
+
+def reads(views: Sequence[PageView], idle: float, burst: float = BURST_SECONDS) -> list[Read]:
+    """One reader's views, timed: gap to the next view capped at ``idle``; pre-load bursts untimed."""
+    kept = collapse(views, burst)
+    gaps = [(b.at - a.at).total_seconds() for a, b in zip(kept, kept[1:], strict=False)]
+    out = []
+    for i, view in enumerate(kept):
+        before = gaps[i - 1] if i else None
+        after = gaps[i] if i < len(gaps) else None
+        preload = (before is not None and before < burst) or (after is not None and after < burst)
+        seconds = None if preload or after is None else min(after, idle)
+        out.append(Read(view.at, view.page, seconds, preload, before is None or before > idle))
+    return out
+
+
+# ----------------------------------------------------------------- roll-up --
+DOC_ROWS = """
+SELECT hit_id, job_id, received_at, track, recipient_id, rhash FROM rollup_batch
+WHERE kind = 'doc' AND NOT machine AND track <> 'rejected'
+"""
+LOAD_STATE = """
+SELECT s.job_id, s.hash, s.last_at, s.last_page, s.last_preload, s.furthest
+FROM unnest($1::bigint[], $2::bytea[]) AS k(job_id, hash)
+JOIN doc_reading_state s ON s.job_id = k.job_id AND s.hash = k.hash
+"""
+SAVE_STATE = """
+INSERT INTO doc_reading_state AS t (job_id, hash, last_at, last_page, last_preload, furthest)
+SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::timestamptz[], $4::integer[], $5::boolean[], $6::integer[])
+ON CONFLICT (job_id, hash) DO UPDATE SET last_at = excluded.last_at, last_page = excluded.last_page,
+    last_preload = excluded.last_preload, furthest = excluded.furthest
+"""
+SEEN_PAGES = """
+INSERT INTO unique_seen (job_id, kind, link_id, hash)
+SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bytea[]) ON CONFLICT DO NOTHING
+RETURNING job_id, link_id
+"""
+MERGE_PAGES = """
+INSERT INTO doc_pages AS t (job_id, page, views, preloaded, readers, furthest, seconds, timed)
+SELECT * FROM unnest($1::bigint[], $2::integer[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[],
+                     $7::float8[], $8::bigint[])
+ON CONFLICT (job_id, page) DO UPDATE SET
+    views = t.views + excluded.views, preloaded = t.preloaded + excluded.preloaded,
+    readers = t.readers + excluded.readers, furthest = t.furthest + excluded.furthest,
+    seconds = t.seconds + excluded.seconds, timed = t.timed + excluded.timed
+"""
+MERGE_SECONDS = """
+INSERT INTO doc_page_seconds AS t (job_id, page, seconds, views)
+SELECT * FROM unnest($1::bigint[], $2::integer[], $3::integer[], $4::bigint[])
+ON CONFLICT (job_id, page, seconds) DO UPDATE SET views = t.views + excluded.views
+"""
+MERGE_READERS = """
+INSERT INTO doc_reader_pages AS t (job_id, recipient_id, page, views, seconds)
+SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::integer[], $4::bigint[], $5::float8[])
+ON CONFLICT (job_id, recipient_id, page) DO UPDATE SET
+    views = t.views + excluded.views, seconds = t.seconds + excluded.seconds
+"""
+PAGE_FIELDS = ("views", "preloaded", "readers", "furthest", "seconds", "timed")
+
+
+@dataclass(frozen=True, slots=True)
+class Last:
+    """A reader's last view so far (``doc_reading_state``)."""
+
+    at: dt.datetime
+    page: int
+    preload: bool
+    furthest: int
+
+
+@dataclass
+class Tally:
+    """One batch's additions, merged with one statement per table."""
+
+    pages: defaultdict[tuple[int, int], dict[str, float]] = field(
+        default_factory=lambda: defaultdict(lambda: dict.fromkeys(PAGE_FIELDS, 0))
+    )
+    seconds: defaultdict[tuple[int, int, int], int] = field(default_factory=lambda: defaultdict(int))
+    readers: defaultdict[tuple[int, int, int], list[float]] = field(
+        default_factory=lambda: defaultdict(lambda: [0, 0.0])
+    )
+    seen: set[tuple[int, bytes, int]] = field(default_factory=set)
+
+    def view(self, job: int, rid: int | None, page: int, count: int = 1) -> None:
+        """A view counted (or, with -1, one found to be a pre-load after all)."""
+        self.pages[(job, page)]["views"] += count
+        if rid is not None:
+            self.readers[(job, rid, page)][0] += count
+
+    def timed(self, job: int, rid: int | None, page: int, seconds: float) -> None:
+        """Reading seconds of one view."""
+        self.pages[(job, page)]["seconds"] += seconds
+        self.pages[(job, page)]["timed"] += 1
+        self.seconds[(job, page, round(seconds))] += 1
+        if rid is not None:
+            self.readers[(job, rid, page)][1] += seconds
+
+    async def merge(self, conn: asyncpg.Connection) -> None:
+        """Readers of each page first (new unique_seen rows), then every table."""
+        if self.seen:
+            seen = sorted(self.seen)
+            added = await conn.fetch(SEEN_PAGES, [r[0] for r in seen], ["doc_page"] * len(seen),
+                                     [r[2] for r in seen], [r[1] for r in seen])  # fmt: skip
+            for r in added:
+                self.pages[(r["job_id"], r["link_id"])]["readers"] += 1
+        tables: tuple[tuple[str, list[tuple[Any, ...]]], ...] = (
+            (MERGE_PAGES, [(*k, *(v[f] for f in PAGE_FIELDS)) for k, v in self.pages.items()]),
+            (MERGE_SECONDS, [(*k, v) for k, v in self.seconds.items()]),
+            (MERGE_READERS, [(*k, *v) for k, v in self.readers.items()]),
+        )
+        for sql, rows in tables:
+            if rows:
+                await conn.execute(sql, *[list(col) for col in zip(*sorted(rows), strict=True)])
+
+
+def advance(
+    job: int, rid: int | None, last: Last | None, views: list[PageView], idle: float, tally: Tally
+) -> tuple[Last, list[int]]:
+    """Add one reader's new views of a batch to ``tally``; return their new last view and the pages read."""
+    late = [v for v in views if last is not None and v.at <= last.at]
+    for view in late:  # arrived after later views were rolled up: a view, but untimed
+        tally.view(job, rid, view.page)
+    on_time = [v for v in views if last is None or v.at > last.at]
+    timed = reads(([PageView(last.at, last.page)] if last else []) + on_time, idle)
+    rest = timed
+    if last is not None:
+        first, rest = timed[0], timed[1:]
+        if first.preload and not last.preload:  # counted as a view, then the rest of its burst came
+            tally.view(job, rid, last.page, -1)
+            tally.pages[(job, last.page)]["preloaded"] += 1
+        elif not last.preload and first.seconds is not None:
+            tally.timed(job, rid, last.page, first.seconds)
+    for read in rest:
+        if read.preload:
+            tally.pages[(job, read.page)]["preloaded"] += 1
+            continue
+        tally.view(job, rid, read.page)
+        if read.seconds is not None:
+            tally.timed(job, rid, read.page, read.seconds)
+    counted = [v.page for v in late] + [r.page for r in rest if not r.preload]
+    furthest = max([last.furthest if last else 0, *counted])
+    if last is not None and not rest:
+        return Last(last.at, last.page, last.preload, furthest), counted
+    end = timed[-1]
+    return Last(end.at, end.page, end.preload, furthest), counted
+
+
+async def merge_reads(conn: asyncpg.Connection, hits: Sequence[Mapping[str, Any]], idle: float) -> None:
+    """Merge the batch's human document views (rows of ``rollup_batch``) in the roll-up's transaction."""
+    pages = {h["hit_id"]: h["page"] for h in hits if h["kind"] == "doc" and h["page"] is not None}
+    if not pages:
+        return
+    tally = Tally()
+    readers: defaultdict[tuple[int, bytes], list[PageView]] = defaultdict(list)
+    personal: dict[tuple[int, bytes], int] = {}
+    for row in await conn.fetch(DOC_ROWS):
+        page = pages.get(row["hit_id"])
+        if page is None:
+            continue
+        if row["rhash"] is None:  # blind, or the job's key is destroyed: a view, no reader
+            tally.view(row["job_id"], None, page)
+            continue
+        key = (row["job_id"], bytes(row["rhash"]))
+        readers[key].append(PageView(row["received_at"], page))
+        if row["recipient_id"] is not None:
+            personal[key] = row["recipient_id"]
+    if readers:
+        await _advance_all(conn, readers, personal, idle, tally)
+    await tally.merge(conn)
+
+
+async def _advance_all(conn: asyncpg.Connection, readers: Mapping[tuple[int, bytes], list[PageView]],
+                       personal: Mapping[tuple[int, bytes], int], idle: float, tally: Tally) -> None:
+    keys = sorted(readers)
+    states = {
+        (r["job_id"], bytes(r["hash"])): Last(r["last_at"], r["last_page"], r["last_preload"], r["furthest"])
+        for r in await conn.fetch(LOAD_STATE, [k[0] for k in keys], [k[1] for k in keys])
+    }
+    saved = []
+    for key in keys:
+        job, rhash = key
+        before = states.get(key)
+        after, counted = advance(job, personal.get(key), before, readers[key], idle, tally)
+        old = before.furthest if before else 0
+        if after.furthest != old:  # the reader got further: reached by one more reader from here back
+            if old:
+                tally.pages[(job, old)]["furthest"] -= 1
+            tally.pages[(job, after.furthest)]["furthest"] += 1
+        tally.seen.update((job, rhash, page) for page in counted)
+        saved.append((job, rhash, after.at, after.page, after.preload, after.furthest))
+    await conn.execute(SAVE_STATE, *[list(col) for col in zip(*saved, strict=True)])
+
+
+# ------------------------------------------------------------------ report --
+PAGES = """
+SELECT page, views, preloaded, readers, seconds, timed,
+       sum(furthest) OVER (ORDER BY page DESC)::bigint AS reached
+FROM doc_pages WHERE job_id = $1 ORDER BY page
+"""
+HISTOGRAM = "SELECT page, seconds, views FROM doc_page_seconds WHERE job_id = $1 AND views > 0 ORDER BY page, seconds"
+READERS = """
+SELECT d.recipient_id, r.recipient, d.page, d.views, d.seconds
+FROM doc_reader_pages d
+LEFT JOIN recipients r ON r.job_id = d.job_id AND r.recipient_id = d.recipient_id
+WHERE d.job_id = $1 ORDER BY d.recipient_id, d.page
+"""
+
+
+def median(counts: Sequence[tuple[int, int]]) -> float | None:
+    """Median of a histogram given as (value, count) pairs in value order."""
+    total = sum(n for _, n in counts)
+    if not total:
+        return None
+    values = []
+    for rank in ((total - 1) // 2, total // 2):
+        seen = 0
+        for value, n in counts:
+            seen += n
+            if rank < seen:
+                values.append(value)
+                break
+    return (values[0] + values[1]) / 2
+
+
+def reader_entries(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Per reader (personal tracking): seconds in all, furthest page, and each page's views and seconds."""
+    readers: dict[int, dict[str, Any]] = {}
+    for r in rows:
+        entry = readers.setdefault(r["recipient_id"], {
+            "recipient_id": r["recipient_id"], "recipient": r["recipient"], "total_seconds": 0.0,
+            "furthest_page": 0, "pages": []})  # fmt: skip
+        entry["pages"].append({"page": r["page"], "views": r["views"], "seconds": round(r["seconds"], 1)})
+        entry["total_seconds"] = round(entry["total_seconds"] + r["seconds"], 1)
+        if r["views"] > 0:
+            entry["furthest_page"] = max(entry["furthest_page"], r["page"])
+    return list(readers.values())
+
+
+async def documents_section(conn: asyncpg.Connection, job_id: int, mode: str) -> dict[str, Any] | None:
+    """The report's ``documents``: per page views, readers, reached, median and total seconds; None without any."""
+    rows = await conn.fetch(PAGES, job_id)
+    if not rows:
+        return None
+    blind = mode == "blind"
+    hist: defaultdict[int, list[tuple[int, int]]] = defaultdict(list)
+    for h in await conn.fetch(HISTOGRAM, job_id):
+        hist[h["page"]].append((h["seconds"], h["views"]))
+    pages = [
+        {"page": r["page"], "views": r["views"], "preloaded": r["preloaded"],
+         "unique_readers": None if blind else r["readers"], "reached": None if blind else r["reached"],
+         "median_seconds": None if blind else median(hist[r["page"]]),
+         "total_seconds": None if blind else round(r["seconds"], 1), "timed_views": None if blind else r["timed"]}
+        for r in rows
+    ]  # fmt: skip
+    section: dict[str, Any] = {"pages": pages}
+    if mode in ("personal", "permission_personal"):
+        section["readers"] = reader_entries(await conn.fetch(READERS, job_id))
+    return section
