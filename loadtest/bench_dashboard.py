@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import datetime as dt
 import os
-import secrets
 import statistics
 import subprocess
 import sys
@@ -33,8 +32,8 @@ from pathlib import Path
 
 import aiohttp
 
-from loadtest.bench_aggregator import admin, host, with_database
-from loadtest.support import free_port
+from loadtest.bench_aggregator import host
+from loadtest.support import create_database, drop_database, free_port, with_database
 from pixeltrack.core import db
 from pixeltrack.dashboard import accounts
 
@@ -247,11 +246,9 @@ async def main(scale: float, rounds: int, keep: bool, reuse: str | None) -> None
     server = os.environ.get("DATABASE_URL")
     if not server:
         raise SystemExit("DATABASE_URL is not set: point it at a PostgreSQL server to benchmark on")
-    name = reuse or f"pt_dash_{secrets.token_hex(4)}"
-    url = with_database(server, name)
+    url = with_database(server, reuse) if reuse else await create_database(server, "pt_dash")
+    name = url.rsplit("/", 1)[-1].split("?")[0]
     keep = keep or reuse is not None
-    if not reuse:
-        await admin(server, f'CREATE DATABASE "{name}"')
     proc = None
     try:
         await db.apply_schema(url)
@@ -270,7 +267,7 @@ async def main(scale: float, rounds: int, keep: bool, reuse: str | None) -> None
             proc.terminate()
             proc.wait(30)
         if not keep:
-            await admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await drop_database(server, url)
 
 
 if __name__ == "__main__":

@@ -87,7 +87,8 @@ class TestFreshMachine:
         """`up` prints its URLs on stdout and only pixeltrack's own INFO lines on stderr (no initdb, no scheduler)."""
         env, work = fresh_machine(fresh), fresh / "work"
         proc = subprocess.Popen([sys.executable, "-m", "pixeltrack.cli.main", "up", "--port", str(free_port())],
-                                env=env | {"PIXELTRACK_DRAIN_GRACE": "0.1"}, cwd=work, text=True,
+                                env=env | {"PIXELTRACK_DRAIN_GRACE": "0.1", "PIXELTRACK_OPERATOR_PORT": str(free_port()),
+                                             "PIXELTRACK_DASHBOARD_PORT": str(free_port())}, cwd=work, text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
         assert proc.stdout is not None
         shown: list[str] = []
