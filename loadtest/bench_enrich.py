@@ -25,7 +25,7 @@ from typing import Any
 
 from aggregator.enrich import EnrichConfig, Enricher
 
-FIXTURE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "user_agents.json"
+FIXTURE = Path(__file__).resolve().parent.parent / "tests" / "support" / "fixtures" / "user_agents.json"
 LANGUAGES = ["en-US,en;q=0.9", "de-DE,de;q=0.9", "fr-FR,fr;q=0.8", None]
 REFERERS = [None, None, "https://www.google.com/", "https://mail.google.com/", "https://t.co/x"]
 
