@@ -31,7 +31,8 @@ PIXELTRACK_INTERNAL_HOSTS           the site's own hosts (referrer => internal)
 from __future__ import annotations
 
 from aggregator.enrich.config import EnrichConfig
-from aggregator.enrich.enricher import OUTPUT_KEYS, Enricher, language
+from aggregator.enrich.enricher import OUTPUT_KEYS, Enricher
 from aggregator.enrich.geo import mask_ip
+from aggregator.enrich.text import language
 
 __all__ = ["OUTPUT_KEYS", "EnrichConfig", "Enricher", "language", "mask_ip"]
