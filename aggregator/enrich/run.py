@@ -39,8 +39,9 @@ LIMIT = 65_536
 GEO_KEYS = ("country", "region", "city", "asn", "network")
 # What one address contributes: geo columns, masked address, in Apple's relay, in a scanner network.
 Spot = tuple[dict[str, Any], str | None, bool, bool]
-# One agent: its client and its client columns per (machine reason, family).
-Agent = tuple[Client, dict[tuple[str | None, str | None], dict[str, Any]]]
+# One agent: its client and its client columns: not a machine (key None), or
+# per (machine reason, family).
+Agent = tuple[Client, dict[tuple[str, str | None] | None, dict[str, Any]]]
 Opened = set[tuple[Any, Any]]  # (job_id, recipient_id) of recipients with an open
 NOWHERE_SPOT: Spot = (dict.fromkeys(GEO_KEYS), None, False, False)
 
@@ -147,9 +148,10 @@ class Run:
     def client_part(self, agent: Agent, reason: str | None, family: str | None) -> dict[str, Any]:
         """Client columns, traffic, machine reason and family of an agent under ``reason``."""
         client, parts = agent
-        found = parts.get((reason, family))
+        key = None if reason is None else (reason, family)
+        found = parts.get(key)
         if found is None:
-            found = parts[(reason, family)] = self.enricher.client_columns(client, reason, family)
+            found = parts[key] = self.enricher.client_columns(client, reason, family)
         return found
 
     def spot(self, raw: object) -> Spot:
