@@ -203,12 +203,12 @@ CREATE TABLE IF NOT EXISTS report_job_totals (
     kind          text NOT NULL,
     total         bigint NOT NULL DEFAULT 0,   -- every hit
     machine       bigint NOT NULL DEFAULT 0,   -- hits by proxies, scanners, prefetch
-    unique_count  bigint NOT NULL DEFAULT 0,   -- distinct recipients (human); 0 for blind jobs
+    unique_count  bigint NOT NULL DEFAULT 0,   -- distinct recipients (not machine); 0 for blind jobs
     inferred      bigint NOT NULL DEFAULT 0,   -- opens: unique openers known only from a click
     updated_at    timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (job_id, kind)
 );
-COMMENT ON TABLE report_job_totals IS 'Job totals per kind of hit: total, machine, unique (human = total - machine).';
+COMMENT ON TABLE report_job_totals IS 'Job totals per kind of hit: total, machine, unknown, unique (human = total - machine - unknown).';
 
 -- Time series: hits per job, UTC hour of the hit itself (late hits land in
 -- their own hour) and kind.
@@ -229,7 +229,7 @@ CREATE TABLE IF NOT EXISTS report_links (
     url           text NOT NULL,
     total         bigint NOT NULL DEFAULT 0,
     machine       bigint NOT NULL DEFAULT 0,
-    unique_count  bigint NOT NULL DEFAULT 0,   -- distinct human clickers; 0 for blind jobs
+    unique_count  bigint NOT NULL DEFAULT 0,   -- distinct clickers (not machine); 0 for blind jobs
     PRIMARY KEY (job_id, link_id)
 );
 COMMENT ON TABLE report_links IS 'Per-link clicks: total, machine, unique clickers.';
@@ -238,9 +238,9 @@ COMMENT ON TABLE report_links IS 'Per-link clicks: total, machine, unique clicke
 CREATE TABLE IF NOT EXISTS report_recipients (
     job_id          bigint NOT NULL,
     recipient_id    bigint NOT NULL,
-    opens           bigint NOT NULL DEFAULT 0,   -- human opens
+    opens           bigint NOT NULL DEFAULT 0,   -- opens not a machine's (human + unknown)
     machine_opens   bigint NOT NULL DEFAULT 0,
-    clicks          bigint NOT NULL DEFAULT 0,   -- human clicks
+    clicks          bigint NOT NULL DEFAULT 0,   -- clicks not a machine's (human + unknown)
     machine_clicks  bigint NOT NULL DEFAULT 0,
     first_open      timestamptz,
     last_open       timestamptz,
@@ -254,7 +254,7 @@ CREATE TABLE IF NOT EXISTS report_recipient_links (
     job_id        bigint NOT NULL,
     recipient_id  bigint NOT NULL,
     link_id       bigint NOT NULL,
-    clicks        bigint NOT NULL DEFAULT 0,   -- human clicks
+    clicks        bigint NOT NULL DEFAULT 0,   -- clicks not a machine's (human + unknown)
     machine       bigint NOT NULL DEFAULT 0,
     first_click   timestamptz,
     last_click    timestamptz,
@@ -270,9 +270,9 @@ CREATE TABLE IF NOT EXISTS report_demographics (
     gender         text NOT NULL,
     zip            text NOT NULL,
     recipients     bigint NOT NULL DEFAULT 0,  -- distinct recipients with any hit in the cell
-    opens          bigint NOT NULL DEFAULT 0,  -- human
+    opens          bigint NOT NULL DEFAULT 0,  -- not machine (human + unknown)
     unique_opens   bigint NOT NULL DEFAULT 0,
-    clicks         bigint NOT NULL DEFAULT 0,  -- human
+    clicks         bigint NOT NULL DEFAULT 0,  -- not machine (human + unknown)
     unique_clicks  bigint NOT NULL DEFAULT 0,
     machine        bigint NOT NULL DEFAULT 0,
     PRIMARY KEY (job_id, age_band, gender, zip)
@@ -294,7 +294,7 @@ CREATE TABLE IF NOT EXISTS report_breakdowns (
     hits            bigint NOT NULL DEFAULT 0,
     PRIMARY KEY (job_id, kind, traffic, machine_reason, device_class, os, browser, mail_client, country)
 );
-COMMENT ON TABLE report_breakdowns IS 'Hits per job by device class, OS, browser, mail client, country and human/machine.';
+COMMENT ON TABLE report_breakdowns IS 'Hits per job by device class, OS, browser, mail client, country and human/unknown/machine.';
 
 -- Hits whose token was refused (job_id 0) or whose job is unknown.
 CREATE TABLE IF NOT EXISTS report_rejected (
