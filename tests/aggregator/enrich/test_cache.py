@@ -100,6 +100,10 @@ class TestSameRowsAsReference:
             "prefetch",
         }
         assert (reasons["scanner"], Counter(row["machine_reason"] for row in alone)["scanner"]) == BEHAVIOUR
+        # every machine row names its machine, no other row does
+        assert all((row["machine_reason"] is None) == (row["machine_family"] is None) for row in rows)
+        families = Counter(row["machine_family"] for row in rows if row["machine_reason"] == "scanner")
+        assert {"link-check behaviour", "security gateway network", "Outlook link check"} <= set(families)
 
     def test_agent_cache_across_calls(self) -> None:
         enricher = Enricher(EnrichConfig())
