@@ -137,7 +137,7 @@ class TestTable:
     async def test_headline_rows(self, conn: asyncpg.Connection) -> None:
         lines = as_table(await build_report(conn, await mixed_job(conn))).splitlines()
         assert lines[1] == "Headline figures count human + unknown (PIXELTRACK_HEADLINE=all)."
-        grid = lines[lines.index(next(x for x in lines if x.strip().startswith("total"))):][:3]
+        grid = lines[lines.index(next(x for x in lines if x.strip().startswith("total"))) :][:3]
         assert [line.split() for line in grid] == [
             ["total", "human", "unknown", "machine", "headline", "unique"],
             ["9", "2", "2", "5", "4", "3", "opens"],
@@ -192,7 +192,9 @@ class TestViews:
             job,
         )
         assert [tuple(r) for r in links] == [(A, 2, 1, 1, 1, 2, 1), (B, 1, 1, 0, 0, 1, 1)]
-        hours = await conn.fetch("SELECT opens, clicks, human, unknown, machine FROM hourly_activity WHERE job_id = $1", job)
+        hours = await conn.fetch(
+            "SELECT opens, clicks, human, unknown, machine FROM hourly_activity WHERE job_id = $1", job
+        )
         assert [tuple(r) for r in hours] == [(4, 3, 4, 3, 6)]
 
 
