@@ -75,10 +75,10 @@ def aggregator_command(args: argparse.Namespace, settings: CommonConfig) -> int:
     return 0
 
 
-async def _report(url: str, job: int, k: int) -> dict[str, Any]:
+async def _report(url: str, job: int, k: int, headline: str) -> dict[str, Any]:
     conn = await db.connect(url)
     try:
-        return await build_report(conn, job, k)
+        return await build_report(conn, job, k, headline)
     finally:
         await conn.close()
 
@@ -100,7 +100,7 @@ def report_command(args: argparse.Namespace, settings: CommonConfig) -> int:
         sys.stdout.write(run(_site_report(url, args.site, args.format)))  # LookupError: exit 1 via the CLI
         return 0
     try:
-        report = run(_report(url, args.job, config.k_anonymity))
+        report = run(_report(url, args.job, config.k_anonymity, config.headline))
     except UnknownJob as exc:
         print(f"pixeltrack report: {exc}", file=sys.stderr)
         return 1

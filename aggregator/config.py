@@ -17,6 +17,11 @@ DEFAULT_RETENTION_DAYS = 90
 DEFAULT_PURGE_HOUR = 3
 # Document reading: a gap between two page views longer than this is idle time.
 DEFAULT_READING_IDLE = 300
+# What the headline open/click figures and rates count: "all" = every hit not
+# proven a machine's (human + unknown), "recognised" = recognised browsers and
+# mail clients only (human). Reports show the three figures either way.
+HEADLINES = ("all", "recognised")
+DEFAULT_HEADLINE = "all"
 
 
 @dataclass(frozen=True)
@@ -30,11 +35,12 @@ class AggregatorConfig:
     retention_days: int = DEFAULT_RETENTION_DAYS  # raw partitions kept at least this long
     purge_hour: int = DEFAULT_PURGE_HOUR
     reading_idle: int = DEFAULT_READING_IDLE  # longest gap between page views that counts as reading
+    headline: str = DEFAULT_HEADLINE  # PIXELTRACK_HEADLINE: all | recognised
     enrich: EnrichConfig = field(default_factory=EnrichConfig)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> AggregatorConfig:
-        """Build from DATABASE_URL and PIXELTRACK_ROLLUP_* / PIXELTRACK_K_ANONYMITY ..."""
+        """Build from DATABASE_URL and PIXELTRACK_ROLLUP_* / PIXELTRACK_K_ANONYMITY / PIXELTRACK_HEADLINE ..."""
         cfg = cls(
             database_url=environ.get("DATABASE_URL") or None,
             interval=env_int(environ, "PIXELTRACK_ROLLUP_INTERVAL", DEFAULT_INTERVAL),
@@ -43,6 +49,7 @@ class AggregatorConfig:
             retention_days=env_int(environ, "PIXELTRACK_RETENTION_DAYS", DEFAULT_RETENTION_DAYS),
             purge_hour=env_int(environ, "PIXELTRACK_PURGE_HOUR", DEFAULT_PURGE_HOUR),
             reading_idle=env_int(environ, "PIXELTRACK_READING_IDLE", DEFAULT_READING_IDLE),
+            headline=environ.get("PIXELTRACK_HEADLINE", DEFAULT_HEADLINE).strip().lower() or DEFAULT_HEADLINE,
             enrich=EnrichConfig.from_env(environ),
         )
         cfg.check()
@@ -61,6 +68,8 @@ class AggregatorConfig:
                 raise ConfigError(f"{name} must be at least {low}, got {value}")
         if not 0 <= self.purge_hour <= 23:
             raise ConfigError(f"PIXELTRACK_PURGE_HOUR must be 0..23, got {self.purge_hour}")
+        if self.headline not in HEADLINES:
+            raise ConfigError(f"PIXELTRACK_HEADLINE must be one of {', '.join(HEADLINES)}, got {self.headline!r}")
 
     def with_interval(self, interval: int | None) -> AggregatorConfig:
         """A copy with the interval from a command-line flag, if given."""

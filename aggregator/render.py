@@ -1,13 +1,25 @@
-"""Renders a report dict as a terminal table, JSON or CSV."""
+"""Renders a report dict as a terminal table, JSON or CSV.
+
+Tables print times as ``2026-12-03 09:19 UTC``; JSON and CSV keep the
+report's ISO 8601.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 from collections.abc import Iterator
 from typing import Any
 
 from pixeltrack.core import csvsafe
+from pixeltrack.core.times import human_time
+
+FIGURES = ("total", "human", "unknown", "machine", "headline", "unique")
+LEGEND = (
+    "human = a recognised browser or mail client; unknown = neither recognised nor proven a machine; "
+    "machine = mail proxies, crawlers, scanners, prefetch."
+)
 
 FORMATS = ("table", "json", "csv")
 
@@ -19,6 +31,11 @@ def as_json(report: dict[str, Any]) -> str:
 
 def _num(value: Any) -> str:
     return "-" if value is None else str(value)
+
+
+def _time(value: str | None) -> str:
+    """An ISO 8601 time of the report as a table shows it (minutes, UTC)."""
+    return human_time(None if value is None else dt.datetime.fromisoformat(value))
 
 
 def _grid(headers: list[str], rows: list[list[Any]]) -> list[str]:
@@ -33,48 +50,75 @@ def _grid(headers: list[str], rows: list[list[Any]]) -> list[str]:
 
 
 def _headline(report: dict[str, Any]) -> list[str]:
-    rows = [["opens", *(report["opens"][k] for k in ("total", "human", "machine", "unique"))]]
-    rows.append(["clicks", *(report["clicks"][k] for k in ("total", "human", "machine", "unique"))])
-    for kind, c in report.get("views", {}).items():
-        rows.append([kind, c["total"], c["human"], c["machine"], c["unique"]])
-    lines = _grid(["total", "human", "machine", "unique", ""], [r[1:] + [r[0]] for r in rows])
+    counted = [("opens", report["opens"]), ("clicks", report["clicks"]), *report.get("views", {}).items()]
+    lines = _grid([*FIGURES, ""], [[c[k] for k in FIGURES] + [kind] for kind, c in counted])
     inferred = report["opens"].get("inferred")
     if inferred:
         lines.append(f"  ({inferred} unique opens inferred from clicks: images blocked)")
     return lines
 
 
+def _said(report: dict[str, Any]) -> str:
+    """What the headline figures count, and the setting that chose it."""
+    headline = report["headline"]
+    return f"Headline figures count {headline['counts']} (PIXELTRACK_HEADLINE={headline['setting']})."
+
+
+def _machine(report: dict[str, Any]) -> Iterator[str]:
+    section = report["machine"]
+    yield f"\nMachine traffic: {section['hits']} hits"
+    if section["hits"]:
+        yield "  by reason: " + ", ".join(f"{name} {n}" for name, n in section["by_reason"].items())
+        yield "  by family: " + ", ".join(f"{name} {n}" for name, n in section["by_family"].items())
+
+
+def _breakdowns(report: dict[str, Any]) -> Iterator[str]:
+    yield "\nBreakdowns: opens/clicks (headline), then human/unknown/machine hits"
+    for dim, values in report["breakdowns"].items():
+        if not values:
+            continue
+        if dim == "machine_reason":  # machine hits only
+            shown = ", ".join(f"{v} {c['machine']}" for v, c in sorted(values.items()))
+        else:
+            shown = ", ".join(f"{v} {c['opens']}/{c['clicks']} ({c['human']}/{c['unknown']}/{c['machine']})"
+                              for v, c in sorted(values.items()))  # fmt: skip
+        yield f"{dim}: {shown}"
+
+
 def _sections(report: dict[str, Any]) -> Iterator[str]:
-    yield f"Job {report['job']} {report['name']!r}: mode {report['mode']}, sent {_num(report['sent_at'])}, " \
+    yield f"Job {report['job']} {report['name']!r}: mode {report['mode']}, sent {_time(report['sent_at'])}, " \
           f"{report['recipients_count']} recipients"  # fmt: skip
-    yield "Headline numbers are human: total minus machine (proxies, scanners, prefetch)."
+    yield _said(report)
     yield from [] if report["send_time"]["rule_applied"] else ["Send time unknown: the send-time rule did not apply."]
+    yield LEGEND
     yield from _headline(report)
     yield "\nLinks"
-    yield from _grid(["clicks", "unique", "machine", "url"],
-                     [[e["clicks"], e["unique_clicks"], e["machine"], e["url"]] for e in report["links"]])  # fmt: skip
+    yield from _grid(["clicks", "unique", "human", "unknown", "machine", "url"],
+                     [[e["clicks"], e["unique_clicks"], e["human"], e["unknown"], e["machine"], e["url"]]
+                      for e in report["links"]])  # fmt: skip
     if "recipients" in report:
         yield "\nRecipients"
         yield from _grid(
-            ["opens", "clicks", "first open", "last open", "recipient"],
-            [[r["opens"] if not r["open_inferred"] else "0*", r["clicks"], r["first_open"], r["last_open"],
+            ["opens", "clicks", "unknown", "machine", "first open", "last open", "recipient"],
+            [[r["opens"] if not r["open_inferred"] else "0*", r["clicks"], r["unknown_opens"] + r["unknown_clicks"],
+              r["machine_opens"] + r["machine_clicks"], _time(r["first_open"]), _time(r["last_open"]),
               r["recipient"] or f"#{r['recipient_id']}"] for r in report["recipients"]],
         )  # fmt: skip
     if "demographics" in report:
         yield f"\nDemographics (cells under {report['k_anonymity']} recipients merged into other)"
         yield from _grid(
-            ["recipients", "opens", "uniq opens", "clicks", "uniq clicks", "age / gender / zip"],
+            ["recipients", "opens", "uniq opens", "clicks", "uniq clicks", "unknown", "machine", "age / gender / zip"],
             [[c["recipients"], c["opens"], c["unique_opens"], c["clicks"], c["unique_clicks"],
+              c["unknown_opens"] + c["unknown_clicks"], c["machine"],
               f"{c['age_band']} / {c['gender']} / {c['zip']}"] for c in report["demographics"]],
         )  # fmt: skip
-    yield "\nTimeline (UTC hours)"
-    yield from _grid(["opens", "clicks", "machine", "hour"],
-                     [[t["opens"], t["clicks"], t["machine_opens"] + t["machine_clicks"], t["hour"]]
-                      for t in report["timeline"]])  # fmt: skip
-    for dim, values in report["breakdowns"].items():
-        if values:
-            shown = ", ".join(f"{v} {c['opens']}/{c['clicks']}/{c['machine']}" for v, c in sorted(values.items()))
-            yield f"{dim} (opens/clicks/machine): {shown}"
+    yield "\nTimeline"
+    yield from _grid(["opens", "clicks", "human", "unknown", "machine", "hour"],
+                     [[t["opens"], t["clicks"], t["human_opens"] + t["human_clicks"],
+                       t["unknown_opens"] + t["unknown_clicks"], t["machine_opens"] + t["machine_clicks"],
+                       _time(t["hour"])] for t in report["timeline"]])  # fmt: skip
+    yield from _machine(report)
+    yield from _breakdowns(report)
 
 
 def as_table(report: dict[str, Any]) -> str:
@@ -86,6 +130,9 @@ def _flat(report: dict[str, Any]) -> Iterator[tuple[str, str, str, Any]]:
     """(section, item, metric, value) rows: lossless and easy to pivot."""
     for key in ("job", "name", "mode", "sent_at", "recipients_count"):
         yield "job", "", key, report[key]
+    if "headline" in report:
+        yield "job", "", "headline", report["headline"]["setting"]
+        yield "job", "", "headline_counts", report["headline"]["counts"]
     for kind in ("opens", "clicks"):
         for metric, value in report[kind].items():
             yield "totals", kind, metric, value
@@ -93,22 +140,39 @@ def _flat(report: dict[str, Any]) -> Iterator[tuple[str, str, str, Any]]:
         for metric, value in c.items():
             yield "totals", kind, metric, value
     for e in report["links"]:
-        for metric in ("clicks", "unique_clicks", "machine", "total"):
-            yield "links", e["url"], metric, e[metric]
+        for metric in ("clicks", "unique_clicks", "human", "unknown", "machine", "total"):
+            if metric in e:
+                yield "links", e["url"], metric, e[metric]
     for r in report.get("recipients", []):
-        for metric in ("opens", "clicks", "first_open", "last_open", "open_inferred"):
-            yield "recipients", r["recipient"] or r["recipient_id"], metric, r[metric]
+        for metric in ("opens", "clicks", "first_open", "last_open", "open_inferred", "human_opens", "unknown_opens",
+                       "machine_opens", "human_clicks", "unknown_clicks", "machine_clicks"):  # fmt: skip
+            if metric in r:
+                yield "recipients", r["recipient"] or r["recipient_id"], metric, r[metric]
     for c in report.get("demographics", []):
         cell = f"{c['age_band']}|{c['gender']}|{c['zip']}"
-        for metric in ("recipients", "opens", "unique_opens", "clicks", "unique_clicks", "machine"):
-            yield "demographics", cell, metric, c[metric]
+        for metric, value in c.items():
+            if metric not in ("age_band", "gender", "zip"):
+                yield "demographics", cell, metric, value
     for t in report["timeline"]:
-        for metric in ("opens", "clicks", "machine_opens", "machine_clicks"):
-            yield "timeline", t["hour"], metric, t[metric]
+        for metric, value in t.items():
+            if metric != "hour":
+                yield "timeline", t["hour"], metric, value
+    if "machine" in report:
+        yield from _flat_machine(report["machine"])
     for dim, values in report["breakdowns"].items():
         for value, c in values.items():
             for metric, n in c.items():
                 yield f"breakdown:{dim}", value, metric, n
+
+
+def _flat_machine(machine: dict[str, Any]) -> Iterator[tuple[str, str, str, Any]]:
+    yield "machine", "", "hits", machine["hits"]
+    for name, n in machine["by_reason"].items():
+        yield "machine:reason", name, "hits", n
+    for name, n in machine["by_family"].items():
+        yield "machine:family", name, "hits", n
+    for entry in machine["detail"]:
+        yield "machine:detail", f"{entry['kind']}|{entry['reason']}|{entry['family']}", "hits", entry["hits"]
 
 
 def as_csv(report: dict[str, Any]) -> str:

@@ -170,6 +170,7 @@ class FlagEnricher:
             machine = bool(hit["prefetch"])
             row["traffic"] = "machine" if machine else "unknown"
             row["machine_reason"] = "prefetch" if machine else None
+            row["machine_family"] = "prefetch or HEAD" if machine else None
             row["client_ip_masked"] = mask_ip(hit["client_ip"])
             out.append(row)
         return out

@@ -2,11 +2,15 @@
 
 Never on the collector's request path. ``Enricher(config).enrich(hits,
 sent_at)`` returns, for each raw hit, the enrichment columns of ``raw_hits``
-(``pixeltrack.core.columns.ENRICHED``) plus ``client_ip_masked``:
+(``pixeltrack.core.columns.ENRICHED``) plus ``machine_family`` and ``client_ip_masked``:
 
 * client -- ``client``: browser, OS, device class, mail client (ua-parser);
-* machine or person -- ``machine``: Apple MPP, Gmail/Yahoo/other image
-  proxies, link scanners, crawlers, prefetches; rules and evidence in RULES.md;
+* machine or person -- ``layers`` (the agent: mail proxies, the
+  crawler-user-agents list in ``crawlers``, pixeltrack's own rules, isbot's
+  patterns) and ``machine`` (Apple MPP, scanners, prefetches, behaviour):
+  ``traffic`` human / unknown / machine, ``machine_reason`` and
+  ``machine_family`` (who; counted by the roll-up, not stored in raw_hits);
+  rules, sources and evidence in RULES.md;
 * location -- ``geo``: country, region, city, ASN from configured .mmdb files,
   country from the data embedded in ``iptocc`` otherwise; address masking;
 * entry source and campaign -- ``source`` with the site lists in ``sites``;
@@ -31,7 +35,8 @@ PIXELTRACK_INTERNAL_HOSTS           the site's own hosts (referrer => internal)
 from __future__ import annotations
 
 from aggregator.enrich.config import EnrichConfig
-from aggregator.enrich.enricher import OUTPUT_KEYS, Enricher, language
+from aggregator.enrich.enricher import OUTPUT_KEYS, Enricher
 from aggregator.enrich.geo import mask_ip
+from aggregator.enrich.text import language
 
 __all__ = ["OUTPUT_KEYS", "EnrichConfig", "Enricher", "language", "mask_ip"]

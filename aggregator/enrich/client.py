@@ -16,6 +16,7 @@ import ua_parser
 from ua_parser import Domain, Result
 
 from aggregator.enrich import agents
+from aggregator.enrich.layers import agent_verdict
 from aggregator.enrich.text import clean, label
 
 
@@ -31,6 +32,8 @@ class Client:
     mail_client: str | None = None
     # machine reason the agent alone proves (proxy, crawler), else None
     agent_reason: str | None = None
+    # who the machine is (crawler or proxy name, scanner vendor), from fixed lists
+    family: str | None = None
     # the agent is the bare "Mozilla/5.0" Apple's privacy relay sends
     generic: bool = False
     # a real browser or mail client was recognised
@@ -77,17 +80,6 @@ def mail_client(ua: str, result: Result) -> str | None:
     return None
 
 
-def agent_reason(ua: str, result: Result) -> str | None:
-    """Machine reason proven by the agent alone: a mail proxy or a crawler."""
-    for pattern, reason in agents.PROXIES:
-        if pattern.search(ua):
-            return reason
-    device = result.device.family if result.device else None
-    if device == "Spider" or agents.CRAWLER.search(ua):
-        return "crawler"
-    return None
-
-
 def device_class(ua: str, result: Result, reason: str | None, scanner: bool) -> str:
     """desktop | mobile | tablet | bot | mail_proxy | unknown."""
     if reason in ("gmail_proxy", "yahoo_proxy", "image_proxy"):
@@ -117,12 +109,14 @@ def parse_client(raw: object, scanner_agents: tuple[str, ...] = agents.DEFAULT_S
         return Client(device_class="unknown", generic=True)
     result = parser()(ua, Domain.ALL).complete()
     lowered = ua.lower()
-    scanner = any(token in lowered for token in scanner_agents)
-    reason = agent_reason(ua, result)
+    vendor = next((token for token in scanner_agents if token in lowered), None)
+    scanner = vendor is not None
+    client_app = mail_client(ua, result)
+    found = agent_verdict(ua, result, client_app, scanner)
+    reason = found.reason if found else None
     agent = result.user_agent
     family = agent.family if agent else None
     os_ = result.os
-    client_app = mail_client(ua, result)
     return Client(
         device_class=device_class(ua, result, reason, scanner),
         browser=label(family) if family and family != "Other" else None,
@@ -131,6 +125,7 @@ def parse_client(raw: object, scanner_agents: tuple[str, ...] = agents.DEFAULT_S
         os_version=version(os_.major, os_.minor, os_.patch) if os_ else None,
         mail_client=client_app,
         agent_reason=reason,
+        family=found.family if found else vendor,
         browser_like=reason is None
         and not scanner
         and ((family is not None and family not in agents.NOT_A_BROWSER) or client_app is not None),

@@ -1,4 +1,4 @@
-"""Machine or person: the rules behind ``traffic`` and ``machine_reason``.
+"""Machine or person: the rules behind ``traffic``, ``machine_reason`` and the family.
 
 Two kinds of evidence, see RULES.md for the sources:
 
@@ -21,19 +21,6 @@ from typing import Any
 from aggregator.enrich.client import Client
 from aggregator.enrich.config import EnrichConfig
 from aggregator.enrich.geo import Address
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """The parts of a hit the behavioural rules look at."""
-
-    kind: str | None
-    job_id: Any
-    recipient_id: Any
-    link: str | None
-    at: datetime | None
-    client: Client
-    has_language: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,18 +53,11 @@ def in_masks(address: Address | None, masks: Masks) -> bool:
     return any(number & mask == base for mask, base in masks[address.version])
 
 
-def in_networks(address: Address | None, networks: Sequence[Any]) -> bool:
-    """True when ``address`` lies in one of ``networks`` (same family only)."""
-    if address is None:
-        return False
-    return any(address.version == net.version and address in net for net in networks)
-
-
 def hit_reason(hit: Mapping[str, Any], client: Client, apple: bool, scanner: bool) -> str | None:
     """Machine reason told by this hit alone, or None.
 
     ``apple`` and ``scanner``: whether the address lies in Apple's egress or a
-    known scanner's networks (callers test once per address; see ``in_networks``).
+    known scanner's networks (callers test once per address; see ``in_masks``).
     """
     kind = hit.get("kind")
     if client.generic and (kind == "open" or apple):
@@ -93,6 +73,34 @@ def hit_reason(hit: Mapping[str, Any], client: Client, apple: bool, scanner: boo
     return "scanner" if scanner else None
 
 
+# Families of the machine rules that look at more than the agent.
+APPLE_MPP = "Apple MPP"
+PREFETCH = "prefetch or HEAD"
+OFFICE_CHECK = "Outlook link check"
+GATEWAY_NETWORK = "security gateway network"
+BEHAVIOUR = "link-check behaviour"
+
+
+def machine_family(client: Client, reason: str | None, kind: object, network: bool) -> str | None:
+    """Who the machine behind a hit with ``reason`` is, as ``hit_reason`` decided it.
+
+    The agent's own family (crawler list entry, pixeltrack rule, proxy or
+    gateway name) where the agent told; otherwise the rule's name. ``network``:
+    the address is in a scanner network.
+    """
+    if reason is None:
+        return None
+    if reason == "apple_mpp":
+        return APPLE_MPP
+    if reason == client.agent_reason or (reason == "scanner" and client.scanner):
+        return client.family
+    if reason == "prefetch":
+        return PREFETCH
+    if kind == "click" and client.office:
+        return OFFICE_CHECK
+    return GATEWAY_NETWORK if network else BEHAVIOUR
+
+
 def burst_clicks(clicks: list[tuple[datetime, int, str | None]], window: float, links: int) -> set[int]:
     """Indexes of clicks in a run on ``links``+ distinct links within ``window`` seconds."""
     flagged: set[int] = set()
@@ -103,53 +111,6 @@ def burst_clicks(clicks: list[tuple[datetime, int, str | None]], window: float, 
         run = clicks[start : end + 1]
         if len({link for _, _, link in run}) >= links:
             flagged.update(index for _, index, _ in run)
-    return flagged
-
-
-def lacks_browser(event: Event) -> bool:
-    """No sign of a person's browser: no known browser, or no Accept-Language."""
-    return not event.client.browser_like or not event.has_language
-
-
-def send_seconds(event: Event, sent_at: Mapping[Any, datetime | None]) -> float | None:
-    """Seconds between the job's send time and this event, when both are known."""
-    sent = sent_at.get(event.job_id)
-    if sent is None or event.at is None:
-        return None
-    try:
-        return (event.at - sent).total_seconds()
-    except TypeError:  # naive against aware: cannot be told
-        return None
-
-
-def scanner_clicks(events: Sequence[Event], sent_at: Mapping[Any, datetime | None], config: EnrichConfig) -> set[int]:
-    """Indexes of clicks the behavioural rules put down to a link scanner."""
-    flagged: set[int] = set()
-    groups: dict[tuple[Any, Any], list[int]] = defaultdict(list)
-    for index, event in enumerate(events):
-        if event.recipient_id is not None:
-            groups[(event.job_id, event.recipient_id)].append(index)
-        seconds = send_seconds(event, sent_at) if event.kind == "click" else None
-        if seconds is not None and 0 <= seconds <= config.scanner_send_seconds:
-            flagged.add(index)
-    for members in groups.values():
-        flagged |= group_scanner_clicks(events, members, config)
-    return flagged
-
-
-def group_scanner_clicks(events: Sequence[Event], members: list[int], config: EnrichConfig) -> set[int]:
-    """Scanner clicks among one recipient's events."""
-    try:
-        clicks = sorted(
-            (at, i, events[i].link)
-            for i in members
-            if events[i].kind == "click" and isinstance(at := events[i].at, datetime)
-        )
-        flagged = burst_clicks(clicks, config.scanner_burst_seconds, config.scanner_burst_links)
-    except TypeError:  # naive and aware times mixed: no burst can be told
-        flagged = set()
-    if not any(events[i].kind == "open" for i in members):
-        flagged.update(i for i in members if events[i].kind == "click" and lacks_browser(events[i]))
     return flagged
 
 

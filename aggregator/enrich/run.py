@@ -1,8 +1,7 @@
-"""One cached ``enrich`` call: each distinct value is worked out once.
+"""One ``enrich`` call: each distinct value is worked out once.
 
-The reference path in ``enricher`` does every step for every hit. Here each
-input decides its share of the row once per run: an agent its client columns
-(per machine reason), an address its geo columns, masked address and network
+Each input decides its share of the row once per run: an agent its client
+columns (per machine reason and family), an address its geo columns, masked address and network
 tests, an Accept-Language its language, a (kind, URL, referrer) its source
 columns. A hit's row is then a merge of those parts. The behavioural rules
 (burst, no open, send time) only ever flag clicks, so only clicks are kept
@@ -22,7 +21,15 @@ from typing import TYPE_CHECKING, Any
 
 from aggregator.enrich.client import Client
 from aggregator.enrich.geo import Address, mask_ip, parse_ip
-from aggregator.enrich.machine import Click, hit_reason, in_masks, network_masks, scanner_click_indexes
+from aggregator.enrich.machine import (
+    BEHAVIOUR,
+    Click,
+    hit_reason,
+    in_masks,
+    machine_family,
+    network_masks,
+    scanner_click_indexes,
+)
 from aggregator.enrich.text import clean, language
 
 if TYPE_CHECKING:
@@ -32,8 +39,9 @@ LIMIT = 65_536
 GEO_KEYS = ("country", "region", "city", "asn", "network")
 # What one address contributes: geo columns, masked address, in Apple's relay, in a scanner network.
 Spot = tuple[dict[str, Any], str | None, bool, bool]
-# One agent: its client and its client columns per machine reason.
-Agent = tuple[Client, dict[str | None, dict[str, Any]]]
+# One agent: its client and its client columns: not a machine (key None), or
+# per (machine reason, family).
+Agent = tuple[Client, dict[tuple[str, str | None] | None, dict[str, Any]]]
 Opened = set[tuple[Any, Any]]  # (job_id, recipient_id) of recipients with an open
 NOWHERE_SPOT: Spot = (dict.fromkeys(GEO_KEYS), None, False, False)
 
@@ -89,7 +97,7 @@ class Run:
             rows.append(self.row(index, hit, clicks, opened))
         for click in scanner_click_indexes(clicks, opened, sent_at, self.config):
             if click.reason is None:
-                rows[click.index].update(self.client_part(click.agent, "scanner"))  # type: ignore[arg-type]
+                rows[click.index].update(self.client_part(click.agent, "scanner", BEHAVIOUR))  # type: ignore[arg-type]
         return rows
 
     def row(self, index: int, hit: Mapping[str, Any], clicks: list[Click], opened: Opened) -> dict[str, Any]:
@@ -99,13 +107,14 @@ class Run:
         geo, masked, apple, scanner = self.spot(get("client_ip"))
         kind = get("kind")
         reason = hit_reason(hit, agent[0], apple, scanner)
+        family = None if reason is None else machine_family(agent[0], reason, kind, scanner)
         lang = self.language(get("accept_language"))
         if kind == "click":
             clicks.append(self.click(index, hit, agent, reason, lang))
         elif kind == "open" and (recipient := get("recipient_id")) is not None:
             opened.add((get("job_id"), recipient))
         return {
-            **self.client_part(agent, reason),
+            **self.client_part(agent, reason, family),
             **geo,
             "language": lang,
             **self.source(hit, kind),
@@ -136,12 +145,13 @@ class Run:
             found = remember(self.agents, user_agent, (self.enricher.parse_agent(user_agent), {}))
         return found
 
-    def client_part(self, agent: Agent, reason: str | None) -> dict[str, Any]:
-        """Client columns, traffic and machine reason of an agent under ``reason``."""
+    def client_part(self, agent: Agent, reason: str | None, family: str | None) -> dict[str, Any]:
+        """Client columns, traffic, machine reason and family of an agent under ``reason``."""
         client, parts = agent
-        found = parts.get(reason)
+        key = None if reason is None else (reason, family)
+        found = parts.get(key)
         if found is None:
-            found = parts[reason] = self.enricher.client_columns(client, reason)
+            found = parts[key] = self.enricher.client_columns(client, reason, family)
         return found
 
     def spot(self, raw: object) -> Spot:

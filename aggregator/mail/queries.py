@@ -43,13 +43,15 @@ SELECT * FROM unnest($1::bigint[], $2::bytea[]) ON CONFLICT (job_id) DO NOTHING
 
 # ------------------------------------------------------------ batch table --
 # One row per claimed hit, already enriched and reduced to what its track may
-# keep. ON COMMIT DELETE ROWS: nothing outlives the transaction.
+# keep. ON COMMIT DELETE ROWS: nothing outlives the transaction. Of the three
+# figures, `machine` and `unknown` are flags (neither: human, a recognised
+# browser or mail client); `family` names a machine (job_machine).
 BATCH_TYPES = {
-    "track": "text", "machine": "boolean", "rhash": "bytea", "link_id": "bigint", "reason": "text",
-    "age_band": "text", "gender": "text", "zip": "text",
+    "track": "text", "machine": "boolean", "unknown": "boolean", "family": "text", "rhash": "bytea",
+    "link_id": "bigint", "reason": "text", "age_band": "text", "gender": "text", "zip": "text",
 }  # fmt: skip
 BATCH_COLUMNS = (
-    "hit_id", "received_at", "job_id", "kind", "track", "machine", "recipient_id", "rhash",
+    "hit_id", "received_at", "job_id", "kind", "track", "machine", "unknown", "family", "recipient_id", "rhash",
     "link_id", "link", "reason", "age_band", "gender", "zip", *STORED,
 )  # fmt: skip
 CREATE_BATCH = f"""
@@ -62,29 +64,44 @@ CREATE TEMP TABLE IF NOT EXISTS seen_delta (
 """
 
 # ---------------------------------------------------------------- uniques --
+# Scopes 'open', 'click', 'link' count recipients with a hit that is not a
+# machine's (human or unknown); 'r:open', 'r:click', 'r:link' the same for
+# recognised browsers and mail clients only (PIXELTRACK_HEADLINE=recognised).
 # A real open turns an inferred opener (known from a click) into a plain one.
 SEEN_UPGRADE = """
-WITH up AS (
+WITH b AS (
+    SELECT DISTINCT job_id, rhash, 'open' AS scope FROM rollup_batch
+    WHERE kind = 'open' AND NOT machine AND rhash IS NOT NULL
+    UNION
+    SELECT DISTINCT job_id, rhash, 'r:open' FROM rollup_batch
+    WHERE kind = 'open' AND NOT machine AND NOT unknown AND rhash IS NOT NULL
+), up AS (
     UPDATE unique_seen s SET inferred = false
-    FROM (SELECT DISTINCT job_id, rhash FROM rollup_batch
-          WHERE kind = 'open' AND NOT machine AND rhash IS NOT NULL) b
-    WHERE s.job_id = b.job_id AND s.kind = 'open' AND s.link_id = 0 AND s.hash = b.rhash AND s.inferred
-    RETURNING s.job_id, s.hash
+    FROM b
+    WHERE s.job_id = b.job_id AND s.kind = b.scope AND s.link_id = 0 AND s.hash = b.rhash AND s.inferred
+    RETURNING s.job_id, s.kind, s.hash
 )
-INSERT INTO seen_delta SELECT job_id, 'open', 0, hash, true, false FROM up
+INSERT INTO seen_delta SELECT job_id, kind, 0, hash, true, false FROM up
 """
 
 # Recipients seen for the first time, per scope. A human click also makes its
 # recipient an (inferred) opener: images may have been blocked.
 SEEN_INSERT = """
 WITH h AS (
-    SELECT job_id, kind, link_id, rhash, track, machine FROM rollup_batch WHERE rhash IS NOT NULL
+    SELECT job_id, kind, link_id, rhash, track, machine, NOT machine AND NOT unknown AS recognised
+    FROM rollup_batch WHERE rhash IS NOT NULL
 ), cand AS (
     SELECT job_id, kind, 0::bigint AS link_id, rhash AS hash, false AS inferred FROM h WHERE NOT machine
     UNION ALL
     SELECT job_id, 'link', link_id, rhash, false FROM h WHERE kind = 'click' AND NOT machine
     UNION ALL
     SELECT job_id, 'open', 0, rhash, true FROM h WHERE kind = 'click' AND NOT machine
+    UNION ALL
+    SELECT job_id, 'r:' || kind, 0, rhash, false FROM h WHERE recognised
+    UNION ALL
+    SELECT job_id, 'r:link', link_id, rhash, false FROM h WHERE kind = 'click' AND recognised
+    UNION ALL
+    SELECT job_id, 'r:open', 0, rhash, true FROM h WHERE kind = 'click' AND recognised
     UNION ALL
     SELECT job_id, 'any', 0, rhash, false FROM h WHERE track = 'anonymous'
 ), pick AS (
@@ -100,53 +117,67 @@ INSERT INTO seen_delta SELECT job_id, kind, link_id, hash, inferred, true FROM n
 
 # ----------------------------------------------------------------- merges --
 MERGE_TOTALS = """
-INSERT INTO report_job_totals AS t (job_id, kind, total, machine, unique_count, inferred)
-SELECT job_id, kind, sum(total), sum(machine), sum(uniq), sum(inferred) FROM (
+INSERT INTO report_job_totals AS t (job_id, kind, total, machine, unknown, unique_count, inferred,
+                                    unique_recognised, inferred_recognised)
+SELECT job_id, kind, sum(total), sum(machine), sum(unknown), sum(uniq), sum(inferred), sum(uniq_r), sum(inferred_r)
+FROM (
     SELECT job_id, kind, count(*) AS total, count(*) FILTER (WHERE machine) AS machine,
-           0 AS uniq, 0 AS inferred
+           count(*) FILTER (WHERE unknown) AS unknown, 0 AS uniq, 0 AS inferred, 0 AS uniq_r, 0 AS inferred_r
     FROM rollup_batch WHERE track <> 'rejected' GROUP BY job_id, kind
     UNION ALL
-    SELECT job_id, kind, 0, 0, count(*) FILTER (WHERE added),
+    SELECT job_id, kind, 0, 0, 0, count(*) FILTER (WHERE added),
+           count(*) FILTER (WHERE added AND inferred) - count(*) FILTER (WHERE NOT added), 0, 0
+    FROM seen_delta WHERE kind NOT IN ('link', 'any') AND kind NOT LIKE 'r:%' GROUP BY job_id, kind
+    UNION ALL
+    SELECT job_id, substr(kind, 3), 0, 0, 0, 0, 0, count(*) FILTER (WHERE added),
            count(*) FILTER (WHERE added AND inferred) - count(*) FILTER (WHERE NOT added)
-    FROM seen_delta WHERE kind NOT IN ('link', 'any') GROUP BY job_id, kind
+    FROM seen_delta WHERE kind LIKE 'r:%' AND kind <> 'r:link' GROUP BY job_id, kind
 ) s GROUP BY job_id, kind ORDER BY job_id, kind
 ON CONFLICT (job_id, kind) DO UPDATE SET
-    total = t.total + excluded.total, machine = t.machine + excluded.machine,
+    total = t.total + excluded.total, machine = t.machine + excluded.machine, unknown = t.unknown + excluded.unknown,
     unique_count = t.unique_count + excluded.unique_count, inferred = t.inferred + excluded.inferred,
+    unique_recognised = t.unique_recognised + excluded.unique_recognised,
+    inferred_recognised = t.inferred_recognised + excluded.inferred_recognised,
     updated_at = now()
 """
 
 MERGE_HOURLY = """
-INSERT INTO report_hourly AS t (job_id, hour, kind, total, machine)
-SELECT job_id, date_trunc('hour', received_at), kind, count(*), count(*) FILTER (WHERE machine)
+INSERT INTO report_hourly AS t (job_id, hour, kind, total, machine, unknown)
+SELECT job_id, date_trunc('hour', received_at), kind, count(*), count(*) FILTER (WHERE machine),
+       count(*) FILTER (WHERE unknown)
 FROM rollup_batch WHERE track <> 'rejected' GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
 ON CONFLICT (job_id, hour, kind) DO UPDATE SET
-    total = t.total + excluded.total, machine = t.machine + excluded.machine
+    total = t.total + excluded.total, machine = t.machine + excluded.machine, unknown = t.unknown + excluded.unknown
 """
 
 MERGE_LINKS = """
-INSERT INTO report_links AS t (job_id, link_id, url, total, machine, unique_count)
-SELECT job_id, link_id, max(url), sum(total), sum(machine), sum(uniq) FROM (
+INSERT INTO report_links AS t (job_id, link_id, url, total, machine, unknown, unique_count, unique_recognised)
+SELECT job_id, link_id, max(url), sum(total), sum(machine), sum(unknown), sum(uniq), sum(uniq_r) FROM (
     SELECT job_id, link_id, min(link) AS url, count(*) AS total,
-           count(*) FILTER (WHERE machine) AS machine, 0 AS uniq
+           count(*) FILTER (WHERE machine) AS machine, count(*) FILTER (WHERE unknown) AS unknown,
+           0 AS uniq, 0 AS uniq_r
     FROM rollup_batch WHERE kind = 'click' AND track <> 'rejected' AND link_id IS NOT NULL
     GROUP BY job_id, link_id
     UNION ALL
-    SELECT job_id, link_id, NULL, 0, 0, count(*) FROM seen_delta WHERE kind = 'link' AND added
+    SELECT job_id, link_id, NULL, 0, 0, 0, count(*) FILTER (WHERE kind = 'link'),
+           count(*) FILTER (WHERE kind = 'r:link')
+    FROM seen_delta WHERE kind IN ('link', 'r:link') AND added
     GROUP BY job_id, link_id
 ) s GROUP BY job_id, link_id ORDER BY job_id, link_id
 ON CONFLICT (job_id, link_id) DO UPDATE SET
-    total = t.total + excluded.total, machine = t.machine + excluded.machine,
-    unique_count = t.unique_count + excluded.unique_count
+    total = t.total + excluded.total, machine = t.machine + excluded.machine, unknown = t.unknown + excluded.unknown,
+    unique_count = t.unique_count + excluded.unique_count,
+    unique_recognised = t.unique_recognised + excluded.unique_recognised
 """
 
 MERGE_RECIPIENTS = """
 INSERT INTO report_recipients AS t (job_id, recipient_id, opens, machine_opens, clicks, machine_clicks,
-                                    first_open, last_open, first_click, last_click)
+                                    unknown_opens, unknown_clicks, first_open, last_open, first_click, last_click)
 SELECT job_id, recipient_id,
        count(*) FILTER (WHERE kind = 'open' AND NOT machine), count(*) FILTER (WHERE kind = 'open' AND machine),
        count(*) FILTER (WHERE kind = 'click' AND NOT machine),
        count(*) FILTER (WHERE kind = 'click' AND machine),
+       count(*) FILTER (WHERE kind = 'open' AND unknown), count(*) FILTER (WHERE kind = 'click' AND unknown),
        min(received_at) FILTER (WHERE kind = 'open' AND NOT machine),
        max(received_at) FILTER (WHERE kind = 'open' AND NOT machine),
        min(received_at) FILTER (WHERE kind = 'click' AND NOT machine),
@@ -155,6 +186,8 @@ FROM rollup_batch WHERE track = 'personal' GROUP BY job_id, recipient_id ORDER B
 ON CONFLICT (job_id, recipient_id) DO UPDATE SET
     opens = t.opens + excluded.opens, machine_opens = t.machine_opens + excluded.machine_opens,
     clicks = t.clicks + excluded.clicks, machine_clicks = t.machine_clicks + excluded.machine_clicks,
+    unknown_opens = t.unknown_opens + excluded.unknown_opens,
+    unknown_clicks = t.unknown_clicks + excluded.unknown_clicks,
     first_open = least(t.first_open, excluded.first_open),
     last_open = greatest(t.last_open, excluded.last_open),
     first_click = least(t.first_click, excluded.first_click),
@@ -162,30 +195,36 @@ ON CONFLICT (job_id, recipient_id) DO UPDATE SET
 """
 
 MERGE_RECIPIENT_LINKS = """
-INSERT INTO report_recipient_links AS t (job_id, recipient_id, link_id, clicks, machine,
+INSERT INTO report_recipient_links AS t (job_id, recipient_id, link_id, clicks, machine, unknown,
                                          first_click, last_click)
 SELECT job_id, recipient_id, link_id, count(*) FILTER (WHERE NOT machine), count(*) FILTER (WHERE machine),
+       count(*) FILTER (WHERE unknown),
        min(received_at) FILTER (WHERE NOT machine), max(received_at) FILTER (WHERE NOT machine)
 FROM rollup_batch WHERE track = 'personal' AND kind = 'click' AND link_id IS NOT NULL
 GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
 ON CONFLICT (job_id, recipient_id, link_id) DO UPDATE SET
-    clicks = t.clicks + excluded.clicks, machine = t.machine + excluded.machine,
+    clicks = t.clicks + excluded.clicks, machine = t.machine + excluded.machine, unknown = t.unknown + excluded.unknown,
     first_click = least(t.first_click, excluded.first_click),
     last_click = greatest(t.last_click, excluded.last_click)
 """
 
 MERGE_DEMOGRAPHICS = """
 INSERT INTO report_demographics AS t (job_id, age_band, gender, zip, recipients, opens, unique_opens,
-                                      clicks, unique_clicks, machine)
-SELECT job_id, age_band, gender, zip, sum(r), sum(o), sum(uo), sum(c), sum(uc), sum(m) FROM (
+                                      clicks, unique_clicks, machine, unknown_opens, unknown_clicks,
+                                      unique_opens_recognised, unique_clicks_recognised)
+SELECT job_id, age_band, gender, zip, sum(r), sum(o), sum(uo), sum(c), sum(uc), sum(m), sum(xo), sum(xc),
+       sum(ruo), sum(ruc) FROM (
     SELECT job_id, age_band, gender, zip, 0 AS r,
            count(*) FILTER (WHERE kind = 'open' AND NOT machine) AS o, 0 AS uo,
            count(*) FILTER (WHERE kind = 'click' AND NOT machine) AS c, 0 AS uc,
-           count(*) FILTER (WHERE machine) AS m
+           count(*) FILTER (WHERE machine) AS m,
+           count(*) FILTER (WHERE kind = 'open' AND unknown) AS xo,
+           count(*) FILTER (WHERE kind = 'click' AND unknown) AS xc, 0 AS ruo, 0 AS ruc
     FROM rollup_batch WHERE track = 'anonymous' GROUP BY 1, 2, 3, 4
     UNION ALL
     SELECT m.job_id, m.age_band, m.gender, m.zip, count(*) FILTER (WHERE d.kind = 'any'), 0,
-           count(*) FILTER (WHERE d.kind = 'open'), 0, count(*) FILTER (WHERE d.kind = 'click'), 0
+           count(*) FILTER (WHERE d.kind = 'open'), 0, count(*) FILTER (WHERE d.kind = 'click'), 0, 0, 0,
+           count(*) FILTER (WHERE d.kind = 'r:open'), count(*) FILTER (WHERE d.kind = 'r:click')
     FROM seen_delta d
     JOIN (SELECT DISTINCT job_id, rhash, age_band, gender, zip FROM rollup_batch
           WHERE track = 'anonymous' AND rhash IS NOT NULL) m ON m.job_id = d.job_id AND m.rhash = d.hash
@@ -194,7 +233,11 @@ SELECT job_id, age_band, gender, zip, sum(r), sum(o), sum(uo), sum(c), sum(uc), 
 ON CONFLICT (job_id, age_band, gender, zip) DO UPDATE SET
     recipients = t.recipients + excluded.recipients, opens = t.opens + excluded.opens,
     unique_opens = t.unique_opens + excluded.unique_opens, clicks = t.clicks + excluded.clicks,
-    unique_clicks = t.unique_clicks + excluded.unique_clicks, machine = t.machine + excluded.machine
+    unique_clicks = t.unique_clicks + excluded.unique_clicks, machine = t.machine + excluded.machine,
+    unknown_opens = t.unknown_opens + excluded.unknown_opens,
+    unknown_clicks = t.unknown_clicks + excluded.unknown_clicks,
+    unique_opens_recognised = t.unique_opens_recognised + excluded.unique_opens_recognised,
+    unique_clicks_recognised = t.unique_clicks_recognised + excluded.unique_clicks_recognised
 """
 
 MERGE_BREAKDOWNS = """
@@ -214,10 +257,20 @@ FROM rollup_batch WHERE track = 'rejected' GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3,
 ON CONFLICT (job_id, hour, kind, reason) DO UPDATE SET hits = t.hits + excluded.hits
 """
 
+# Machine hits by reason and family, for every mode (blind jobs keep no agent:
+# the family comes from the enrichment of the batch, never from raw hits).
+MERGE_MACHINE = """
+INSERT INTO job_machine AS t (job_id, kind, reason, family, hits)
+SELECT job_id, kind, coalesce(machine_reason, 'unknown'), coalesce(family, ''), count(*)
+FROM rollup_batch WHERE machine AND track <> 'rejected' GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+ON CONFLICT (job_id, kind, reason, family) DO UPDATE SET hits = t.hits + excluded.hits
+"""
+
 MERGES = (
     ("totals", MERGE_TOTALS), ("hourly", MERGE_HOURLY), ("links", MERGE_LINKS),
     ("recipients", MERGE_RECIPIENTS), ("recipient_links", MERGE_RECIPIENT_LINKS),
-    ("demographics", MERGE_DEMOGRAPHICS), ("breakdowns", MERGE_BREAKDOWNS), ("rejected", MERGE_REJECTED),
+    ("demographics", MERGE_DEMOGRAPHICS), ("breakdowns", MERGE_BREAKDOWNS), ("machine", MERGE_MACHINE),
+    ("rejected", MERGE_REJECTED),
 )  # fmt: skip
 
 # Marks the claimed hits rolled and leaves only what their track may keep.

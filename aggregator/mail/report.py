@@ -1,9 +1,17 @@
 """The report of one job, as a plain dict (rendered by render.py).
 
-Headline numbers are human numbers: total minus machine. Unique counts are
-None where the mode cannot know them (blind); per-recipient facts appear only
-for personal tracking, demographic cells only for anonymous jobs, with cells
-of fewer than k distinct recipients merged into "other".
+Every count comes as three disjoint figures that add up to its total:
+``human`` (a recognised browser or mail client), ``unknown`` (neither that nor
+a proven machine) and ``machine``. The headline figure (``headline`` in each
+count, ``opens``/``clicks`` in links, recipients, cells and the timeline) is
+human + unknown, or human alone with ``headline="recognised"``
+(PIXELTRACK_HEADLINE); ``report["headline"]`` says which. ``machine`` lists
+machine hits by reason and family for every mode.
+
+Unique counts are None where the mode cannot know them (blind);
+per-recipient facts appear only for personal tracking, demographic cells
+only for anonymous jobs, with cells of fewer than k distinct recipients
+merged into "other".
 """
 
 from __future__ import annotations
@@ -18,32 +26,42 @@ from aggregator.mail.reading import documents_section
 
 JOB = "SELECT job_id, name, kind, mode, sent_at FROM jobs WHERE job_id = $1"
 RECIPIENT_COUNT = "SELECT count(*) FROM recipients WHERE job_id = $1"
-TOTALS = "SELECT kind, total, machine, unique_count, inferred FROM report_job_totals WHERE job_id = $1"
+TOTALS = """
+SELECT kind, total, machine, unknown, unique_count, inferred, unique_recognised, inferred_recognised
+FROM report_job_totals WHERE job_id = $1
+"""
 LINKS = """
 SELECT coalesce(r.link_id, l.link_id) AS link_id, coalesce(l.url, r.url) AS url,
-       coalesce(r.total, 0) AS total, coalesce(r.machine, 0) AS machine,
-       coalesce(r.unique_count, 0) AS unique_count
+       coalesce(r.total, 0) AS total, coalesce(r.machine, 0) AS machine, coalesce(r.unknown, 0) AS unknown,
+       coalesce(r.unique_count, 0) AS unique_count, coalesce(r.unique_recognised, 0) AS unique_recognised
 FROM (SELECT * FROM report_links WHERE job_id = $1) r
 FULL JOIN (SELECT * FROM links WHERE job_id = $1) l ON l.link_id = r.link_id
 ORDER BY coalesce(r.total, 0) - coalesce(r.machine, 0) DESC, 2
 """
 RECIPIENTS = """
 SELECT a.recipient_id, r.recipient, a.opens, a.machine_opens, a.clicks, a.machine_clicks,
-       a.first_open, a.last_open, a.first_click, a.last_click
+       a.unknown_opens, a.unknown_clicks, a.first_open, a.last_open, a.first_click, a.last_click
 FROM report_recipients a
 LEFT JOIN recipients r ON r.job_id = a.job_id AND r.recipient_id = a.recipient_id
 WHERE a.job_id = $1 ORDER BY a.recipient_id
 """
 DEMOGRAPHICS = """
-SELECT age_band, gender, zip, recipients, opens, unique_opens, clicks, unique_clicks, machine
+SELECT age_band, gender, zip, recipients, opens, unique_opens, clicks, unique_clicks, machine,
+       unknown_opens, unknown_clicks, unique_opens_recognised, unique_clicks_recognised
 FROM report_demographics WHERE job_id = $1 ORDER BY age_band, gender, zip
 """
 TIMELINE = """
-SELECT hour, sum(total - machine) FILTER (WHERE kind = 'open')::bigint AS opens,
-       sum(total - machine) FILTER (WHERE kind = 'click')::bigint AS clicks,
+SELECT hour, sum(total - machine - unknown) FILTER (WHERE kind = 'open')::bigint AS human_opens,
+       sum(unknown) FILTER (WHERE kind = 'open')::bigint AS unknown_opens,
        sum(machine) FILTER (WHERE kind = 'open')::bigint AS machine_opens,
+       sum(total - machine - unknown) FILTER (WHERE kind = 'click')::bigint AS human_clicks,
+       sum(unknown) FILTER (WHERE kind = 'click')::bigint AS unknown_clicks,
        sum(machine) FILTER (WHERE kind = 'click')::bigint AS machine_clicks
 FROM report_hourly WHERE job_id = $1 GROUP BY hour ORDER BY hour
+"""
+MACHINE = """
+SELECT kind, reason, family, hits FROM job_machine WHERE job_id = $1 AND hits > 0
+ORDER BY hits DESC, kind, reason, family
 """
 BREAKDOWNS = """
 SELECT kind, traffic, machine_reason, device_class, os, browser, mail_client, country, hits
@@ -51,7 +69,13 @@ FROM report_breakdowns WHERE job_id = $1
 """
 DIMENSIONS = ("traffic", "machine_reason", "device_class", "os", "browser", "mail_client", "country")
 BLIND_DIMENSIONS = ("traffic", "machine_reason")
-CELL_FIELDS = ("recipients", "opens", "unique_opens", "clicks", "unique_clicks", "machine")
+CELL_FIELDS = (
+    "recipients", "opens", "unique_opens", "clicks", "unique_clicks",
+    "human_opens", "unknown_opens", "human_clicks", "unknown_clicks", "machine",
+)  # fmt: skip
+HEADLINES = ("all", "recognised")
+# What the headline figure counts, by setting.
+COUNTED = {"all": "human + unknown", "recognised": "human"}
 
 
 class UnknownJob(LookupError):
@@ -63,97 +87,172 @@ def iso(value: dt.datetime | None) -> str | None:
     return None if value is None else value.astimezone(dt.UTC).isoformat()
 
 
-def counts(row: asyncpg.Record | None, blind: bool, with_inferred: bool = False) -> dict[str, Any]:
-    """total / human / machine / unique (None when blind) for one kind."""
-    total, machine = (row["total"], row["machine"]) if row else (0, 0)
-    out: dict[str, Any] = {"total": total, "human": total - machine, "machine": machine}
-    out["unique"] = None if blind else (row["unique_count"] if row else 0)
+def counts(row: asyncpg.Record | None, blind: bool, recognised: bool, with_inferred: bool = False) -> dict[str, Any]:
+    """The three figures, their total and the headline figure of one kind; unique (None when blind)."""
+    total, machine, unknown = (row["total"], row["machine"], row["unknown"]) if row else (0, 0, 0)
+    human = total - machine - unknown
+    out: dict[str, Any] = {
+        "total": total, "human": human, "unknown": unknown, "machine": machine,
+        "headline": human if recognised else human + unknown,
+    }  # fmt: skip
+    unique, inferred = ("unique_recognised", "inferred_recognised") if recognised else ("unique_count", "inferred")
+    out["unique"] = None if blind else (row[unique] if row else 0)
     if with_inferred:
-        out["inferred"] = None if blind else (row["inferred"] if row else 0)
+        out["inferred"] = None if blind else (row[inferred] if row else 0)
     return out
 
 
-def link_entries(rows: Iterable[asyncpg.Record], blind: bool) -> list[dict[str, Any]]:
-    """One entry per tracked or clicked link."""
-    return [
-        {"link_id": r["link_id"], "url": r["url"], "clicks": r["total"] - r["machine"],
-         "unique_clicks": None if blind else r["unique_count"], "machine": r["machine"], "total": r["total"]}
-        for r in rows
-    ]  # fmt: skip
+def link_entries(rows: Iterable[asyncpg.Record], blind: bool, recognised: bool) -> list[dict[str, Any]]:
+    """One entry per tracked or clicked link: headline clicks, unique clickers, the three figures."""
+    out = []
+    for r in rows:
+        human = r["total"] - r["machine"] - r["unknown"]
+        unique = r["unique_recognised"] if recognised else r["unique_count"]
+        out.append({"link_id": r["link_id"], "url": r["url"],
+                    "clicks": human if recognised else human + r["unknown"],
+                    "unique_clicks": None if blind else unique, "human": human, "unknown": r["unknown"],
+                    "machine": r["machine"], "total": r["total"]})  # fmt: skip
+    return out
 
 
-def recipient_entries(rows: Iterable[asyncpg.Record]) -> list[dict[str, Any]]:
-    """Per-recipient facts; an open is inferred when they clicked with images blocked."""
-    return [
-        {"recipient_id": r["recipient_id"], "recipient": r["recipient"], "opens": r["opens"],
-         "clicks": r["clicks"], "first_open": iso(r["first_open"]), "last_open": iso(r["last_open"]),
-         "first_click": iso(r["first_click"]), "last_click": iso(r["last_click"]),
-         "open_inferred": r["opens"] == 0 and r["clicks"] > 0,
-         "machine_opens": r["machine_opens"], "machine_clicks": r["machine_clicks"]}
-        for r in rows
-    ]  # fmt: skip
+def recipient_entries(rows: Iterable[asyncpg.Record], recognised: bool) -> list[dict[str, Any]]:
+    """Per-recipient facts; an open is inferred when they clicked with images blocked.
+
+    ``opens``/``clicks`` are headline figures; first/last times are of hits not a machine's.
+    """
+    out = []
+    for r in rows:
+        human_opens, human_clicks = r["opens"] - r["unknown_opens"], r["clicks"] - r["unknown_clicks"]
+        opens = human_opens if recognised else r["opens"]
+        clicks = human_clicks if recognised else r["clicks"]
+        out.append({
+            "recipient_id": r["recipient_id"], "recipient": r["recipient"], "opens": opens, "clicks": clicks,
+            "first_open": iso(r["first_open"]), "last_open": iso(r["last_open"]),
+            "first_click": iso(r["first_click"]), "last_click": iso(r["last_click"]),
+            "open_inferred": opens == 0 and clicks > 0,
+            "human_opens": human_opens, "unknown_opens": r["unknown_opens"], "machine_opens": r["machine_opens"],
+            "human_clicks": human_clicks, "unknown_clicks": r["unknown_clicks"],
+            "machine_clicks": r["machine_clicks"],
+        })  # fmt: skip
+    return out
 
 
-def demographic_cells(rows: Iterable[asyncpg.Record], k: int) -> list[dict[str, Any]]:
+def demographic_cells(rows: Iterable[asyncpg.Record], k: int, recognised: bool) -> list[dict[str, Any]]:
     """Cells with at least k distinct recipients, then the rest merged as "other"."""
     shown: list[dict[str, Any]] = []
     other = dict.fromkeys(CELL_FIELDS, 0)
     merged = 0
     for r in rows:
+        cell = cell_figures(r, recognised)
         if r["recipients"] >= k:
-            shown.append({"age_band": r["age_band"], "gender": r["gender"], "zip": r["zip"]}
-                         | {f: r[f] for f in CELL_FIELDS})  # fmt: skip
+            shown.append({"age_band": r["age_band"], "gender": r["gender"], "zip": r["zip"]} | cell)
         else:
             merged += 1
-            other = {f: other[f] + r[f] for f in CELL_FIELDS}
+            other = {f: other[f] + cell[f] for f in CELL_FIELDS}
     if merged:
         shown.append({"age_band": "other", "gender": "other", "zip": "other"} | other)
     return shown
 
 
-def breakdowns(rows: Iterable[asyncpg.Record], blind: bool) -> dict[str, dict[str, dict[str, int]]]:
-    """Per dimension and value: human opens, human clicks, machine hits."""
-    dims = BLIND_DIMENSIONS if blind else DIMENSIONS
-    out: dict[str, dict[str, dict[str, int]]] = {d: {} for d in dims}
+def cell_figures(r: asyncpg.Record, recognised: bool) -> dict[str, int]:
+    """One demographic cell: headline opens/clicks and uniques, the three figures per kind."""
+    human_opens, human_clicks = r["opens"] - r["unknown_opens"], r["clicks"] - r["unknown_clicks"]
+    return {
+        "recipients": r["recipients"],
+        "opens": human_opens if recognised else r["opens"],
+        "unique_opens": r["unique_opens_recognised"] if recognised else r["unique_opens"],
+        "clicks": human_clicks if recognised else r["clicks"],
+        "unique_clicks": r["unique_clicks_recognised"] if recognised else r["unique_clicks"],
+        "human_opens": human_opens, "unknown_opens": r["unknown_opens"],
+        "human_clicks": human_clicks, "unknown_clicks": r["unknown_clicks"], "machine": r["machine"],
+    }  # fmt: skip
+
+
+def timeline(rows: Iterable[asyncpg.Record], recognised: bool) -> list[dict[str, Any]]:
+    """Per UTC hour: headline opens and clicks, and the three figures of each."""
+    out = []
     for r in rows:
-        machine = r["traffic"] == "machine"
-        field = "machine" if machine else {"open": "opens", "click": "clicks"}.get(r["kind"], "views")
-        for dim in dims:
-            cell = out[dim].setdefault(r[dim] or "unknown", {"opens": 0, "clicks": 0, "views": 0, "machine": 0})
-            cell[field] += r["hits"]
+        entry: dict[str, Any] = {"hour": iso(r["hour"])}
+        for kind in ("opens", "clicks"):
+            human, unknown = r[f"human_{kind}"] or 0, r[f"unknown_{kind}"] or 0
+            entry[kind] = human if recognised else human + unknown
+        for kind in ("opens", "clicks"):
+            for figure in ("human", "unknown", "machine"):
+                entry[f"{figure}_{kind}"] = r[f"{figure}_{kind}"] or 0
+        out.append(entry)
     return out
 
 
-async def build_report(conn: asyncpg.Connection, job_id: int, k: int = 5) -> dict[str, Any]:
-    """The report of ``job_id`` from the report tables."""
+def breakdowns(rows: Iterable[asyncpg.Record], blind: bool, recognised: bool) -> dict[str, dict[str, dict[str, int]]]:
+    """Per dimension and value: headline opens, clicks, views, and the three figures over all kinds.
+
+    ``machine_reason`` lists machine hits only: a person's hit has no machine reason.
+    """
+    dims = BLIND_DIMENSIONS if blind else DIMENSIONS
+    out: dict[str, dict[str, dict[str, int]]] = {d: {} for d in dims}
+    for r in rows:
+        traffic = r["traffic"] if r["traffic"] in ("human", "machine") else "unknown"
+        headline = traffic == "human" or (traffic == "unknown" and not recognised)
+        kind = {"open": "opens", "click": "clicks"}.get(r["kind"], "views")
+        for dim in dims:
+            if dim == "machine_reason" and traffic != "machine":
+                continue
+            cell = out[dim].setdefault(
+                r[dim] or "unknown", {"opens": 0, "clicks": 0, "views": 0, "human": 0, "unknown": 0, "machine": 0}
+            )
+            cell[traffic] += r["hits"]
+            if headline:
+                cell[kind] += r["hits"]
+    return out
+
+
+def machine_section(rows: Iterable[asyncpg.Record]) -> dict[str, Any]:
+    """Machine hits by reason, by family ('' = rolled up before families were kept) and in detail."""
+    detail = [{"kind": r["kind"], "reason": r["reason"], "family": r["family"] or "unrecorded", "hits": r["hits"]}
+              for r in rows]  # fmt: skip
+    by_reason: dict[str, int] = {}
+    by_family: dict[str, int] = {}
+    for entry in detail:
+        by_reason[entry["reason"]] = by_reason.get(entry["reason"], 0) + entry["hits"]
+        by_family[entry["family"]] = by_family.get(entry["family"], 0) + entry["hits"]
+    return {
+        "hits": sum(by_reason.values()),
+        "by_reason": dict(sorted(by_reason.items(), key=lambda item: (-item[1], item[0]))),
+        "by_family": dict(sorted(by_family.items(), key=lambda item: (-item[1], item[0]))),
+        "detail": detail,
+    }
+
+
+async def build_report(conn: asyncpg.Connection, job_id: int, k: int = 5, headline: str = "all") -> dict[str, Any]:
+    """The report of ``job_id`` from the report tables; ``headline``: all | recognised."""
+    if headline not in HEADLINES:
+        raise ValueError(f"headline must be one of {HEADLINES}, got {headline!r}")
     job = await conn.fetchrow(JOB, job_id)
     if job is None:
         raise UnknownJob(f"no job {job_id}")
-    mode, blind = job["mode"], job["mode"] == "blind"
+    mode, blind, recognised = job["mode"], job["mode"] == "blind", headline == "recognised"
     totals = {r["kind"]: r for r in await conn.fetch(TOTALS, job_id)}
     report: dict[str, Any] = {
         "job": job_id, "name": job["name"], "kind": job["kind"], "mode": mode,
         "sent_at": iso(job["sent_at"]), "recipients_count": await conn.fetchval(RECIPIENT_COUNT, job_id),
-        "opens": counts(totals.get("open"), blind, with_inferred=True),
-        "clicks": counts(totals.get("click"), blind),
+        "headline": {"setting": headline, "counts": COUNTED[headline]},
+        "opens": counts(totals.get("open"), blind, recognised, with_inferred=True),
+        "clicks": counts(totals.get("click"), blind, recognised),
         # Clicks seconds after the send are link scanners; without the send time that rule cannot apply.
         "send_time": {"sent_at": iso(job["sent_at"]), "rule_applied": job["sent_at"] is not None},
     }  # fmt: skip
-    views = {kind: counts(row, blind) for kind, row in totals.items() if kind not in ("open", "click")}
+    views = {kind: counts(row, blind, recognised) for kind, row in totals.items() if kind not in ("open", "click")}
     if views:
         report["views"] = views
-    report["links"] = link_entries(await conn.fetch(LINKS, job_id), blind)
+    report["links"] = link_entries(await conn.fetch(LINKS, job_id), blind, recognised)
     if mode in ("personal", "permission_personal"):
-        report["recipients"] = recipient_entries(await conn.fetch(RECIPIENTS, job_id))
+        report["recipients"] = recipient_entries(await conn.fetch(RECIPIENTS, job_id), recognised)
     if mode == "anonymous":
         report["k_anonymity"] = k
-        report["demographics"] = demographic_cells(await conn.fetch(DEMOGRAPHICS, job_id), k)
-    report["timeline"] = [
-        {"hour": iso(r["hour"]), "opens": r["opens"] or 0, "clicks": r["clicks"] or 0,
-         "machine_opens": r["machine_opens"] or 0, "machine_clicks": r["machine_clicks"] or 0}
-        for r in await conn.fetch(TIMELINE, job_id)
-    ]  # fmt: skip
-    report["breakdowns"] = breakdowns(await conn.fetch(BREAKDOWNS, job_id), blind)
+        report["demographics"] = demographic_cells(await conn.fetch(DEMOGRAPHICS, job_id), k, recognised)
+    report["timeline"] = timeline(await conn.fetch(TIMELINE, job_id), recognised)
+    report["breakdowns"] = breakdowns(await conn.fetch(BREAKDOWNS, job_id), blind, recognised)
+    report["machine"] = machine_section(await conn.fetch(MACHINE, job_id))
     documents = await documents_section(conn, job_id, mode)  # document pages read, where there are any
     if documents is not None:
         report["documents"] = documents

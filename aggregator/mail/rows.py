@@ -21,6 +21,12 @@ def classify_machine(hit: Mapping[str, Any], enriched: dict[str, Any]) -> bool:
     return enriched.get("traffic") == "machine"
 
 
+def figure(enriched: Mapping[str, Any]) -> tuple[bool, bool]:
+    """(machine, unknown): which of the three figures a hit counts in (neither: human)."""
+    traffic = enriched.get("traffic")
+    return traffic == "machine", traffic != "machine" and traffic != "human"
+
+
 class BatchBuilder:
     """Builds batch rows; caches link ids and recipient hashes within a run."""
 
@@ -49,15 +55,15 @@ class BatchBuilder:
     def row(self, hit: Mapping[str, Any], enriched: dict[str, Any]) -> tuple[Any, ...]:
         """The batch row of one hit."""
         track = modes.track_of(hit)
-        machine = classify_machine(hit, enriched)
+        machine, unknown = figure(enriched)
         rid = hit["recipient_id"]
         personal = track == modes.PERSONAL
         rhash = self.rhash(hit["job_id"], rid) if track in (modes.PERSONAL, modes.UNIQUE, modes.ANONYMOUS) else None
         cell = modes.cell_of(hit) if track == modes.ANONYMOUS else (None, None, None)
         is_click = hit["kind"] == "click" and track != modes.REJECTED
         return (
-            hit["hit_id"], hit["received_at"], hit["job_id"], hit["kind"], track, machine,
-            rid if personal else None, rhash,
+            hit["hit_id"], hit["received_at"], hit["job_id"], hit["kind"], track, machine, unknown,
+            enriched.get("machine_family") if machine else None, rid if personal else None, rhash,
             self.link_id(hit["link"]) if is_click else None, hit["link"] if is_click else None,
             modes.reject_reason(hit) if track == modes.REJECTED else None,
             *cell, *modes.stored_columns(track, hit, enriched),

@@ -2,11 +2,13 @@
 
 ``contacts`` appears only for personal sites; blind sites report no visitors
 and no sessions (they keep nothing that tells visitors apart), only visits:
-page views not referred by the site itself.
+page views not referred by the site itself. Tables print times as
+``2026-12-03 09:19 UTC``; JSON and CSV keep ISO 8601.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 from typing import Any
 
@@ -14,6 +16,7 @@ import asyncpg
 import orjson
 
 from pixeltrack.core import csvsafe
+from pixeltrack.core.times import human_time
 
 SITE = """
 SELECT s.job_id, j.mode, s.domain, s.dnt_policy, s.cookieless, s.spa_hash
@@ -140,17 +143,23 @@ def _text(value: Any) -> str:
     return "-" if value is None else str(value)
 
 
+def _shown(value: Any) -> str:
+    """A table cell: times in minutes, UTC; None is '-'."""
+    return human_time(value) if isinstance(value, dt.datetime) else _text(value)
+
+
 def _table(report: dict[str, Any]) -> str:
     out = [f"{name:<22} {_text(value)}" for name, value in _headline(report)]
     for title, rows in _rows(report):
         out += ["", f"== {title}"]
         if rows:
-            out.append("  ".join(f"{k:<14}" for k in rows[0]))
-            out += ["  ".join(f"{_text(v):<14}" for v in row.values()) for row in rows]
+            out.append("  ".join(f"{k:<20}" if k == "hour" else f"{k:<14}" for k in rows[0]))
+            out += ["  ".join(f"{_shown(v):<20}" if k == "hour" else f"{_shown(v):<14}" for k, v in row.items())
+                    for row in rows]  # fmt: skip
     for contact in report.get("contacts", []):
         out += ["", f"== contact {contact['recipient']} (mail job {contact['mail_job_id']}, "
                     f"recipient {contact['recipient_id']}), by a click on {contact['landing_url']}"]
-        out += [f"  {p['at']:%Y-%m-%d %H:%M:%S}  {p['url']}  {_text(p['title'])}" for p in contact["pages"]]
+        out += [f"  {human_time(p['at'])}  {p['url']}  {_text(p['title'])}" for p in contact["pages"]]
     return "\n".join(out) + "\n"
 
 

@@ -144,8 +144,9 @@ END $$;
 -- FOR UPDATE SKIP LOCKED, merges them into these tables with
 -- INSERT ... ON CONFLICT DO UPDATE and marks them rolled (rolled_at), all in
 -- one transaction. Every key starts with job_id (Citus distribution by job).
--- "human" = total - machine; machine hits (HEAD, prefetch, mail proxies,
--- link scanners) never count as a person's open or click.
+-- Machine hits (HEAD, prefetch, mail proxies, crawlers, link scanners)
+-- never count as a person's open or click; what is not machine is human
+-- (recognised) or unknown, see "honest numbers" below.
 
 -- Per-job secret for unique/anonymous repeat recognition. The stored state
 -- only holds keyed hashes of recipients; destroying the key (and the hashes)
@@ -202,12 +203,12 @@ CREATE TABLE IF NOT EXISTS report_job_totals (
     kind          text NOT NULL,
     total         bigint NOT NULL DEFAULT 0,   -- every hit
     machine       bigint NOT NULL DEFAULT 0,   -- hits by proxies, scanners, prefetch
-    unique_count  bigint NOT NULL DEFAULT 0,   -- distinct recipients (human); 0 for blind jobs
+    unique_count  bigint NOT NULL DEFAULT 0,   -- distinct recipients (not machine); 0 for blind jobs
     inferred      bigint NOT NULL DEFAULT 0,   -- opens: unique openers known only from a click
     updated_at    timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (job_id, kind)
 );
-COMMENT ON TABLE report_job_totals IS 'Job totals per kind of hit: total, machine, unique (human = total - machine).';
+COMMENT ON TABLE report_job_totals IS 'Job totals per kind of hit: total, machine, unknown, unique (human = total - machine - unknown).';
 
 -- Time series: hits per job, UTC hour of the hit itself (late hits land in
 -- their own hour) and kind.
@@ -228,7 +229,7 @@ CREATE TABLE IF NOT EXISTS report_links (
     url           text NOT NULL,
     total         bigint NOT NULL DEFAULT 0,
     machine       bigint NOT NULL DEFAULT 0,
-    unique_count  bigint NOT NULL DEFAULT 0,   -- distinct human clickers; 0 for blind jobs
+    unique_count  bigint NOT NULL DEFAULT 0,   -- distinct clickers (not machine); 0 for blind jobs
     PRIMARY KEY (job_id, link_id)
 );
 COMMENT ON TABLE report_links IS 'Per-link clicks: total, machine, unique clickers.';
@@ -237,9 +238,9 @@ COMMENT ON TABLE report_links IS 'Per-link clicks: total, machine, unique clicke
 CREATE TABLE IF NOT EXISTS report_recipients (
     job_id          bigint NOT NULL,
     recipient_id    bigint NOT NULL,
-    opens           bigint NOT NULL DEFAULT 0,   -- human opens
+    opens           bigint NOT NULL DEFAULT 0,   -- opens not a machine's (human + unknown)
     machine_opens   bigint NOT NULL DEFAULT 0,
-    clicks          bigint NOT NULL DEFAULT 0,   -- human clicks
+    clicks          bigint NOT NULL DEFAULT 0,   -- clicks not a machine's (human + unknown)
     machine_clicks  bigint NOT NULL DEFAULT 0,
     first_open      timestamptz,
     last_open       timestamptz,
@@ -253,7 +254,7 @@ CREATE TABLE IF NOT EXISTS report_recipient_links (
     job_id        bigint NOT NULL,
     recipient_id  bigint NOT NULL,
     link_id       bigint NOT NULL,
-    clicks        bigint NOT NULL DEFAULT 0,   -- human clicks
+    clicks        bigint NOT NULL DEFAULT 0,   -- clicks not a machine's (human + unknown)
     machine       bigint NOT NULL DEFAULT 0,
     first_click   timestamptz,
     last_click    timestamptz,
@@ -269,9 +270,9 @@ CREATE TABLE IF NOT EXISTS report_demographics (
     gender         text NOT NULL,
     zip            text NOT NULL,
     recipients     bigint NOT NULL DEFAULT 0,  -- distinct recipients with any hit in the cell
-    opens          bigint NOT NULL DEFAULT 0,  -- human
+    opens          bigint NOT NULL DEFAULT 0,  -- not machine (human + unknown)
     unique_opens   bigint NOT NULL DEFAULT 0,
-    clicks         bigint NOT NULL DEFAULT 0,  -- human
+    clicks         bigint NOT NULL DEFAULT 0,  -- not machine (human + unknown)
     unique_clicks  bigint NOT NULL DEFAULT 0,
     machine        bigint NOT NULL DEFAULT 0,
     PRIMARY KEY (job_id, age_band, gender, zip)
@@ -293,7 +294,7 @@ CREATE TABLE IF NOT EXISTS report_breakdowns (
     hits            bigint NOT NULL DEFAULT 0,
     PRIMARY KEY (job_id, kind, traffic, machine_reason, device_class, os, browser, mail_client, country)
 );
-COMMENT ON TABLE report_breakdowns IS 'Hits per job by device class, OS, browser, mail client, country and human/machine.';
+COMMENT ON TABLE report_breakdowns IS 'Hits per job by device class, OS, browser, mail client, country and human/unknown/machine.';
 
 -- Hits whose token was refused (job_id 0) or whose job is unknown.
 CREATE TABLE IF NOT EXISTS report_rejected (
@@ -305,6 +306,68 @@ CREATE TABLE IF NOT EXISTS report_rejected (
     PRIMARY KEY (job_id, hour, kind, reason)
 );
 COMMENT ON TABLE report_rejected IS 'Rejected hits per hour, kind and reason (never counted as opens or clicks).';
+
+-- ------------------------------------------------------- honest numbers ----
+-- Three disjoint figures for every count: human (a recognised browser or mail
+-- client), unknown (an agent recognised as neither a person's software nor a
+-- machine, or none at all) and machine (with a reason); human = total -
+-- machine - unknown. Reports headline human + unknown by default, human only
+-- with PIXELTRACK_HEADLINE=recognised; unique counts of recognised people
+-- come from unique_seen scopes 'r:open', 'r:click', 'r:link' (the same keyed
+-- hashes, kept and destroyed with the others).
+ALTER TABLE report_job_totals ADD COLUMN IF NOT EXISTS unique_recognised bigint NOT NULL DEFAULT 0;
+ALTER TABLE report_job_totals ADD COLUMN IF NOT EXISTS inferred_recognised bigint NOT NULL DEFAULT 0;
+DO $$
+BEGIN
+    -- First run on a database with history: the unknown hits already rolled
+    -- up are in report_breakdowns (merged in the same transaction as the
+    -- totals, over the same hits), so the split of old totals is recovered.
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns
+                   WHERE table_schema = current_schema() AND table_name = 'report_job_totals'
+                     AND column_name = 'unknown') THEN
+        ALTER TABLE report_job_totals ADD COLUMN unknown bigint NOT NULL DEFAULT 0;
+        UPDATE report_job_totals t SET unknown = b.hits
+        FROM (SELECT job_id, kind, sum(hits) AS hits FROM report_breakdowns
+              WHERE traffic = 'unknown' GROUP BY job_id, kind) b
+        WHERE t.job_id = b.job_id AND t.kind = b.kind;
+    END IF;
+END $$;
+COMMENT ON COLUMN report_job_totals.unknown IS 'hits neither machine nor a recognised browser or mail client';
+-- Tables without such a record start counting unknown hits from here on.
+ALTER TABLE report_hourly ADD COLUMN IF NOT EXISTS unknown bigint NOT NULL DEFAULT 0;
+ALTER TABLE report_links ADD COLUMN IF NOT EXISTS unknown bigint NOT NULL DEFAULT 0;
+ALTER TABLE report_links ADD COLUMN IF NOT EXISTS unique_recognised bigint NOT NULL DEFAULT 0;
+ALTER TABLE report_recipients ADD COLUMN IF NOT EXISTS unknown_opens bigint NOT NULL DEFAULT 0;
+ALTER TABLE report_recipients ADD COLUMN IF NOT EXISTS unknown_clicks bigint NOT NULL DEFAULT 0;
+ALTER TABLE report_recipient_links ADD COLUMN IF NOT EXISTS unknown bigint NOT NULL DEFAULT 0;
+ALTER TABLE report_demographics ADD COLUMN IF NOT EXISTS unknown_opens bigint NOT NULL DEFAULT 0;
+ALTER TABLE report_demographics ADD COLUMN IF NOT EXISTS unknown_clicks bigint NOT NULL DEFAULT 0;
+ALTER TABLE report_demographics ADD COLUMN IF NOT EXISTS unique_opens_recognised bigint NOT NULL DEFAULT 0;
+ALTER TABLE report_demographics ADD COLUMN IF NOT EXISTS unique_clicks_recognised bigint NOT NULL DEFAULT 0;
+
+-- Machine hits per job, kind, reason and family (who: a crawler list entry,
+-- a pixeltrack rule, a proxy or gateway name, "Apple MPP" ...; always a name
+-- from pixeltrack's own lists, never agent text). Every mode, blind too: it
+-- is built from the batch at roll-up, not from raw hits.
+CREATE TABLE IF NOT EXISTS job_machine (
+    job_id  bigint NOT NULL,
+    kind    text NOT NULL,
+    reason  text NOT NULL,
+    family  text NOT NULL DEFAULT '',   -- '' = not recorded (hits rolled up before families)
+    hits    bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (job_id, kind, reason, family)
+);
+COMMENT ON TABLE job_machine IS 'Machine hits per job by kind, reason and family (Googlebot, Apple MPP, ...).';
+DO $$
+BEGIN
+    -- Hits rolled up before this table existed: their reasons, family unrecorded.
+    IF NOT EXISTS (SELECT 1 FROM job_machine) THEN
+        INSERT INTO job_machine (job_id, kind, reason, family, hits)
+        SELECT job_id, kind, coalesce(nullif(machine_reason, ''), 'unknown'), '', sum(hits)
+        FROM report_breakdowns WHERE traffic = 'machine' GROUP BY 1, 2, 3
+        ON CONFLICT DO NOTHING;
+    END IF;
+END $$;
 
 -- ------------------------------------------------------------- views ----
 CREATE OR REPLACE VIEW job_rates AS
@@ -321,28 +384,53 @@ SELECT j.job_id, j.name, j.mode,
        CASE WHEN j.mode <> 'blind' THEN round(coalesce(c.unique_count, 0)::numeric
             / nullif(o.unique_count, 0), 4)
             ELSE round((c.total - c.machine)::numeric / nullif(o.total - o.machine, 0), 4) END
-           AS click_to_open_rate
+           AS click_to_open_rate,
+       -- the three figures (opens/clicks above = human + unknown)
+       coalesce(o.total - o.machine - o.unknown, 0) AS opens_human,
+       coalesce(o.unknown, 0) AS opens_unknown,
+       coalesce(o.machine, 0) AS opens_machine,
+       coalesce(c.total - c.machine - c.unknown, 0) AS clicks_human,
+       coalesce(c.unknown, 0) AS clicks_unknown,
+       coalesce(c.machine, 0) AS clicks_machine,
+       -- recognised people only (PIXELTRACK_HEADLINE=recognised)
+       CASE WHEN j.mode <> 'blind' THEN coalesce(o.unique_recognised, 0) END AS unique_opens_recognised,
+       CASE WHEN j.mode <> 'blind' THEN coalesce(c.unique_recognised, 0) END AS unique_clicks_recognised,
+       CASE WHEN j.mode <> 'blind' THEN round(coalesce(o.unique_recognised, 0)::numeric
+            / nullif((SELECT count(*) FROM recipients r WHERE r.job_id = j.job_id), 0), 4) END
+           AS open_rate_recognised,
+       CASE WHEN j.mode <> 'blind' THEN round(coalesce(c.unique_recognised, 0)::numeric
+            / nullif((SELECT count(*) FROM recipients r WHERE r.job_id = j.job_id), 0), 4) END
+           AS click_rate_recognised,
+       CASE WHEN j.mode <> 'blind' THEN round(coalesce(c.unique_recognised, 0)::numeric
+            / nullif(o.unique_recognised, 0), 4)
+            ELSE round((c.total - c.machine - c.unknown)::numeric / nullif(o.total - o.machine - o.unknown, 0), 4)
+            END AS click_to_open_rate_recognised
 FROM jobs j
 LEFT JOIN report_job_totals o ON o.job_id = j.job_id AND o.kind = 'open'
 LEFT JOIN report_job_totals c ON c.job_id = j.job_id AND c.kind = 'click';
-COMMENT ON VIEW job_rates IS 'Open rate, click rate and click-to-open rate per job (unique, human; blind: per hit).';
+COMMENT ON VIEW job_rates IS 'Open, click and click-to-open rates per job: human + unknown (unique; blind: per hit), the three figures, and recognised people only (*_recognised).';
 
 CREATE OR REPLACE VIEW top_links AS
 SELECT l.job_id, l.url, l.total - l.machine AS clicks,
        CASE WHEN j.mode <> 'blind' THEN l.unique_count END AS unique_clicks,
        l.machine,
-       rank() OVER (PARTITION BY l.job_id ORDER BY l.total - l.machine DESC) AS rank
+       rank() OVER (PARTITION BY l.job_id ORDER BY l.total - l.machine DESC) AS rank,
+       l.total - l.machine - l.unknown AS human,
+       l.unknown,
+       CASE WHEN j.mode <> 'blind' THEN l.unique_recognised END AS unique_clicks_recognised
 FROM report_links l JOIN jobs j USING (job_id);
-COMMENT ON VIEW top_links IS 'Links of each job ranked by human clicks.';
+COMMENT ON VIEW top_links IS 'Links of each job ranked by clicks (human + unknown), with the three figures.';
 
 CREATE OR REPLACE VIEW hourly_activity AS
 SELECT job_id, hour,
        sum(total - machine) FILTER (WHERE kind = 'open') AS opens,
        sum(total - machine) FILTER (WHERE kind = 'click') AS clicks,
        sum(total - machine) FILTER (WHERE kind NOT IN ('open', 'click')) AS views,
-       sum(machine) AS machine
+       sum(machine) AS machine,
+       sum(total - machine - unknown) AS human,
+       sum(unknown) AS unknown
 FROM report_hourly GROUP BY job_id, hour;
-COMMENT ON VIEW hourly_activity IS 'Human opens, clicks and views per job and UTC hour, plus machine hits.';
+COMMENT ON VIEW hourly_activity IS 'Opens, clicks and views (human + unknown) per job and UTC hour; all hits split human / unknown / machine.';
 
 -- Drops raw_hits day partitions that end before `cutoff`, skipping any that
 -- still hold hits not rolled up. Returns the names dropped.

@@ -71,7 +71,7 @@ async def job_report(request: web.Request) -> web.Response:
     async with request.app[POOL].acquire() as conn:
         try:
             report = await reports.job_report(conn, job_id, request.app[CONFIG].k_anonymity, request.app[COUNTS],
-                                                  recipients=True)
+                                                  recipients=True, headline=request.app[CONFIG].headline)
         except UnknownJob as exc:
             return api_error(404, str(exc))
     if report["kind"] != "mail":

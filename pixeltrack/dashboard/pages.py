@@ -15,7 +15,7 @@ from pixeltrack.dashboard.reports import DateRange, bucket, dimension_rows, job_
 
 # Keys of the job report drawn by their own section; any other key is shown generically.
 DRAWN = {"job", "name", "kind", "mode", "sent_at", "recipients_count", "opens", "clicks", "views", "links",
-         "recipients", "k_anonymity", "demographics", "timeline", "breakdowns", "machine"}
+         "recipients", "k_anonymity", "demographics", "timeline", "breakdowns", "machine", "headline"}
 PERSONAL = ("personal", "permission_personal")
 MAX_ID = 2**63 - 1
 
@@ -38,7 +38,7 @@ async def overview(request: web.Request) -> web.Response:
     """GET /: every mail job and site with headline figures, trends and pipeline health."""
     config = request.app[CONFIG]
     async with request.app[POOL].acquire() as conn:
-        data = await queries.overview(conn, request.app[COUNTS])
+        data = await queries.overview(conn, request.app[COUNTS], config.headline)
         health = await queries.health(conn, config.spool_dir)
     for job in data["jobs"]:
         job["rates"] = rates(job)
@@ -96,7 +96,7 @@ async def job_page(request: web.Request) -> web.StreamResponse:
     days = DateRange.parse(request.query)
     async with request.app[POOL].acquire() as conn:
         try:
-            report = await job_report(conn, job_id, config.k_anonymity, request.app[COUNTS])
+            report = await job_report(conn, job_id, config.k_anonymity, request.app[COUNTS], headline=config.headline)
         except UnknownJob as exc:
             raise web.HTTPNotFound(text=str(exc)) from exc
         if report["kind"] == "site":

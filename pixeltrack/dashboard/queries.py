@@ -18,7 +18,8 @@ from aggregator.mail.report import counts
 JOBS = "SELECT job_id, name, kind, mode, sent_at, created_at FROM jobs ORDER BY job_id DESC"
 JOB_IDS = "SELECT job_id FROM jobs"
 MAIL_TOTALS = """
-SELECT t.job_id, t.kind, t.total, t.machine, t.unique_count, t.inferred
+SELECT t.job_id, t.kind, t.total, t.machine, t.unknown, t.unique_count, t.inferred, t.unique_recognised,
+       t.inferred_recognised
 FROM report_job_totals t JOIN jobs j USING (job_id) WHERE j.kind = 'mail' AND t.kind IN ('open', 'click')
 """
 # The highest recipient id of each job, one index probe each: it changes
@@ -134,8 +135,9 @@ class RecipientCounts:
         return out
 
 
-async def overview(conn: asyncpg.Connection, counts_cache: RecipientCounts) -> dict[str, Any]:
-    """Headline figures and daily trends of every mail job and site."""
+async def overview(conn: asyncpg.Connection, counts_cache: RecipientCounts, headline: str = "all") -> dict[str, Any]:
+    """Headline figures (``headline``: all | recognised) and daily trends of every mail job and site."""
+    recognised = headline == "recognised"
     totals: dict[int, dict[str, asyncpg.Record]] = {}
     for row in await conn.fetch(MAIL_TOTALS):
         totals.setdefault(row["job_id"], {})[row["kind"]] = row
@@ -150,8 +152,8 @@ async def overview(conn: asyncpg.Connection, counts_cache: RecipientCounts) -> d
             continue
         blind, mine = job["mode"] == "blind", totals.get(job["job_id"], {})
         jobs.append({**dict(job), "recipients_count": recipients.get(job["job_id"], 0),
-                     "opens": counts(mine.get("open"), blind, with_inferred=True),
-                     "clicks": counts(mine.get("click"), blind), "trend": trends.get(job["job_id"], [])})
+                     "opens": counts(mine.get("open"), blind, recognised, with_inferred=True),
+                     "clicks": counts(mine.get("click"), blind, recognised), "trend": trends.get(job["job_id"], [])})
     site_trends: dict[int, list[dict[str, Any]]] = {}
     for row in await conn.fetch(SITE_TRENDS):
         site_trends.setdefault(row["job_id"], []).append(dict(row))

@@ -51,9 +51,9 @@ class _ReportConnection:
 
 
 async def job_report(conn: asyncpg.Connection, job_id: int, k: int, counts: RecipientCounts,
-                     recipients: bool = False) -> dict[str, Any]:
+                     recipients: bool = False, headline: str = "all") -> dict[str, Any]:
     """build_report's dict; per-recipient rows only when asked (the API asks, pages do not)."""
-    return await mail_report.build_report(_ReportConnection(conn, counts, recipients), job_id, k)
+    return await mail_report.build_report(_ReportConnection(conn, counts, recipients), job_id, k, headline)
 
 
 async def web_report(conn: asyncpg.Connection, site_id: int) -> dict[str, Any]:
@@ -69,7 +69,7 @@ def rates(report: Mapping[str, Any]) -> dict[str, float | None]:
     """Open, click and click-to-open rates as the job_rates view defines them (unique, human; blind: per hit)."""
     opens, clicks, count = report["opens"], report["clicks"], report.get("recipients_count") or 0
     if report["mode"] == "blind":
-        return {"open_rate": None, "click_rate": None, "click_to_open": _ratio(clicks["human"], opens["human"])}
+        return {"open_rate": None, "click_rate": None, "click_to_open": _ratio(clicks["headline"], opens["headline"])}
     return {"open_rate": _ratio(opens["unique"], count), "click_rate": _ratio(clicks["unique"], count),
             "click_to_open": _ratio(clicks["unique"], opens["unique"])}
 

@@ -46,8 +46,9 @@ def headline(report: dict) -> tuple:
     return report["opens"], report["clicks"], links, report["timeline"]
 
 
-EXPECTED_OPENS = {"total": 120, "human": 120, "machine": 0, "unique": 40, "inferred": 0}
-EXPECTED_CLICKS = {"total": 60, "human": 60, "machine": 0, "unique": 40}
+# The flag-only enricher recognises no agent: every hit not a machine's is unknown, and counts in the headline.
+EXPECTED_OPENS = {"total": 120, "human": 0, "unknown": 120, "machine": 0, "headline": 120, "unique": 40, "inferred": 0}
+EXPECTED_CLICKS = {"total": 60, "human": 0, "unknown": 60, "machine": 0, "headline": 60, "unique": 40}
 
 
 class TestRerun:
@@ -100,8 +101,9 @@ class TestKilledRun:
         assert await conn.fetchval("SELECT sum(total) FROM report_job_totals") == before == 180
         await rollup(conn, cfg, FlagEnricher())
         report = await build_report(conn, job)
-        assert report["opens"] == {"total": 121, "human": 121, "machine": 0, "unique": 41, "inferred": 1}
-        assert report["clicks"] == {"total": 61, "human": 61, "machine": 0, "unique": 41}
+        assert report["opens"] == {"total": 121, "human": 0, "unknown": 121, "machine": 0, "headline": 121, "unique": 41,
+                                  "inferred": 1}
+        assert report["clicks"] == {"total": 61, "human": 0, "unknown": 61, "machine": 0, "headline": 61, "unique": 41}
 
 
 class TestLateHit:

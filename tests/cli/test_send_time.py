@@ -80,7 +80,7 @@ class TestSendTimeRule:
         assert (code, err) == (0, "") and out.startswith("rolled up 2 hits in 1 batches")
         assert [tuple(r) for r in verdicts(env)] == [(0, "machine", "scanner"), (1, "human", None)]
         report = json.loads(run(capsys, "report", "--job", "1", "--format", "json")[1])
-        assert report["clicks"] == {"total": 2, "human": 1, "machine": 1, "unique": 1}
+        assert report["clicks"] == {"total": 2, "human": 1, "unknown": 0, "machine": 1, "headline": 1, "unique": 1}
         assert report["send_time"] == {"sent_at": "2024-05-06T10:00:00+00:00", "rule_applied": True}
         assert [(r["clicks"], r["machine_clicks"]) for r in report["recipients"]] == [(0, 1), (1, 0)]
         assert "Send time unknown" not in run(capsys, "report", "--job", "1")[1]

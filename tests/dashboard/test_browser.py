@@ -87,7 +87,7 @@ class TestInTheBrowser:
         await log_in(tab)
         assert await tab.get_by_role("heading", name="Overview").is_visible()
         row = f'tr[data-job="{job}"]'
-        assert await metric(tab, "opens.human", row) == number(report["opens"]["human"]) == "3"
+        assert await metric(tab, "opens.headline", row) == number(report["opens"]["headline"]) == "3"
         assert await metric(tab, "click_to_open", row) == percent(rates(report)["click_to_open"]) == "66.7 %"
         await shot(tab, "overview")
 

@@ -43,7 +43,7 @@ class TestJobPage:
         for kind in ("opens", "clicks"):
             for key, value in report[kind].items():
                 assert shown[f"{kind}.{key}"] == number(value), (kind, key)
-        assert (report["opens"]["human"], report["opens"]["unique"], report["clicks"]["human"]) == (3, 3, 4)
+        assert (report["opens"]["headline"], report["opens"]["unique"], report["clicks"]["headline"]) == (3, 3, 4)
         r = rates(report)
         assert (shown["open_rate"], shown["click_rate"], shown["click_to_open"]) == (
             percent(r["open_rate"]), percent(r["click_rate"]), percent(r["click_to_open"]))
@@ -125,8 +125,8 @@ class TestExports:
             answer = await client.get(f"/jobs/{job}?export={table}")
             assert (answer.status, answer.content_type) == (200, "text/csv"), table
         links = rows_of(await (await client.get(f"/jobs/{job}?export=links")).text())
-        assert links[0] == ["link_id", "url", "clicks", "unique_clicks", "machine", "total"]
-        assert ["7", "'=cmd|calc", "0", "0", "0", "0"] in links
+        assert links[0] == ["link_id", "url", "clicks", "unique_clicks", "human", "unknown", "machine", "total"]
+        assert ["7", "'=cmd|calc", "0", "0", "0", "0", "0", "0"] in links
         disposition = (await client.get(f"/jobs/{job}?export=links")).headers["Content-Disposition"]
         assert disposition == 'attachment; filename="_HYPERLINK_1_-links.csv"'
         assert (await client.get(f"/jobs/{job}?export=nothing")).status == 404
@@ -176,9 +176,9 @@ class TestOverview:
         html = await (await client.get("/")).text()
         row = html[html.index(f'data-job="{job}"'):]
         shown = metrics(row)
-        assert (shown["opens.human"], shown["opens.unique"], shown["clicks.human"], shown["clicks.unique"]) == (
-            number(report["opens"]["human"]), number(report["opens"]["unique"]),
-            number(report["clicks"]["human"]), number(report["clicks"]["unique"]))
+        assert (shown["opens.headline"], shown["opens.unique"], shown["clicks.headline"], shown["clicks.unique"]) == (
+            number(report["opens"]["headline"]), number(report["opens"]["unique"]),
+            number(report["clicks"]["headline"]), number(report["clicks"]["unique"]))
         assert metrics(html[html.index(f'data-site="{site}"'):])["pageviews"] == "3"
         assert metrics(html)["rollup_lag"] == "up to date"
 

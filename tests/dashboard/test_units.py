@@ -68,11 +68,11 @@ class TestRates:
     """Rates as the job_rates view has them."""
 
     def test_rates(self) -> None:
-        report = {"mode": "unique", "recipients_count": 8, "opens": {"human": 9, "unique": 4},
-                  "clicks": {"human": 3, "unique": 2}}
+        report = {"mode": "unique", "recipients_count": 8, "opens": {"headline": 9, "unique": 4},
+                  "clicks": {"headline": 3, "unique": 2}}
         assert rates(report) == {"open_rate": 0.5, "click_rate": 0.25, "click_to_open": 0.5}
-        blind = {"mode": "blind", "recipients_count": 0, "opens": {"human": 8, "unique": None},
-                 "clicks": {"human": 2, "unique": None}}
+        blind = {"mode": "blind", "recipients_count": 0, "opens": {"headline": 8, "unique": None},
+                 "clicks": {"headline": 2, "unique": None}}
         assert rates(blind) == {"open_rate": None, "click_rate": None, "click_to_open": 0.25}
 
 

@@ -45,8 +45,8 @@ class TestPersonalReport:
         await roll(conn)
         report = await build_report(conn, job)
         assert report["job"] == job and report["mode"] == "personal"
-        assert report["opens"] == {"total": 4, "human": 3, "machine": 1, "unique": 3, "inferred": 1}
-        assert report["clicks"] == {"total": 5, "human": 4, "machine": 1, "unique": 2}
+        assert report["opens"] == {"total": 4, "human": 0, "unknown": 3, "machine": 1, "headline": 3, "unique": 3, "inferred": 1}
+        assert report["clicks"] == {"total": 5, "human": 0, "unknown": 4, "machine": 1, "headline": 4, "unique": 2}
 
     async def test_links(self, conn: asyncpg.Connection) -> None:
         """A: 3 human clicks by 2 people; B: 1 human click, 1 machine."""
@@ -75,13 +75,15 @@ class TestPersonalReport:
         assert rows[1]["recipient"] == "r1@example.org"
 
     async def test_timeline(self, conn: asyncpg.Connection) -> None:
-        """10:00 holds 3 human opens and 3 human clicks; 11:00 the blocked-images click."""
+        """10:00 holds 3 opens and 3 clicks (all unknown: the flag-only enricher); 11:00 the blocked-images click."""
         job = await personal_job(conn)
         await roll(conn)
         timeline = (await build_report(conn, job))["timeline"]
         assert timeline == [
-            {"hour": T0.isoformat(), "opens": 3, "clicks": 3, "machine_opens": 1, "machine_clicks": 1},
-            {"hour": at(60).isoformat(), "opens": 0, "clicks": 1, "machine_opens": 0, "machine_clicks": 0},
+            {"hour": T0.isoformat(), "opens": 3, "clicks": 3, "human_opens": 0, "unknown_opens": 3,
+             "machine_opens": 1, "human_clicks": 0, "unknown_clicks": 3, "machine_clicks": 1},
+            {"hour": at(60).isoformat(), "opens": 0, "clicks": 1, "human_opens": 0, "unknown_opens": 0,
+             "machine_opens": 0, "human_clicks": 0, "unknown_clicks": 1, "machine_clicks": 0},
         ]
 
     async def test_rejected_counted_apart(self, conn: asyncpg.Connection) -> None:
@@ -140,8 +142,8 @@ class TestPermissionPersonal:
         job = await permission_job(conn)
         await roll(conn)
         report = await build_report(conn, job)
-        assert report["opens"] == {"total": 5, "human": 5, "machine": 0, "unique": 5, "inferred": 2}
-        assert report["clicks"] == {"total": 2, "human": 2, "machine": 0, "unique": 2}
+        assert report["opens"] == {"total": 5, "human": 0, "unknown": 5, "machine": 0, "headline": 5, "unique": 5, "inferred": 2}
+        assert report["clicks"] == {"total": 2, "human": 0, "unknown": 2, "machine": 0, "headline": 2, "unique": 2}
         rows = {r["recipient_id"]: (r["opens"], r["clicks"]) for r in report["recipients"]}
         assert rows == {1: (2, 0), 2: (0, 1)}
 

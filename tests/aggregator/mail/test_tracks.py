@@ -47,8 +47,8 @@ class TestAnonymous:
         job = await anonymous_job(conn)
         await roll(conn)
         report = await build_report(conn, job, k=5)
-        assert report["opens"] == {"total": 11, "human": 10, "machine": 1, "unique": 9, "inferred": 1}
-        assert report["clicks"] == {"total": 2, "human": 2, "machine": 0, "unique": 2}
+        assert report["opens"] == {"total": 11, "human": 0, "unknown": 10, "machine": 1, "headline": 10, "unique": 9, "inferred": 1}
+        assert report["clicks"] == {"total": 2, "human": 0, "unknown": 2, "machine": 0, "headline": 2, "unique": 2}
         assert "recipients" not in report
 
     async def test_demographics_k5(self, conn: asyncpg.Connection) -> None:
@@ -58,9 +58,11 @@ class TestAnonymous:
         cells = (await build_report(conn, job, k=5))["demographics"]
         assert cells == [
             {"age_band": "25-34", "gender": "f", "zip": "10115", "recipients": 6, "opens": 8,
-             "unique_opens": 6, "clicks": 1, "unique_clicks": 1, "machine": 0},
+             "unique_opens": 6, "clicks": 1, "unique_clicks": 1, "human_opens": 0, "unknown_opens": 8,
+             "human_clicks": 0, "unknown_clicks": 1, "machine": 0},
             {"age_band": "other", "gender": "other", "zip": "other", "recipients": 3, "opens": 2,
-             "unique_opens": 3, "clicks": 1, "unique_clicks": 1, "machine": 1},
+             "unique_opens": 3, "clicks": 1, "unique_clicks": 1, "human_opens": 0, "unknown_opens": 2,
+             "human_clicks": 0, "unknown_clicks": 1, "machine": 1},
         ]  # fmt: skip
 
     async def test_demographics_k2(self, conn: asyncpg.Connection) -> None:
@@ -107,8 +109,8 @@ class TestUnique:
         job = await unique_job(conn)
         await roll(conn)
         report = await build_report(conn, job)
-        assert report["opens"] == {"total": 5, "human": 4, "machine": 1, "unique": 3, "inferred": 1}
-        assert report["clicks"] == {"total": 4, "human": 4, "machine": 0, "unique": 2}
+        assert report["opens"] == {"total": 5, "human": 0, "unknown": 4, "machine": 1, "headline": 4, "unique": 3, "inferred": 1}
+        assert report["clicks"] == {"total": 4, "human": 0, "unknown": 4, "machine": 0, "headline": 4, "unique": 2}
         assert [(e["url"], e["clicks"], e["unique_clicks"]) for e in report["links"]] == [(A, 2, 1), (B, 2, 2)]
         assert "recipients" not in report and "demographics" not in report
 
@@ -133,7 +135,7 @@ class TestUnique:
         await add_hits(conn, [hit("open", job, 3, 80)])
         await roll(conn)
         assert (await build_report(conn, job))["opens"] == {
-            "total": 6, "human": 5, "machine": 1, "unique": 3, "inferred": 0,
+            "total": 6, "human": 0, "unknown": 5, "machine": 1, "headline": 5, "unique": 3, "inferred": 0,
         }  # fmt: skip
 
 
@@ -156,9 +158,9 @@ class TestBlind:
         job = await blind_job(conn)
         await roll(conn)
         report = await build_report(conn, job)
-        assert report["opens"] == {"total": 6, "human": 5, "machine": 1, "unique": None, "inferred": None}
-        assert report["clicks"] == {"total": 5, "human": 4, "machine": 1, "unique": None}
-        assert report["views"] == {"doc": {"total": 2, "human": 2, "machine": 0, "unique": None}}
+        assert report["opens"] == {"total": 6, "human": 0, "unknown": 5, "machine": 1, "headline": 5, "unique": None, "inferred": None}
+        assert report["clicks"] == {"total": 5, "human": 0, "unknown": 4, "machine": 1, "headline": 4, "unique": None}
+        assert report["views"] == {"doc": {"total": 2, "human": 0, "unknown": 2, "machine": 0, "headline": 2, "unique": None}}
         assert [(e["url"], e["clicks"], e["machine"], e["unique_clicks"]) for e in report["links"]] == [
             (A, 3, 1, None), (B, 1, 0, None),
         ]  # fmt: skip

@@ -110,7 +110,8 @@ class TestForgetEverywhere:
             ("site_contacts", "visitor_id"), ("unique_seen", "hash"),
         }  # fmt: skip
         [done] = await forget(conn, ADDRESS)
-        assert (done.raw_hits, done.recipient_rows, done.link_rows, done.hashes) == (4, 1, 1, 3)
+        # hashes: open, click and link, each also in the recognised-people scope (r:open, r:click, r:link)
+        assert (done.raw_hits, done.recipient_rows, done.link_rows, done.hashes) == (4, 1, 1, 6)
         assert (done.site_rows, done.page_views, done.identity) == (4, 2, 1)
         assert await everything_of_ann(conn, mail, rhash) == {("forgotten_recipients", "recipient_id")}
 

@@ -96,7 +96,7 @@ class TestPurge:
         await add_hits(conn, [hit("open", job, 1, received_at=now)])
         await roll(conn)
         assert (await build_report(conn, job))["opens"] == {
-            "total": 3, "human": 3, "machine": 0, "unique": 2, "inferred": 0,
+            "total": 3, "human": 0, "unknown": 3, "machine": 0, "headline": 3, "unique": 2, "inferred": 0,
         }  # fmt: skip
         assert await conn.fetchval("SELECT count(*) FROM unique_seen") == 0
 

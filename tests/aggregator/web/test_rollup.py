@@ -232,7 +232,11 @@ class TestRendering:
         data = orjson.loads(render_site(report, "json"))
         assert {"site", "mode", "pageviews", "visitors", "top_pages", "sources", "timeline", "contacts"} <= set(data)
         assert "summary,pageviews,5," in render_site(report, "csv")
-        assert "pageviews              5\n" in render_site(report, "table")
+        table = render_site(report, "table")
+        assert "pageviews              5\n" in table
+        # times in tables: minutes, UTC (JSON keeps ISO 8601)
+        assert f"{DAY:%Y-%m-%d} 10:00 UTC" in table and "10:00:00+00:00" not in table
+        assert f"{DAY:%Y-%m-%d}T10:00:00+00:00" in render_site(report, "json")
         with pytest.raises(LookupError):
             await site_report(conn, job + 100)
 
