@@ -29,6 +29,10 @@ class CollectorConfig:
     spool_max_bytes: int = 1 << 30  # 1 GiB; past it /readyz turns 503
     drain_grace: float = 2.0        # seconds /readyz says 503 before the listener closes
     reuse_port: bool = False
+    # Durability (issue 11): the write-ahead journal, rows held when nothing takes them, spool scans.
+    max_held: int = 100_000          # rows kept in memory while neither PostgreSQL nor the spool takes them
+    journal_segment_bytes: int = 8 << 20  # size of one journal file; the next starts when it is full
+    scan_interval: float = 2.0       # seconds between looks for other collectors' batches and journals
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: Any) -> CollectorConfig:
@@ -51,8 +55,14 @@ class CollectorConfig:
             spool_dir=Path(environ.get("PIXELTRACK_SPOOL_DIR", str(data_dir / "spool"))),
             spool_max_bytes=env_int(environ, "PIXELTRACK_SPOOL_MAX_BYTES", 1 << 30),
             drain_grace=env_float(environ, "PIXELTRACK_DRAIN_GRACE", 2.0),
+            max_held=env_int(environ, "PIXELTRACK_MAX_HELD", 100_000),
+            journal_segment_bytes=env_int(environ, "PIXELTRACK_JOURNAL_SEGMENT_BYTES", 8 << 20),
+            scan_interval=env_float(environ, "PIXELTRACK_SCAN_INTERVAL", 2.0),
         )
         config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
         if config.batch_size < 1 or config.flush_interval <= 0 or config.workers < 1:
             raise ConfigError("PIXELTRACK_BATCH_SIZE, PIXELTRACK_FLUSH_INTERVAL and --workers must be positive")
+        if config.max_held < 0 or config.journal_segment_bytes < 1 << 20 or config.scan_interval <= 0:
+            raise ConfigError("PIXELTRACK_MAX_HELD must be >= 0, PIXELTRACK_JOURNAL_SEGMENT_BYTES >= 1048576 "
+                              "and PIXELTRACK_SCAN_INTERVAL positive")
         return config
