@@ -75,12 +75,15 @@ async def buffer_ctx(app: web.Application) -> AsyncIterator[None]:
     writer = HitBuffer(app[CONFIG], app[POOL], app[METRICS])
     app[BUFFER] = writer
     app[RECORDER].append = writer.append
-    task = asyncio.create_task(writer.run(), name="pixeltrack-flusher")
+    writer.start()
     yield
-    # Not task.cancel(): a COPY cut short would leave its batch nowhere.
-    writer.stop()
-    await task
-    await writer.flush()
+    # Not a cancel: a COPY cut short would leave its batch nowhere.
+    await writer.stop()
+    try:
+        await writer.flush()
+    except Exception:  # what the flush could not store is still in the journal, which close() keeps
+        log.exception("the final flush failed")
+    writer.close()
     log.info("final flush done (%d hits spooled for replay)", len(writer.spool.pending()))
 
 
