@@ -148,8 +148,7 @@ class HitBuffer:
         self._stopping = True
         self.wake.set()
         if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.wait([self._task])  # its own cancellation is not ours to raise
 
     async def run(self) -> None:
         """Flush on size or interval until ``stop``; an error is logged and counted, and the loop goes on."""

@@ -69,7 +69,7 @@ class Replayer:
             log.info("the spool folder %s takes writes again", self.spool.directory)
         if self.spool.pending():
             w.spooled = True  # ours, or another collector's: replayed here either way
-        if not w.database_ok:
+        if not w.database_ok and not w.spooled and not w.pending:  # else replays and writes try it anyway
             await self._probe_database()
         if w.journal.unjournaled > self._unjournaled:
             self.metrics.unjournaled.inc(w.journal.unjournaled - self._unjournaled)
@@ -144,7 +144,8 @@ class Replayer:
         """Turn one orphaned journal into spool batches (replayed idempotently: ids come from the journal)."""
         try:
             contents = journal.read_segment(path)
-            rows = self.writer.rows_of(RowMaker(contents.prefix, self.writer.rows.addresses), sorted(contents.hits))
+            hits = sorted(contents.hits, key=lambda h: h[0])
+            rows = self.writer.rows_of(RowMaker(contents.prefix, self.writer.rows.addresses), hits)
         except OSError as exc:
             log.warning("cannot read the orphaned journal %s: %s", path, exc)
             return
@@ -173,7 +174,7 @@ class Replayer:
     async def _probe_database(self) -> None:
         """Nothing to write yet PostgreSQL marked down: ask it, so readiness and held hits do not wait on traffic."""
         try:
-            async with asyncio.timeout(self.config.copy_timeout):
+            async with asyncio.timeout(min(2.0, self.config.copy_timeout)):
                 async with self.writer.pool.acquire() as conn:
                     await conn.fetchval("SELECT 1")
         except UNAVAILABLE:
