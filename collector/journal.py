@@ -73,6 +73,19 @@ class Contents:
     unreadable: int
 
 
+class _NoSegment:
+    """Stands for the mapped segment while there is none: every write is refused, like a full segment's."""
+
+    def write(self, data: bytes) -> int:
+        raise ValueError("no journal segment")
+
+    def close(self) -> None:
+        """Nothing to unmap."""
+
+
+NO_SEGMENT = _NoSegment()
+
+
 def encode(ordinal: int, hit: Hit) -> bytes:
     """One journal line by the slow path, for what orjson refuses (lone surrogates from undecodable headers)."""
     return json.dumps([ordinal, hit], ensure_ascii=True, separators=(",", ":"), default=str).encode() + b"\n"
@@ -90,9 +103,7 @@ class Journal:
         self.unjournaled = 0    # hits that found no segment to go to
         self.error: str | None = None
         self.segments: list[Segment] = []
-        self._map: mmap.mmap | bytearray = bytearray()
-        self._pos = 0
-        self._limit = 0
+        self._map: mmap.mmap | _NoSegment = NO_SEGMENT  # written at its own position (mmap.write)
         self._seq = 0
         self._start_segment()
 
@@ -103,12 +114,9 @@ class Journal:
             data = _dumps((n, hit), None, _NEWLINE)
         except TypeError:
             data = encode(n, hit)
-        pos = self._pos
-        end = pos + len(data)
-        if end <= self._limit:
-            self._map[pos:end] = data
-            self._pos = end
-        else:
+        try:
+            self._map.write(data)
+        except ValueError:  # the segment is full (or there is none)
             self._spill(data)
         self.count = n + 1
 
@@ -116,10 +124,9 @@ class Journal:
         """The segment is full: start the next (a line is < 100 kB, a segment >= 1 MiB), or count the hit."""
         if self.error is None:
             self._start_segment()
-        if len(data) <= self._limit - self._pos:
-            self._map[self._pos:self._pos + len(data)] = data
-            self._pos += len(data)
-        else:
+        try:
+            self._map.write(data)
+        except ValueError:
             self.unjournaled += 1
 
     def retry(self) -> None:
@@ -141,7 +148,7 @@ class Journal:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # before its name says "journal": never taken
             os.posix_fallocate(fd, 0, self.segment_bytes)
             mapped = mmap.mmap(fd, self.segment_bytes)
-            mapped[: len(header)] = header
+            mapped.write(header)
             tmp.rename(path)
         except OSError as exc:
             if mapped is not None:
@@ -159,14 +166,13 @@ class Journal:
             log.info("journal segments start again in %s", self.directory)
         self.error = None
         self.segments.append(Segment(path, fd, self.count))
-        self._map, self._pos, self._limit = mapped, len(header), self.segment_bytes
+        self._map = mapped
 
     def _end_current(self) -> None:
         if self.segments and self.segments[-1].end < 0:
             self.segments[-1].end = self.count
-        if isinstance(self._map, mmap.mmap):
-            self._map.close()  # the written pages stay in the page cache; the process's RSS drops
-        self._map, self._pos, self._limit = bytearray(), 0, 0
+        self._map.close()  # the written pages stay in the page cache; the process's RSS drops
+        self._map = NO_SEGMENT
 
     # -- bookkeeping --------------------------------------------------------
     def release(self, upto: int) -> None:
