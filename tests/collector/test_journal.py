@@ -63,10 +63,10 @@ class TestJournal:
         firsts = [s.first for s in j.segments]
         assert len(firsts) == 3 and firsts[0] == 0
         assert j.covered(0, 25) == 25
-        j.release(firsts[1])  # hits below the second segment's first are safe
+        j.release(firsts[1]).run()  # hits below the second segment's first are safe
         assert [s.first for s in j.segments] == firsts[1:]
         assert not (tmp_path / f"{j.owner}-000001.journal").exists()
-        j.release(25)  # the segment being written stays
+        j.release(25).run()  # the segment being written stays
         assert [s.first for s in j.segments] == firsts[2:]
         assert [n for n, _ in read_segment(j.segments[0].path).hits] == list(range(firsts[2], 25))
 
