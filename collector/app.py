@@ -12,7 +12,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.log import server_logger as server_log
 
-from collector import health, page_views
+from collector import answers, health, page_views
 from collector.buffer import HitBuffer
 from collector.cleaning import use_cached_inet
 from collector.config import CollectorConfig
@@ -77,17 +77,21 @@ async def buffer_ctx(app: web.Application) -> AsyncIterator[None]:
     writer = HitBuffer(app[CONFIG], app[POOL], app[METRICS])
     app[BUFFER] = writer
     app[RECORDER].append = writer.append
-    task = asyncio.create_task(writer.run(), name="pixeltrack-flusher")
+    writer.start()
     yield
-    # Not task.cancel(): a COPY cut short would leave its batch nowhere.
-    writer.stop()
-    await task
-    await writer.flush()
+    # Not a cancel: a COPY cut short would leave its batch nowhere.
+    await writer.stop()
+    try:
+        await writer.flush()
+    except Exception:  # what the flush could not store is still in the journal, which close() keeps
+        log.exception("the final flush failed")
+    writer.close()
     log.info("final flush done (%d hits spooled for replay)", len(writer.spool.pending()))
 
 
 def create_app(config: CollectorConfig) -> web.Application:
     """The collector app; pool cleanup is registered first so it closes last."""
+    answers.use_canned(config.canned_answers)
     app = web.Application(handler_args={"max_field_size": 16384, "max_line_size": 16384})
     app[CONFIG] = config
     app[SIGNER] = Signer(config.secrets.current, config.secrets.previous)

@@ -35,6 +35,11 @@ class CollectorConfig:
     max_connections: int = 0        # per process; 0: the open-file limit less a reserve
     operator_host: str = "127.0.0.1"  # /metrics and the health checks for operators: loopback by default
     operator_port: int = 9464       # 0: no operator listener
+    # Durability (issue 11): the write-ahead journal, rows held when nothing takes them, spool scans.
+    max_held: int = 100_000          # rows kept in memory while neither PostgreSQL nor the spool takes them
+    journal_segment_bytes: int = 8 << 20  # size of one journal file; the next starts when it is full
+    scan_interval: float = 2.0       # seconds between looks for other collectors' batches and journals
+    canned_answers: bool = True      # PIXELTRACK_CANNED_ANSWERS=0: answer through web.Response (collector.answers)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: Any) -> CollectorConfig:
@@ -62,6 +67,11 @@ class CollectorConfig:
             max_connections=env_int(environ, "PIXELTRACK_MAX_CONNECTIONS", 0),
             operator_host=environ.get("PIXELTRACK_OPERATOR_HOST", "127.0.0.1"),
             operator_port=env_int(environ, "PIXELTRACK_OPERATOR_PORT", 9464),
+            max_held=env_int(environ, "PIXELTRACK_MAX_HELD", 100_000),
+            journal_segment_bytes=env_int(environ, "PIXELTRACK_JOURNAL_SEGMENT_BYTES", 8 << 20),
+            scan_interval=env_float(environ, "PIXELTRACK_SCAN_INTERVAL", 2.0),
+            canned_answers=environ.get("PIXELTRACK_CANNED_ANSWERS", "1").strip().lower()
+            not in ("0", "false", "no", "off"),
         )
         config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
         if config.batch_size < 1 or config.flush_interval <= 0 or config.workers < 1:
@@ -71,4 +81,7 @@ class CollectorConfig:
                               "PIXELTRACK_MAX_CONNECTIONS 0 (automatic) or more")
         if not 0 <= config.operator_port <= 65535:
             raise ConfigError("PIXELTRACK_OPERATOR_PORT must be a port number, or 0 for no operator listener")
+        if config.max_held < 0 or config.journal_segment_bytes < 1 << 20 or config.scan_interval <= 0:
+            raise ConfigError("PIXELTRACK_MAX_HELD must be >= 0, PIXELTRACK_JOURNAL_SEGMENT_BYTES >= 1048576 "
+                              "and PIXELTRACK_SCAN_INTERVAL positive")
         return config

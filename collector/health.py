@@ -13,17 +13,25 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """503 while draining, or when neither PostgreSQL nor the spool can keep hits."""
+    """503 while draining, or when PostgreSQL is down and the spool cannot take more (full, disk full, read-only)."""
     if request.app[STATE].draining:
         return web.Response(status=503, text="draining\n")
-    if not request.app[BUFFER].can_keep_hits():
-        return web.Response(status=503, text="cannot keep hits: database down and spool full\n")
+    writer = request.app[BUFFER]
+    if not writer.can_keep_hits():
+        spool = writer.spool
+        why = spool.error or (f"full ({spool.bytes} of {spool.max_bytes} bytes)" if spool.bytes >= spool.max_bytes
+                              else "not writable")
+        return web.Response(status=503, text=f"cannot keep hits: database down and spool {why}\n")
     return web.Response(text="ready\n")
 
 
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text format."""
     m = request.app[METRICS]
-    m.buffered.set(len(request.app[BUFFER].buffer))
+    writer = request.app[BUFFER]
+    m.buffered.set(len(writer.buffer))
+    memory, journal_only = writer.held()
+    m.held.set(memory)
+    m.parked.set(journal_only)
     return web.Response(body=m.render(), content_type="text/plain", charset="utf-8",
                         headers={"Cache-Control": "no-store"})

@@ -43,6 +43,29 @@ class Metrics:
         self.database_up = Gauge("pixeltrack_database_up", "1 when the last write reached PostgreSQL",
                                  registry=r, multiprocess_mode="min")
         self.database_up.set(1)
+        # What can go wrong on the way to PostgreSQL, and what became of the hits (issue 11).
+        self.flush_errors = Counter("pixeltrack_flush_errors", "Unexpected errors in the flusher (logged; it goes on)",
+                                    registry=r)
+        self.flusher_restarts = Counter("pixeltrack_flusher_restarts", "Times the flusher task ended and was restarted",
+                                        registry=r)
+        self.spool_failures = Counter("pixeltrack_spool_write_failures",
+                                      "Spool writes refused (disk full, read-only, size limit)", registry=r)
+        self.quarantined = Counter("pixeltrack_spool_quarantined",
+                                   "Spool batches or journal files that could not be read, moved to quarantine/",
+                                   registry=r)
+        self.recovered = Counter("pixeltrack_hits_recovered", "Hits read back from a dead collector's journal",
+                                 registry=r)
+        self.unjournaled = Counter("pixeltrack_hits_unjournaled", "Hits answered while no journal could be written",
+                                   registry=r)
+        self.lost = Counter("pixeltrack_hits_lost", "Hits neither PostgreSQL, the spool, memory nor the journal kept",
+                            registry=r)
+        self.held = Gauge("pixeltrack_hits_held", "Hits in memory that neither PostgreSQL nor the spool took",
+                          registry=r, multiprocess_mode="livesum")
+        self.parked = Gauge("pixeltrack_hits_parked", "Hits past PIXELTRACK_MAX_HELD, kept only in the journal",
+                            registry=r, multiprocess_mode="livesum")
+        self.journal_up = Gauge("pixeltrack_journal_up", "1 while hits are journaled before they are answered",
+                                registry=r, multiprocess_mode="min")
+        self.journal_up.set(1)
 
     def count_batch(self, kinds: TallyCounter[str], reasons: TallyCounter[str], repairs: TallyCounter[str]) -> None:
         """Add one batch's tallies."""

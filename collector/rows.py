@@ -33,6 +33,9 @@ EXTRA_COLUMNS = {"url": 2048, "title": 512, "visitor_id": 64, "screen": 32, "con
 COLUMNS = ("hit_id", "received_at", "kind", "job_id", "recipient_id", "link", "page", "client_ip",
            "user_agent", "referer", "accept_language", "method", "prefetch", "reject_reason", *EXTRA_COLUMNS)
 UUID_AT, TIME_AT = 0, 1
+# Each column's PostgreSQL type ("?": may be NULL), as the spool checks a batch before replaying it.
+COLUMN_TYPES = ("uuid", "timestamptz", "text", "bigint", "bigint?", "text?", "integer?", "inet?", "text?", "text?",
+                "text?", "text", "boolean", "text?", *("text?",) * len(EXTRA_COLUMNS))
 Hit = tuple[Any, ...]
 
 # Positional map() arguments: keyword partials cost half as much again per value.
@@ -57,15 +60,20 @@ class RowMaker:
         self.addresses = addresses
         self.count = 0
 
-    def rows(self, batch: Sequence[Hit], tally: Tally) -> list[Hit]:
-        """The COPY rows of ``batch``, in order; counts go to ``tally``."""
+    def rows(self, batch: Sequence[Hit], tally: Tally, first: int | None = None) -> list[Hit]:
+        """The COPY rows of ``batch``, in order; counts go to ``tally``.
+
+        The ids are the prefix and ``first + 1``, ``first + 2``, ...: the hits' places
+        in the order they were appended (and journaled), so a hit replayed from the
+        journal gets the id it had. Without ``first`` the counter runs on.
+        """
         if not batch:
             return []
         ts, kinds, jobs, rcpts, links, pages, peers, xffs, uas, refs, langs, methods, prefetch, reasons, extras = (
             zip(*batch, strict=True))
-        start = self.count
-        self.count += len(batch)
-        ids = map(_PgUUID, map(_ID_BYTES, repeat(self.prefix), range(start + 1, self.count + 1)))
+        start = self.count if first is None else first
+        self.count = max(self.count, start + len(batch))
+        ids = map(_PgUUID, map(_ID_BYTES, repeat(self.prefix), range(start + 1, start + len(batch) + 1)))
         stamps = map(dt.datetime.fromtimestamp, ts, repeat(dt.UTC))
         _count(kinds, reasons, tally)
         repairs = tally.repairs

@@ -316,3 +316,18 @@ class TestPlainAnswers:
         async with running(config) as client:
             [answer], _ = await exchange(port_of(client), b"HEAD " + target + b" HTTP/1.1\r\nHost: t\r\n\r\n")
         assert parsed(answer) == parsed(gif_answer(b"1.1")[: -len(GIF)])
+
+
+class TestCannedSwitch:
+    def test_env_switch_reaches_the_app(self) -> None:
+        """PIXELTRACK_CANNED_ANSWERS=0 makes create_app answer through web.Response; unset, prebuilt bytes."""
+        from collector.app import create_app
+
+        env = {"DATABASE_URL": "postgresql://x/y", "PIXELTRACK_SECRET": TEST_SECRET}
+        try:
+            create_app(CollectorConfig.from_env({**env, "PIXELTRACK_CANNED_ANSWERS": "0"}))
+            assert answers.respond is answers.plain_response
+            create_app(CollectorConfig.from_env(env))
+            assert answers.respond is CannedResponse
+        finally:
+            answers.use_canned(True)
