@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import email.utils
 import importlib.metadata
 import inspect
@@ -282,8 +283,7 @@ def parsed(answer: bytes) -> tuple[bytes, list[tuple[bytes, bytes]], bytes]:
 
 @pytest.fixture
 def plain_answers() -> Iterator[None]:
-    """Handlers answer through web.Response (PIXELTRACK_CANNED_ANSWERS=0) for one test."""
-    answers.use_canned(False)
+    """After a test with PIXELTRACK_CANNED_ANSWERS=0 (config.canned_answers=False), prebuilt answers again."""
     yield
     answers.use_canned(True)
 
@@ -298,9 +298,8 @@ class TestPlainAnswers:
         requests.append(b"GET " + targets[0].encode() + b" HTTP/1.0\r\n\r\n")
         got: dict[bool, list[bytes]] = {}
         for canned in (True, False):
-            answers.use_canned(canned)
             try:
-                async with running(config) as client:
+                async with running(dataclasses.replace(config, canned_answers=canned)) as client:
                     got[canned] = [(await exchange(port_of(client), req))[0][0] for req in requests]
             finally:
                 answers.use_canned(True)
@@ -313,7 +312,7 @@ class TestPlainAnswers:
     async def test_head_without_canned_bytes(self, config: CollectorConfig, plain_answers: None) -> None:
         """Switched off, HEAD still gets the GIF's headers with Content-Length 42 and no body."""
         target = path(minter().open_url(7, 3)).encode()
-        async with running(config) as client:
+        async with running(dataclasses.replace(config, canned_answers=False)) as client:
             [answer], _ = await exchange(port_of(client), b"HEAD " + target + b" HTTP/1.1\r\nHost: t\r\n\r\n")
         assert parsed(answer) == parsed(gif_answer(b"1.1")[: -len(GIF)])
 
