@@ -47,6 +47,8 @@ class Service:
 
     async def rollup_job(self) -> None:
         """One roll-up of everything pending; errors are logged, the next run retries."""
+        if self.stop.is_set():  # a run that was due as the service stopped: the pool is closing
+            return
         async with self.busy, self.pool.acquire() as conn:
             try:
                 await rollup_all(conn, self.config, self.enricher, stop=self.stop)
@@ -55,6 +57,8 @@ class Service:
 
     async def purge_job(self) -> None:
         """The daily retention purge."""
+        if self.stop.is_set():
+            return
         async with self.busy, self.pool.acquire() as conn:
             try:
                 await purge(conn, self.config)
@@ -63,7 +67,9 @@ class Service:
 
     async def trigger_scan_job(self) -> None:
         """Settled events of every trigger into the outbox (a transaction per trigger)."""
-        async with self.pool.acquire() as conn:
+        if self.stop.is_set():
+            return
+        async with self.busy, self.pool.acquire() as conn:
             try:
                 now = dt.datetime.now(dt.UTC)
                 await scan(conn, self.triggers, now=now, idle=self.config.reading_idle, metrics=self.trigger_metrics)

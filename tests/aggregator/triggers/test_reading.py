@@ -180,5 +180,6 @@ class TestErasure:
 
         job = await reading_job(conn, "unique")
         await conn.execute("UPDATE jobs SET retention_days = 1, created_at = now() - interval '3 days'")
-        assert await destroy_keys(conn, dt.datetime.now(dt.UTC)) == (1, 2 + 6)  # key; 'doc' and 'doc_page' hashes
+        # key; 'doc', 'doc_page' and the recognised readers' 'r:doc' hashes
+        assert await destroy_keys(conn, dt.datetime.now(dt.UTC)) == (1, 2 + 6 + 2)
         assert await conn.fetchval("SELECT count(*) FROM doc_reading_state WHERE job_id = $1", job) == 0
