@@ -99,9 +99,11 @@ INSERT INTO seen_delta SELECT job_id, kind, link_id, hash, inferred, true FROM n
 """
 
 # ----------------------------------------------------------------- merges --
+# Nothing but columns of the row and EXCLUDED in a SET list: Citus refuses
+# now() or a parameter there (the time of the merge comes in the SELECT list).
 MERGE_TOTALS = """
-INSERT INTO report_job_totals AS t (job_id, kind, total, machine, unique_count, inferred)
-SELECT job_id, kind, sum(total), sum(machine), sum(uniq), sum(inferred) FROM (
+INSERT INTO report_job_totals AS t (job_id, kind, total, machine, unique_count, inferred, updated_at)
+SELECT job_id, kind, sum(total), sum(machine), sum(uniq), sum(inferred), now() FROM (
     SELECT job_id, kind, count(*) AS total, count(*) FILTER (WHERE machine) AS machine,
            0 AS uniq, 0 AS inferred
     FROM rollup_batch WHERE track <> 'rejected' GROUP BY job_id, kind
@@ -113,7 +115,7 @@ SELECT job_id, kind, sum(total), sum(machine), sum(uniq), sum(inferred) FROM (
 ON CONFLICT (job_id, kind) DO UPDATE SET
     total = t.total + excluded.total, machine = t.machine + excluded.machine,
     unique_count = t.unique_count + excluded.unique_count, inferred = t.inferred + excluded.inferred,
-    updated_at = now()
+    updated_at = excluded.updated_at
 """
 
 MERGE_HOURLY = """

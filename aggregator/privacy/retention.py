@@ -28,10 +28,12 @@ ENDED_JOBS = """
 SELECT job_id FROM jobs
 WHERE coalesce(sent_at, created_at) + retention_days * interval '1 day' < $1 ORDER BY job_id
 """
+# The time of destruction comes in the SELECT list, never as a parameter or
+# function in the SET list (Citus sends that to the workers, which cannot type it).
 DESTROY_KEYS = """
-INSERT INTO job_keys (job_id, key, destroyed_at) SELECT unnest($1::bigint[]), NULL, $2
-ON CONFLICT (job_id) DO UPDATE SET key = NULL, destroyed_at = coalesce(job_keys.destroyed_at, $2)
-WHERE job_keys.key IS NOT NULL
+INSERT INTO job_keys AS k (job_id, key, destroyed_at) SELECT unnest($1::bigint[]), NULL, $2::timestamptz
+ON CONFLICT (job_id) DO UPDATE SET key = NULL, destroyed_at = coalesce(k.destroyed_at, excluded.destroyed_at)
+WHERE k.key IS NOT NULL
 """
 DELETE_HASHES = "DELETE FROM unique_seen WHERE job_id = ANY($1::bigint[])"
 LONGEST_RETENTION = "SELECT greatest($1::integer, coalesce(max(retention_days), 0)) FROM jobs"
