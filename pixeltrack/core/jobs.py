@@ -21,10 +21,11 @@ YES = {"yes", "y", "true", "1"}
 NO = {"no", "n", "false", "0", ""}
 
 INSERT_JOB = "INSERT INTO jobs (name, mode, kind) VALUES ($1, $2, $3) RETURNING job_id"
+# Counted per job and joined (Citus plans no correlated subquery over recipients).
 SELECT_JOBS = """
-SELECT j.job_id, j.name, j.kind, j.mode, j.created_at, j.sent_at,
-       (SELECT count(*) FROM recipients r WHERE r.job_id = j.job_id) AS recipients
-FROM jobs j ORDER BY j.job_id"""
+SELECT j.job_id, j.name, j.kind, j.mode, j.created_at, j.sent_at, coalesce(r.recipients, 0) AS recipients
+FROM jobs j LEFT JOIN (SELECT job_id, count(*) AS recipients FROM recipients GROUP BY job_id) r USING (job_id)
+ORDER BY j.job_id"""
 SELECT_JOB = "SELECT job_id, name, kind, mode, sent_at, retention_days FROM jobs WHERE job_id = $1"
 # Locking the job row serialises imports into one job, so numbering is gap-free.
 LOCK_JOB = "SELECT job_id FROM jobs WHERE job_id = $1 FOR UPDATE"

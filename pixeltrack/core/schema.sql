@@ -307,22 +307,25 @@ CREATE TABLE IF NOT EXISTS report_rejected (
 COMMENT ON TABLE report_rejected IS 'Rejected hits per hour, kind and reason (never counted as opens or clicks).';
 
 -- ------------------------------------------------------------- views ----
+-- Recipients are counted per job and joined, not by a correlated subquery
+-- (Citus plans none over a distributed table).
 CREATE OR REPLACE VIEW job_rates AS
 SELECT j.job_id, j.name, j.mode,
-       (SELECT count(*) FROM recipients r WHERE r.job_id = j.job_id) AS recipients,
+       coalesce(n.recipients, 0) AS recipients,
        coalesce(o.total - o.machine, 0) AS opens,
        CASE WHEN j.mode <> 'blind' THEN coalesce(o.unique_count, 0) END AS unique_opens,
        coalesce(c.total - c.machine, 0) AS clicks,
        CASE WHEN j.mode <> 'blind' THEN coalesce(c.unique_count, 0) END AS unique_clicks,
        CASE WHEN j.mode <> 'blind' THEN round(coalesce(o.unique_count, 0)::numeric
-            / nullif((SELECT count(*) FROM recipients r WHERE r.job_id = j.job_id), 0), 4) END AS open_rate,
+            / nullif(n.recipients, 0), 4) END AS open_rate,
        CASE WHEN j.mode <> 'blind' THEN round(coalesce(c.unique_count, 0)::numeric
-            / nullif((SELECT count(*) FROM recipients r WHERE r.job_id = j.job_id), 0), 4) END AS click_rate,
+            / nullif(n.recipients, 0), 4) END AS click_rate,
        CASE WHEN j.mode <> 'blind' THEN round(coalesce(c.unique_count, 0)::numeric
             / nullif(o.unique_count, 0), 4)
             ELSE round((c.total - c.machine)::numeric / nullif(o.total - o.machine, 0), 4) END
            AS click_to_open_rate
 FROM jobs j
+LEFT JOIN (SELECT job_id, count(*) AS recipients FROM recipients GROUP BY job_id) n ON n.job_id = j.job_id
 LEFT JOIN report_job_totals o ON o.job_id = j.job_id AND o.kind = 'open'
 LEFT JOIN report_job_totals c ON c.job_id = j.job_id AND c.kind = 'click';
 COMMENT ON VIEW job_rates IS 'Open rate, click rate and click-to-open rate per job (unique, human; blind: per hit).';
