@@ -36,6 +36,7 @@ ON CONFLICT (job_id) DO UPDATE SET key = NULL, destroyed_at = coalesce(k.destroy
 WHERE k.key IS NOT NULL
 """
 DELETE_HASHES = "DELETE FROM unique_seen WHERE job_id = ANY($1::bigint[])"
+RETENTIONS = "SELECT job_id, retention_days FROM jobs ORDER BY job_id"
 LONGEST_RETENTION = "SELECT greatest($1::integer, coalesce(max(retention_days), 0)) FROM jobs"
 DROP_PARTITIONS = "SELECT pixeltrack_drop_partitions_before($1::date)"
 
@@ -66,12 +67,20 @@ async def destroy_keys(conn: asyncpg.Connection, now: dt.datetime) -> tuple[int,
     return keys, hashes
 
 
+async def scrub_expired(conn: asyncpg.Connection, now: dt.datetime) -> int:
+    """Scrub the rolled personal hits older than their job's retention, job by job (the cutoff computed here)."""
+    scrubbed = 0
+    for job in await conn.fetch(RETENTIONS):
+        scrubbed += await scrub(conn, Scope.EXPIRED, job["job_id"], now - dt.timedelta(days=job["retention_days"]))
+    return scrubbed
+
+
 async def purge(conn: asyncpg.Connection, config: AggregatorConfig, now: dt.datetime | None = None) -> PurgeResult:
     """Run the whole daily purge once."""
     now = now or dt.datetime.now(dt.UTC)
     await db.ensure_partitions(conn, now.date())
     keys, hashes = await destroy_keys(conn, now)
-    scrubbed = await scrub(conn, Scope.EXPIRED, now)
+    scrubbed = await scrub_expired(conn, now)
     keep_days = await conn.fetchval(LONGEST_RETENTION, config.retention_days)
     cutoff = now.date() - dt.timedelta(days=keep_days)
     dropped = tuple(r[0] for r in await conn.fetch(DROP_PARTITIONS, cutoff))
