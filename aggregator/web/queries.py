@@ -42,13 +42,11 @@ SALTS = "SELECT day, salt FROM site_salts WHERE day = ANY($1::date[])"
 # Contacts a page view may name: personal mail jobs, or consenting
 # recipients of permission_personal ones, never erased ones.
 ALLOWED_CONTACTS = """
-SELECT c.mail_job_id, c.recipient_id
-FROM unnest($1::bigint[], $2::bigint[]) AS c(mail_job_id, recipient_id)
-JOIN jobs j ON j.job_id = c.mail_job_id AND j.kind = 'mail'
-JOIN recipients r ON r.job_id = c.mail_job_id AND r.recipient_id = c.recipient_id
-WHERE (j.mode = 'personal' OR (j.mode = 'permission_personal' AND r.consent))
-  AND NOT EXISTS (SELECT 1 FROM forgotten_recipients f
-                  WHERE f.job_id = c.mail_job_id AND f.recipient_id = c.recipient_id)
+SELECT r.recipient_id
+FROM recipients r JOIN jobs j ON j.job_id = r.job_id
+WHERE r.job_id = $1 AND r.recipient_id = ANY($2::bigint[]) AND j.kind = 'mail'
+  AND (j.mode = 'personal' OR (j.mode = 'permission_personal' AND r.consent))
+  AND NOT EXISTS (SELECT 1 FROM forgotten_recipients f WHERE f.job_id = $1 AND f.recipient_id = r.recipient_id)
 """
 IDENTIFY = """
 INSERT INTO site_contacts (job_id, visitor_id, mail_job_id, recipient_id, identified_at, landing_url)

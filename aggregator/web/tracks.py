@@ -119,12 +119,14 @@ def parse_contact(value: str | None) -> tuple[int, int] | None:
 
 
 async def allowed_contacts(conn: asyncpg.Connection, pairs: set[tuple[int, int]]) -> set[tuple[int, int]]:
-    """The contacts whose mail job still allows identity (consent, not forgotten)."""
-    if not pairs:
-        return set()
-    ordered = sorted(pairs)
-    rows = await conn.fetch(queries.ALLOWED_CONTACTS, [p[0] for p in ordered], [p[1] for p in ordered])
-    return {(r["mail_job_id"], r["recipient_id"]) for r in rows}
+    """The contacts whose mail job still allows identity (consent, not forgotten), one query per mail job."""
+    by_job: dict[int, list[int]] = {}
+    for job, recipient in sorted(pairs):
+        by_job.setdefault(job, []).append(recipient)
+    allowed: set[tuple[int, int]] = set()
+    for job, recipients in by_job.items():
+        allowed |= {(job, r["recipient_id"]) for r in await conn.fetch(queries.ALLOWED_CONTACTS, job, recipients)}
+    return allowed
 
 
 # Enrichment kept on the raw page view, per track (as for mail hits: personal
