@@ -11,15 +11,21 @@ from pixeltrack.core import columns
 STORED = ("client_ip", *columns.HEADERS, *columns.ENRICHED)
 
 # ------------------------------------------------------------------ claim --
-# Claims the oldest unrolled hits through the partial index raw_hits_unrolled;
-# SKIP LOCKED lets a second aggregator take the next rows instead of waiting
-# (and never the same ones). Joined with what the mode needs to know. Page
-# views of websites are left to aggregator.web (its own claim and merge).
+# The jobs with hits to roll up (aggregator.claims), through the partial
+# index raw_hits_unrolled_job: what the pending hits cost, whatever the history.
+PENDING = """
+SELECT job_id, min(received_at) AS first, max(received_at) AS last FROM raw_hits
+WHERE rolled_at IS NULL AND kind <> 'page' GROUP BY job_id ORDER BY job_id
+"""
+# Claims the oldest unrolled hits of one job ($1; on Citus a row-locking
+# query must name its shard); SKIP LOCKED passes over rows an erasure holds.
+# Joined with what the mode needs to know. Page views of websites are left
+# to aggregator.web (its own claim and merge).
 CLAIM = f"""
 WITH c AS (
     SELECT {columns.listed(columns.HIT, client_ip="host(client_ip)")}
-    FROM raw_hits WHERE rolled_at IS NULL AND kind <> 'page'
-    ORDER BY received_at LIMIT $1
+    FROM raw_hits WHERE job_id = $1 AND rolled_at IS NULL AND kind <> 'page'
+    ORDER BY received_at LIMIT $2
     FOR UPDATE SKIP LOCKED
 )
 SELECT c.*, j.mode, j.sent_at,
@@ -30,10 +36,6 @@ LEFT JOIN jobs j ON j.job_id = c.job_id
 LEFT JOIN recipients r ON r.job_id = c.job_id AND r.recipient_id = c.recipient_id
 LEFT JOIN forgotten_recipients f ON f.job_id = c.job_id AND f.recipient_id = c.recipient_id
 """
-
-# Merges are serialised between aggregators (claims are not): two runs merge
-# into the same roll-up rows, and one lock avoids lock-order deadlocks.
-MERGE_LOCK = "SELECT pg_advisory_xact_lock(7079437)"
 
 JOB_KEYS = "SELECT job_id, key FROM job_keys WHERE job_id = ANY($1::bigint[])"
 NEW_JOB_KEYS = """

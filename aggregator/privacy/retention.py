@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from aggregator import claims
 from aggregator.config import AggregatorConfig
-from aggregator.mail.queries import MERGE_LOCK
 from aggregator.privacy.scrub import Scope, scrub
 from pixeltrack.core import db
 
@@ -58,7 +58,7 @@ def _count(status: str) -> int:
 async def destroy_keys(conn: asyncpg.Connection, now: dt.datetime) -> tuple[int, int]:
     """Destroy the keys and hashes of jobs whose retention ended."""
     async with conn.transaction():
-        await conn.execute(MERGE_LOCK)
+        await conn.execute(claims.GATE_EXCLUSIVE)
         ended = [r["job_id"] for r in await conn.fetch(ENDED_JOBS, now)]
         if not ended:
             return 0, 0

@@ -10,13 +10,18 @@ from pixeltrack.core import columns
 # What the roll-up writes back to each raw page view (tracks.stored_row makes the values).
 STORED = ("client_ip", *columns.HEADERS, *columns.PAGE_VIEW, *columns.ENRICHED)
 
-# Claims unrolled page views only (the mail roll-up leaves kind 'page' alone),
-# joined with the site's mode and settings; SKIP LOCKED as for mail.
+# Jobs with page views to roll up (aggregator.claims), and the claim of one
+# job's ($1) oldest unrolled page views (the mail roll-up leaves kind 'page'
+# alone), joined with the site's mode and settings; SKIP LOCKED as for mail.
+PENDING = """
+SELECT job_id, min(received_at) AS first, max(received_at) AS last FROM raw_hits
+WHERE rolled_at IS NULL AND kind = 'page' GROUP BY job_id ORDER BY job_id
+"""
 CLAIM_PAGES = f"""
 WITH c AS (
     SELECT {columns.listed(columns.RAW, client_ip="host(client_ip)")}
-    FROM raw_hits WHERE rolled_at IS NULL AND kind = 'page'
-    ORDER BY received_at LIMIT $1
+    FROM raw_hits WHERE job_id = $1 AND rolled_at IS NULL AND kind = 'page'
+    ORDER BY received_at LIMIT $2
     FOR UPDATE SKIP LOCKED
 )
 SELECT c.*, j.mode, coalesce(s.cookieless, false) AS cookieless, coalesce(s.spa_hash, false) AS spa_hash
@@ -26,10 +31,11 @@ LEFT JOIN sites s ON s.job_id = c.job_id
 ORDER BY c.received_at, c.hit_id
 """
 
-# Site merges are serialised between aggregators (sessions are read, then written).
-MERGE_LOCK = "SELECT pg_advisory_xact_lock(7079438)"
-
 # ------------------------------------------------------------------ salts --
+# Salts are made and destroyed in short transactions of their own, never in
+# a roll-up batch (on Citus site_salts is a reference table, which a
+# transaction that wrote many shards may not write).
+OLD_SALTS = "SELECT EXISTS (SELECT 1 FROM site_salts WHERE day < $1)"
 DESTROY_SALTS = "DELETE FROM site_salts WHERE day < $1"
 DESTROY_SEEN = "DELETE FROM site_seen WHERE salt_day < $1"
 DESTROY_SESSION_KEYS = "UPDATE site_sessions SET vkey = NULL WHERE salt_day < $1 AND vkey IS NOT NULL"
@@ -39,8 +45,9 @@ INSERT INTO site_salts (day, salt) SELECT * FROM unnest($1::date[], $2::bytea[])
 SALTS = "SELECT day, salt FROM site_salts WHERE day = ANY($1::date[])"
 
 # --------------------------------------------------------------- contacts --
-# Contacts a page view may name: personal mail jobs, or consenting
-# recipients of permission_personal ones, never erased ones.
+# Contacts a page view may name, of one mail job ($1; recipients live with
+# their job's shard on Citus, so a batch asks job by job): personal mail
+# jobs, or consenting recipients of permission_personal ones, never erased ones.
 ALLOWED_CONTACTS = """
 SELECT r.recipient_id
 FROM recipients r JOIN jobs j ON j.job_id = r.job_id

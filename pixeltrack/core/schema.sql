@@ -106,9 +106,11 @@ COMMENT ON TABLE raw_hits IS 'Every pixel fetch and click as the collector saw i
 -- replayed after its day was dropped) so a COPY never fails for want of one.
 CREATE TABLE IF NOT EXISTS raw_hits_default PARTITION OF raw_hits DEFAULT;
 
--- The aggregator claims work through this partial index, so a run costs what
--- the new hits cost, whatever the history.
-CREATE INDEX IF NOT EXISTS raw_hits_unrolled ON raw_hits (received_at) WHERE rolled_at IS NULL;
+-- The aggregator finds and claims work through this partial index, job by
+-- job (aggregator.claims), so a run costs what the new hits cost, whatever
+-- the history. (It replaces raw_hits_unrolled, on received_at alone.)
+CREATE INDEX IF NOT EXISTS raw_hits_unrolled_job ON raw_hits (job_id, received_at) WHERE rolled_at IS NULL;
+DROP INDEX IF EXISTS raw_hits_unrolled;
 CREATE INDEX IF NOT EXISTS raw_hits_recipient ON raw_hits (job_id, recipient_id) WHERE recipient_id IS NOT NULL;
 
 -- Days are UTC days. Daily partitions are made ahead of time by the collector and the aggregator.
@@ -140,10 +142,11 @@ END $$;
 
 -- ============================================================ aggregator ====
 -- Everything below is written by the aggregator (`pixeltrack aggregator`).
--- A hit is rolled up exactly once: a run claims unrolled raw hits with
--- FOR UPDATE SKIP LOCKED, merges them into these tables with
+-- A hit is rolled up exactly once: a run claims unrolled raw hits of a job
+-- with FOR UPDATE SKIP LOCKED, merges them into these tables with
 -- INSERT ... ON CONFLICT DO UPDATE and marks them rolled (rolled_at), all in
--- one transaction. Every key starts with job_id (Citus distribution by job).
+-- one transaction. Every key starts with job_id (Citus distribution by job,
+-- see distribute.sql).
 -- "human" = total - machine; machine hits (HEAD, prefetch, mail proxies,
 -- link scanners) never count as a person's open or click.
 
