@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _service_commands(sub)
     _db_commands(sub)
-    for extra in ("pixeltrack.cli.websites",):  # website tracking registers its commands here
+    for extra in ("pixeltrack.cli.websites", "pixeltrack.cli.distribute"):  # commands that register themselves
         try:
             module = __import__(extra, fromlist=["register"])
         except ImportError:
