@@ -19,8 +19,10 @@ WHERE rolled_at IS NULL AND kind <> 'page' GROUP BY job_id ORDER BY job_id
 """
 # Claims the oldest unrolled hits of one job ($1; on Citus a row-locking
 # query must name its shard); SKIP LOCKED passes over rows an erasure holds.
-# Joined with what the mode needs to know. Page views of websites are left
-# to aggregator.web (its own claim and merge).
+# Joined with what the mode needs to know, each table named by $1 too, so
+# Citus runs the whole statement on the job's worker (joined through the CTE
+# alone, it would fetch every job's recipients). Page views of websites are
+# left to aggregator.web (its own claim and merge).
 CLAIM = f"""
 WITH c AS (
     SELECT {columns.listed(columns.HIT, client_ip="host(client_ip)")}
@@ -32,9 +34,9 @@ SELECT c.*, j.mode, j.sent_at,
        coalesce(r.consent AND r.consent_changed_at <= c.received_at, false) AS consenting,
        r.birth_year, r.gender, r.zip, f.recipient_id IS NOT NULL AS forgotten
 FROM c
-LEFT JOIN jobs j ON j.job_id = c.job_id
-LEFT JOIN recipients r ON r.job_id = c.job_id AND r.recipient_id = c.recipient_id
-LEFT JOIN forgotten_recipients f ON f.job_id = c.job_id AND f.recipient_id = c.recipient_id
+LEFT JOIN jobs j ON j.job_id = $1
+LEFT JOIN recipients r ON r.job_id = $1 AND r.recipient_id = c.recipient_id
+LEFT JOIN forgotten_recipients f ON f.job_id = $1 AND f.recipient_id = c.recipient_id
 """
 
 JOB_KEYS = "SELECT job_id, key FROM job_keys WHERE job_id = ANY($1::bigint[])"

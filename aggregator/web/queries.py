@@ -12,7 +12,8 @@ STORED = ("client_ip", *columns.HEADERS, *columns.PAGE_VIEW, *columns.ENRICHED)
 
 # Jobs with page views to roll up (aggregator.claims), and the claim of one
 # job's ($1) oldest unrolled page views (the mail roll-up leaves kind 'page'
-# alone), joined with the site's mode and settings; SKIP LOCKED as for mail.
+# alone), joined with the site's mode and settings ($1 again: one router
+# statement on Citus); SKIP LOCKED as for mail.
 PENDING = """
 SELECT job_id, min(received_at) AS first, max(received_at) AS last FROM raw_hits
 WHERE rolled_at IS NULL AND kind = 'page' GROUP BY job_id ORDER BY job_id
@@ -26,8 +27,8 @@ WITH c AS (
 )
 SELECT c.*, j.mode, coalesce(s.cookieless, false) AS cookieless, coalesce(s.spa_hash, false) AS spa_hash
 FROM c
-LEFT JOIN jobs j ON j.job_id = c.job_id AND j.kind = 'site'
-LEFT JOIN sites s ON s.job_id = c.job_id
+LEFT JOIN jobs j ON j.job_id = $1 AND j.kind = 'site'
+LEFT JOIN sites s ON s.job_id = $1
 ORDER BY c.received_at, c.hit_id
 """
 
