@@ -25,7 +25,9 @@ a batch never merges what they have just removed.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import asyncpg
 
@@ -91,3 +93,13 @@ async def _claim_job(conn: asyncpg.Connection, jobs: Pending, job: int, sql: str
     if len(rows) == room:
         jobs.todo.insert(0, job)  # maybe more: the next batch starts with it
     return rows
+
+
+def spans(hits: Sequence[Mapping[str, Any]]) -> dict[int, tuple[dt.datetime, dt.datetime]]:
+    """(first, last) received_at of each job's claimed hits: statements that write raw_hits go job by job."""
+    out: dict[int, tuple[dt.datetime, dt.datetime]] = {}
+    for hit in hits:
+        job, at = hit["job_id"], hit["received_at"]
+        first, last = out.get(job, (at, at))
+        out[job] = (min(first, at), max(last, at))
+    return out

@@ -226,13 +226,18 @@ MERGES = (
     ("demographics", MERGE_DEMOGRAPHICS), ("breakdowns", MERGE_BREAKDOWNS), ("rejected", MERGE_REJECTED),
 )  # fmt: skip
 
-# Marks the claimed hits rolled and leaves only what their track may keep.
-# `rolled_at IS NULL` lets the planner reach them through the partial index,
-# and the batch's time range prunes the day partitions it cannot touch, so
-# the cost follows the batch, not the history.
+# Marks the claimed hits of one job ($2) rolled and leaves only what their
+# track may keep. The job's time range in the batch prunes the day
+# partitions it cannot touch, and the batch's rows find theirs by primary
+# key, so the cost follows the batch, not the history. (No `rolled_at IS
+# NULL` here: its estimate comes from statistics taken when few hits were
+# pending, and after a backlog it led the planner to scan the whole batch
+# once per raw hit.) One job a statement: on Citus a join of the batch (a
+# temporary table) with one shard ships that job's rows to one worker; with
+# all of raw_hits it would ship the whole batch to every shard.
 MARK_ROLLED = f"""
 UPDATE raw_hits r SET rolled_at = $1, {columns.assigned(("recipient_id", *STORED), "b")}
 FROM rollup_batch b
-WHERE r.rolled_at IS NULL AND r.received_at BETWEEN $2 AND $3
-  AND r.job_id = b.job_id AND r.received_at = b.received_at AND r.hit_id = b.hit_id
+WHERE r.job_id = $2 AND b.job_id = $2 AND r.received_at BETWEEN $3 AND $4
+  AND r.received_at = b.received_at AND r.hit_id = b.hit_id
 """

@@ -83,8 +83,9 @@ async def merge(
     for name, sql in queries.MERGES:
         await conn.execute(sql)
         t = stats.add(f"merge_{name}", t)
-    times = [h["received_at"] for h in hits]
-    await conn.execute(queries.MARK_ROLLED, dt.datetime.now(dt.UTC), min(times), max(times))
+    now = dt.datetime.now(dt.UTC)
+    for job, (first, last) in sorted(claims.spans(hits).items()):
+        await conn.execute(queries.MARK_ROLLED, now, job, first, last)
     stats.add("mark", t)
 
 

@@ -156,9 +156,11 @@ BATCH_COLUMNS = ("hit_id", "received_at", "job_id", *STORED)
 CREATE_BATCH = f"""
 CREATE TEMP TABLE IF NOT EXISTS site_batch ({columns.typed(BATCH_COLUMNS)}) ON COMMIT DELETE ROWS
 """
-# Marks the claimed page views rolled, keeping only what the site's mode allows.
+# Marks the claimed page views of one job ($2) rolled, keeping only what the
+# site's mode allows; job by job and within the job's time range, as for mail.
 MARK_ROLLED = f"""
 UPDATE raw_hits r SET rolled_at = $1, {columns.assigned(STORED, "b")}
 FROM site_batch b
-WHERE r.rolled_at IS NULL AND r.job_id = b.job_id AND r.received_at = b.received_at AND r.hit_id = b.hit_id
+WHERE r.job_id = $2 AND b.job_id = $2 AND r.received_at BETWEEN $3 AND $4
+  AND r.received_at = b.received_at AND r.hit_id = b.hit_id
 """

@@ -156,7 +156,7 @@ async def merge_page_hits(
     await count_visitors(conn, views, counts)
     _entries(views, await sessionize(conn, views), counts)
     await counts.merge(conn)
-    await _mark(conn, rows)
+    await _mark(conn, hits, rows)
     await _contacts(conn, hits, tracks, allowed)
 
 
@@ -185,10 +185,12 @@ def _entries(views: list[View], started: list[Session], counts: WebCounts) -> No
             counts.entry(view)
 
 
-async def _mark(conn: asyncpg.Connection, rows: list[tuple]) -> None:
+async def _mark(conn: asyncpg.Connection, hits: Sequence[Mapping[str, Any]], rows: list[tuple]) -> None:
     await conn.execute(queries.CREATE_BATCH)
     await conn.copy_records_to_table("site_batch", records=rows, columns=queries.BATCH_COLUMNS)
-    await conn.execute(queries.MARK_ROLLED, dt.datetime.now(dt.UTC))
+    now = dt.datetime.now(dt.UTC)
+    for job, (first, last) in sorted(claims.spans(hits).items()):
+        await conn.execute(queries.MARK_ROLLED, now, job, first, last)
 
 
 async def _contacts(conn: asyncpg.Connection, hits: Sequence[Mapping[str, Any]], tracks: list[str],
