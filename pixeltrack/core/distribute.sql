@@ -24,6 +24,11 @@ BEGIN
         RAISE EXCEPTION 'the citus extension is not installed in this database'
             USING HINT = 'CREATE EXTENSION citus, and register the workers (citus_add_node), first';
     END IF;
+    -- asyncpg reads the catalog once per connection to learn array and
+    -- composite types; Citus hides shards from that read with a filter that
+    -- costs 1-3 s on the coordinator (relation_is_a_known_shard per pg_class
+    -- row and type). The coordinator holds no shards: nothing to hide.
+    EXECUTE format('ALTER DATABASE %I SET citus.override_table_visibility TO off', current_database());
     -- Several tables reference jobs: Citus wants one connection per worker
     -- for the rest of a transaction that wrote a reference table.
     SET LOCAL citus.multi_shard_modify_mode TO 'sequential';
