@@ -84,6 +84,7 @@ async def merge(
         await conn.execute(sql)
         t = stats.add(f"merge_{name}", t)
     now = dt.datetime.now(dt.UTC)
+    await conn.execute(queries.ANALYZE_BATCH)
     for job, (first, last) in sorted(claims.spans(hits).items()):
         await conn.execute(queries.MARK_ROLLED, now, job, first, last)
     stats.add("mark", t)

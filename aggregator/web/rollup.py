@@ -189,6 +189,7 @@ async def _mark(conn: asyncpg.Connection, hits: Sequence[Mapping[str, Any]], row
     await conn.execute(queries.CREATE_BATCH)
     await conn.copy_records_to_table("site_batch", records=rows, columns=queries.BATCH_COLUMNS)
     now = dt.datetime.now(dt.UTC)
+    await conn.execute(queries.ANALYZE_BATCH)
     for job, (first, last) in sorted(claims.spans(hits).items()):
         await conn.execute(queries.MARK_ROLLED, now, job, first, last)
 
