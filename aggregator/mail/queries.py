@@ -11,29 +11,33 @@ from pixeltrack.core import columns
 STORED = ("client_ip", *columns.HEADERS, *columns.ENRICHED)
 
 # ------------------------------------------------------------------ claim --
-# Claims the oldest unrolled hits through the partial index raw_hits_unrolled;
-# SKIP LOCKED lets a second aggregator take the next rows instead of waiting
-# (and never the same ones). Joined with what the mode needs to know. Page
-# views of websites are left to aggregator.web (its own claim and merge).
+# The jobs with hits to roll up (aggregator.claims), through the partial
+# index raw_hits_unrolled_job: what the pending hits cost, whatever the history.
+PENDING = """
+SELECT job_id, min(received_at) AS first, max(received_at) AS last FROM raw_hits
+WHERE rolled_at IS NULL AND kind <> 'page' GROUP BY job_id ORDER BY job_id
+"""
+# Claims the oldest unrolled hits of one job ($1; on Citus a row-locking
+# query must name its shard); SKIP LOCKED passes over rows an erasure holds.
+# Joined with what the mode needs to know, each table named by $1 too, so
+# Citus runs the whole statement on the job's worker (joined through the CTE
+# alone, it would fetch every job's recipients). Page views of websites are
+# left to aggregator.web (its own claim and merge).
 CLAIM = f"""
 WITH c AS (
     SELECT {columns.listed(columns.HIT, client_ip="host(client_ip)")}
-    FROM raw_hits WHERE rolled_at IS NULL AND kind <> 'page'
-    ORDER BY received_at LIMIT $1
+    FROM raw_hits WHERE job_id = $1 AND rolled_at IS NULL AND kind <> 'page'
+    ORDER BY received_at LIMIT $2
     FOR UPDATE SKIP LOCKED
 )
 SELECT c.*, j.mode, j.sent_at,
        coalesce(r.consent AND r.consent_changed_at <= c.received_at, false) AS consenting,
        r.birth_year, r.gender, r.zip, f.recipient_id IS NOT NULL AS forgotten
 FROM c
-LEFT JOIN jobs j ON j.job_id = c.job_id
-LEFT JOIN recipients r ON r.job_id = c.job_id AND r.recipient_id = c.recipient_id
-LEFT JOIN forgotten_recipients f ON f.job_id = c.job_id AND f.recipient_id = c.recipient_id
+LEFT JOIN jobs j ON j.job_id = $1
+LEFT JOIN recipients r ON r.job_id = $1 AND r.recipient_id = c.recipient_id
+LEFT JOIN forgotten_recipients f ON f.job_id = $1 AND f.recipient_id = c.recipient_id
 """
-
-# Merges are serialised between aggregators (claims are not): two runs merge
-# into the same roll-up rows, and one lock avoids lock-order deadlocks.
-MERGE_LOCK = "SELECT pg_advisory_xact_lock(7079437)"
 
 JOB_KEYS = "SELECT job_id, key FROM job_keys WHERE job_id = ANY($1::bigint[])"
 NEW_JOB_KEYS = """
@@ -46,6 +50,11 @@ SELECT * FROM unnest($1::bigint[], $2::bytea[]) ON CONFLICT (job_id) DO NOTHING
 # keep. ON COMMIT DELETE ROWS: nothing outlives the transaction. Of the three
 # figures, `machine` and `unknown` are flags (neither: human, a recognised
 # browser or mail client); `family` names a machine (job_machine).
+# Keyed like
+# raw_hits, and its key analyzed once filled (ANALYZE_BATCH): a day partition
+# not analyzed yet looks nearly empty to the planner, which then joined the
+# batch by a nested loop that rescanned it per raw hit (12.6 s for 10k hits);
+# knowing the batch's size, it looks each raw hit's row up by the key.
 BATCH_TYPES = {
     "track": "text", "machine": "boolean", "unknown": "boolean", "family": "text", "rhash": "bytea",
     "link_id": "bigint", "reason": "text", "age_band": "text", "gender": "text", "zip": "text",
@@ -56,12 +65,14 @@ BATCH_COLUMNS = (
 )  # fmt: skip
 CREATE_BATCH = f"""
 CREATE TEMP TABLE IF NOT EXISTS rollup_batch (
-    {columns.typed(BATCH_COLUMNS, BATCH_TYPES)}
+    {columns.typed(BATCH_COLUMNS, BATCH_TYPES)},
+    PRIMARY KEY (job_id, received_at, hit_id)
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS seen_delta (
     job_id bigint, kind text, link_id bigint, hash bytea, inferred boolean, added boolean
 ) ON COMMIT DELETE ROWS;
 """
+ANALYZE_BATCH = "ANALYZE rollup_batch (job_id, received_at, hit_id)"
 
 # ---------------------------------------------------------------- uniques --
 # Scopes 'open', 'click', 'link' count recipients with a hit that is not a
@@ -116,10 +127,13 @@ INSERT INTO seen_delta SELECT job_id, kind, link_id, hash, inferred, true FROM n
 """
 
 # ----------------------------------------------------------------- merges --
+# Nothing but columns of the row and EXCLUDED in a SET list: Citus refuses
+# now() or a parameter there (the time of the merge comes in the SELECT list).
 MERGE_TOTALS = """
 INSERT INTO report_job_totals AS t (job_id, kind, total, machine, unknown, unique_count, inferred,
-                                    unique_recognised, inferred_recognised)
-SELECT job_id, kind, sum(total), sum(machine), sum(unknown), sum(uniq), sum(inferred), sum(uniq_r), sum(inferred_r)
+                                    unique_recognised, inferred_recognised, updated_at)
+SELECT job_id, kind, sum(total), sum(machine), sum(unknown), sum(uniq), sum(inferred), sum(uniq_r), sum(inferred_r),
+       now()
 FROM (
     SELECT job_id, kind, count(*) AS total, count(*) FILTER (WHERE machine) AS machine,
            count(*) FILTER (WHERE unknown) AS unknown, 0 AS uniq, 0 AS inferred, 0 AS uniq_r, 0 AS inferred_r
@@ -138,7 +152,7 @@ ON CONFLICT (job_id, kind) DO UPDATE SET
     unique_count = t.unique_count + excluded.unique_count, inferred = t.inferred + excluded.inferred,
     unique_recognised = t.unique_recognised + excluded.unique_recognised,
     inferred_recognised = t.inferred_recognised + excluded.inferred_recognised,
-    updated_at = now()
+    updated_at = excluded.updated_at
 """
 
 MERGE_HOURLY = """
@@ -273,13 +287,18 @@ MERGES = (
     ("rejected", MERGE_REJECTED),
 )  # fmt: skip
 
-# Marks the claimed hits rolled and leaves only what their track may keep.
-# `rolled_at IS NULL` lets the planner reach them through the partial index,
-# and the batch's time range prunes the day partitions it cannot touch, so
-# the cost follows the batch, not the history.
+# Marks the claimed hits of one job ($2) rolled and leaves only what their
+# track may keep. The job's time range in the batch prunes the day
+# partitions it cannot touch, and the batch's rows find theirs by primary
+# key, so the cost follows the batch, not the history. (No `rolled_at IS
+# NULL` here: its estimate comes from statistics taken when few hits were
+# pending, and after a backlog it led the planner to scan the whole batch
+# once per raw hit.) One job a statement: on Citus a join of the batch (a
+# temporary table) with one shard ships that job's rows to one worker; with
+# all of raw_hits it would ship the whole batch to every shard.
 MARK_ROLLED = f"""
 UPDATE raw_hits r SET rolled_at = $1, {columns.assigned(("recipient_id", *STORED), "b")}
 FROM rollup_batch b
-WHERE r.rolled_at IS NULL AND r.received_at BETWEEN $2 AND $3
-  AND r.job_id = b.job_id AND r.received_at = b.received_at AND r.hit_id = b.hit_id
+WHERE r.job_id = $2 AND b.job_id = $2 AND r.received_at BETWEEN $3 AND $4
+  AND r.received_at = b.received_at AND r.hit_id = b.hit_id
 """

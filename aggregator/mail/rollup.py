@@ -3,7 +3,9 @@
 Exactly once: the claim (FOR UPDATE SKIP LOCKED), the merges into the report
 tables and the marking of the claimed hits (rolled_at, scrubbing) commit
 together or not at all, so a run killed half-way leaves nothing applied and
-a concurrent run never takes the same hits.
+a concurrent run never takes the same hits. A batch takes whole jobs under
+their per-job locks (aggregator.claims), so concurrent runs share the work
+by job.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 import asyncpg
 
+from aggregator import claims
 from aggregator.config import AggregatorConfig
 from aggregator.enrich.enricher import Enriching, make_enricher
 from aggregator.mail import queries
@@ -68,10 +71,8 @@ def sent_times(hits: Sequence[Mapping[str, Any]]) -> dict[int, dt.datetime | Non
 async def merge(
     conn: asyncpg.Connection, hits: Sequence[Mapping[str, Any]], enriched: Sequence[dict[str, Any]], stats: RunStats
 ) -> None:
-    """Under the merge lock: batch rows in, roll-ups merged, raw hits marked."""
+    """Under the jobs' locks: batch rows in, roll-ups merged, raw hits marked."""
     t = time.perf_counter()
-    await conn.execute(queries.MERGE_LOCK)
-    t = stats.add("lock", t)
     hashed = {h["job_id"] for h in hits if modes.track_of(h) in HASHED_TRACKS}
     rows = BatchBuilder(await job_keys(conn, hashed)).rows(hits, enriched)
     t = stats.add("build", t)
@@ -83,19 +84,26 @@ async def merge(
     for name, sql in queries.MERGES:
         await conn.execute(sql)
         t = stats.add(f"merge_{name}", t)
-    times = [h["received_at"] for h in hits]
-    await conn.execute(queries.MARK_ROLLED, dt.datetime.now(dt.UTC), min(times), max(times))
+    now = dt.datetime.now(dt.UTC)
+    await conn.execute(queries.ANALYZE_BATCH)
+    for job, (first, last) in sorted(claims.spans(hits).items()):
+        await conn.execute(queries.MARK_ROLLED, now, job, first, last)
     stats.add("mark", t)
 
 
 async def run_batch(
-    conn: asyncpg.Connection, config: AggregatorConfig, enricher: Enriching, stats: RunStats, fault: Fault | None = None
+    conn: asyncpg.Connection,
+    config: AggregatorConfig,
+    enricher: Enriching,
+    stats: RunStats,
+    jobs: claims.Pending,
+    fault: Fault | None = None,
 ) -> int:
-    """Roll up one batch in one transaction; return how many hits it took."""
+    """Roll up one batch of ``jobs`` in one transaction; return how many hits it took."""
     async with conn.transaction():
         t = time.perf_counter()
         await conn.execute(queries.CREATE_BATCH)
-        hits = await conn.fetch(queries.CLAIM, config.batch_size)
+        hits = await claims.claim(conn, jobs, queries.CLAIM, config.batch_size)
         t = stats.add("claim", t)
         if not hits:
             return 0
@@ -119,14 +127,12 @@ async def rollup(
     enricher = enricher or make_enricher(config.enrich)
     stats = RunStats()
     started = time.perf_counter()
-    while stop is None or not stop.is_set():
-        taken = await run_batch(conn, config, enricher, stats, fault)
-        if not taken:
-            break
-        stats.hits += taken
-        stats.batches += 1
-        if taken < config.batch_size:
-            break
+    jobs = await claims.pending(conn, queries.PENDING)
+    while jobs and (stop is None or not stop.is_set()):
+        taken = await run_batch(conn, config, enricher, stats, jobs, fault)
+        if taken:
+            stats.hits += taken
+            stats.batches += 1
     if stats.hits:
         log.info("rolled up %d hits in %d batches, %.3f s", stats.hits, stats.batches, time.perf_counter() - started)
     return stats

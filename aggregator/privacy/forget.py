@@ -27,10 +27,9 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from aggregator.mail.queries import MERGE_LOCK
+from aggregator import claims
 from aggregator.mail.tracks import recipient_hash
 from aggregator.privacy.scrub import Scope, scrub
-from aggregator.web.queries import MERGE_LOCK as SITE_MERGE_LOCK
 from pixeltrack.core import erasure
 
 log = logging.getLogger(__name__)
@@ -93,13 +92,13 @@ def _count(status: str) -> int:
 
 async def forget_one(conn: asyncpg.Connection, job_id: int, recipient_id: int) -> Forgotten:
     """Erase one tombstoned recipient of one job (inside the caller's transaction)."""
-    # Row locks first, advisory locks after: a roll-up holding these hits
-    # claimed waits for its merge lock, never for us.
+    # Row locks first, the exclusive gate after: it waits for the roll-up
+    # batches in flight (one holding these hits claimed among them), which
+    # never wait for us.
     raw = await scrub(conn, Scope.RECIPIENT, job_id, recipient_id)
     raw += await scrub(conn, Scope.CONTACT, job_id, recipient_id)
     views = await scrub(conn, Scope.CONTACT_VISITORS, job_id, recipient_id)
-    await conn.execute(MERGE_LOCK)
-    await conn.execute(SITE_MERGE_LOCK)
+    await conn.execute(claims.GATE_EXCLUSIVE)
     rows = _count(await conn.execute(DELETE_RECIPIENT, job_id, recipient_id))
     links = _count(await conn.execute(DELETE_RECIPIENT_LINKS, job_id, recipient_id))
     key = await conn.fetchval(JOB_KEY, job_id)

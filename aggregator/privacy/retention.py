@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from aggregator import claims
 from aggregator.config import AggregatorConfig
-from aggregator.mail.queries import MERGE_LOCK
 from aggregator.privacy.scrub import Scope, scrub
 from pixeltrack.core import db
 
@@ -28,12 +28,15 @@ ENDED_JOBS = """
 SELECT job_id FROM jobs
 WHERE coalesce(sent_at, created_at) + retention_days * interval '1 day' < $1 ORDER BY job_id
 """
+# The time of destruction comes in the SELECT list, never as a parameter or
+# function in the SET list (Citus sends that to the workers, which cannot type it).
 DESTROY_KEYS = """
-INSERT INTO job_keys (job_id, key, destroyed_at) SELECT unnest($1::bigint[]), NULL, $2
-ON CONFLICT (job_id) DO UPDATE SET key = NULL, destroyed_at = coalesce(job_keys.destroyed_at, $2)
-WHERE job_keys.key IS NOT NULL
+INSERT INTO job_keys AS k (job_id, key, destroyed_at) SELECT unnest($1::bigint[]), NULL, $2::timestamptz
+ON CONFLICT (job_id) DO UPDATE SET key = NULL, destroyed_at = coalesce(k.destroyed_at, excluded.destroyed_at)
+WHERE k.key IS NOT NULL
 """
 DELETE_HASHES = "DELETE FROM unique_seen WHERE job_id = ANY($1::bigint[])"
+RETENTIONS = "SELECT job_id, retention_days FROM jobs ORDER BY job_id"
 LONGEST_RETENTION = "SELECT greatest($1::integer, coalesce(max(retention_days), 0)) FROM jobs"
 DROP_PARTITIONS = "SELECT pixeltrack_drop_partitions_before($1::date)"
 
@@ -55,7 +58,7 @@ def _count(status: str) -> int:
 async def destroy_keys(conn: asyncpg.Connection, now: dt.datetime) -> tuple[int, int]:
     """Destroy the keys and hashes of jobs whose retention ended."""
     async with conn.transaction():
-        await conn.execute(MERGE_LOCK)
+        await conn.execute(claims.GATE_EXCLUSIVE)
         ended = [r["job_id"] for r in await conn.fetch(ENDED_JOBS, now)]
         if not ended:
             return 0, 0
@@ -64,12 +67,20 @@ async def destroy_keys(conn: asyncpg.Connection, now: dt.datetime) -> tuple[int,
     return keys, hashes
 
 
+async def scrub_expired(conn: asyncpg.Connection, now: dt.datetime) -> int:
+    """Scrub the rolled personal hits older than their job's retention, job by job (the cutoff computed here)."""
+    scrubbed = 0
+    for job in await conn.fetch(RETENTIONS):
+        scrubbed += await scrub(conn, Scope.EXPIRED, job["job_id"], now - dt.timedelta(days=job["retention_days"]))
+    return scrubbed
+
+
 async def purge(conn: asyncpg.Connection, config: AggregatorConfig, now: dt.datetime | None = None) -> PurgeResult:
     """Run the whole daily purge once."""
     now = now or dt.datetime.now(dt.UTC)
     await db.ensure_partitions(conn, now.date())
     keys, hashes = await destroy_keys(conn, now)
-    scrubbed = await scrub(conn, Scope.EXPIRED, now)
+    scrubbed = await scrub_expired(conn, now)
     keep_days = await conn.fetchval(LONGEST_RETENTION, config.retention_days)
     cutoff = now.date() - dt.timedelta(days=keep_days)
     dropped = tuple(r[0] for r in await conn.fetch(DROP_PARTITIONS, cutoff))

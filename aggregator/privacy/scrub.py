@@ -35,14 +35,14 @@ FROM site_contacts c
 WHERE c.mail_job_id = $1 AND c.recipient_id = $2
   AND h.kind = 'page' AND h.job_id = c.job_id AND h.visitor_id = c.visitor_id
 """
-    # $1 now: rolled personal hits older than their job's retention (they
-    # outlive it when a longer-lived job keeps their day partition); uses
-    # raw_hits_recipient, so only hits that still carry a recipient are read.
+    # $1 job, $2 cutoff: its rolled personal hits older than its retention
+    # (they outlive it when a longer-lived job keeps their day partition);
+    # uses raw_hits_recipient, so only hits that still carry a recipient are
+    # read. The cutoff comes computed (aggregator.privacy.retention): Citus
+    # refuses an UPDATE whose WHERE computes with a column and a STABLE function.
     EXPIRED = f"""
-UPDATE raw_hits h SET {_SET}
-FROM jobs j
-WHERE h.job_id = j.job_id AND h.recipient_id IS NOT NULL AND h.rolled_at IS NOT NULL
-  AND h.received_at < $1::timestamptz - j.retention_days * interval '1 day'
+UPDATE raw_hits SET {_SET}
+WHERE job_id = $1 AND recipient_id IS NOT NULL AND rolled_at IS NOT NULL AND received_at < $2
 """
 
 

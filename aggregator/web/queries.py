@@ -10,26 +10,33 @@ from pixeltrack.core import columns
 # What the roll-up writes back to each raw page view (tracks.stored_row makes the values).
 STORED = ("client_ip", *columns.HEADERS, *columns.PAGE_VIEW, *columns.ENRICHED)
 
-# Claims unrolled page views only (the mail roll-up leaves kind 'page' alone),
-# joined with the site's mode and settings; SKIP LOCKED as for mail.
+# Jobs with page views to roll up (aggregator.claims), and the claim of one
+# job's ($1) oldest unrolled page views (the mail roll-up leaves kind 'page'
+# alone), joined with the site's mode and settings ($1 again: one router
+# statement on Citus); SKIP LOCKED as for mail.
+PENDING = """
+SELECT job_id, min(received_at) AS first, max(received_at) AS last FROM raw_hits
+WHERE rolled_at IS NULL AND kind = 'page' GROUP BY job_id ORDER BY job_id
+"""
 CLAIM_PAGES = f"""
 WITH c AS (
     SELECT {columns.listed(columns.RAW, client_ip="host(client_ip)")}
-    FROM raw_hits WHERE rolled_at IS NULL AND kind = 'page'
-    ORDER BY received_at LIMIT $1
+    FROM raw_hits WHERE job_id = $1 AND rolled_at IS NULL AND kind = 'page'
+    ORDER BY received_at LIMIT $2
     FOR UPDATE SKIP LOCKED
 )
 SELECT c.*, j.mode, coalesce(s.cookieless, false) AS cookieless, coalesce(s.spa_hash, false) AS spa_hash
 FROM c
-LEFT JOIN jobs j ON j.job_id = c.job_id AND j.kind = 'site'
-LEFT JOIN sites s ON s.job_id = c.job_id
+LEFT JOIN jobs j ON j.job_id = $1 AND j.kind = 'site'
+LEFT JOIN sites s ON s.job_id = $1
 ORDER BY c.received_at, c.hit_id
 """
 
-# Site merges are serialised between aggregators (sessions are read, then written).
-MERGE_LOCK = "SELECT pg_advisory_xact_lock(7079438)"
-
 # ------------------------------------------------------------------ salts --
+# Salts are made and destroyed in short transactions of their own, never in
+# a roll-up batch (on Citus site_salts is a reference table, which a
+# transaction that wrote many shards may not write).
+OLD_SALTS = "SELECT EXISTS (SELECT 1 FROM site_salts WHERE day < $1)"
 DESTROY_SALTS = "DELETE FROM site_salts WHERE day < $1"
 DESTROY_SEEN = "DELETE FROM site_seen WHERE salt_day < $1"
 DESTROY_SESSION_KEYS = "UPDATE site_sessions SET vkey = NULL WHERE salt_day < $1 AND vkey IS NOT NULL"
@@ -39,16 +46,15 @@ INSERT INTO site_salts (day, salt) SELECT * FROM unnest($1::date[], $2::bytea[])
 SALTS = "SELECT day, salt FROM site_salts WHERE day = ANY($1::date[])"
 
 # --------------------------------------------------------------- contacts --
-# Contacts a page view may name: personal mail jobs, or consenting
-# recipients of permission_personal ones, never erased ones.
+# Contacts a page view may name, of one mail job ($1; recipients live with
+# their job's shard on Citus, so a batch asks job by job): personal mail
+# jobs, or consenting recipients of permission_personal ones, never erased ones.
 ALLOWED_CONTACTS = """
-SELECT c.mail_job_id, c.recipient_id
-FROM unnest($1::bigint[], $2::bigint[]) AS c(mail_job_id, recipient_id)
-JOIN jobs j ON j.job_id = c.mail_job_id AND j.kind = 'mail'
-JOIN recipients r ON r.job_id = c.mail_job_id AND r.recipient_id = c.recipient_id
-WHERE (j.mode = 'personal' OR (j.mode = 'permission_personal' AND r.consent))
-  AND NOT EXISTS (SELECT 1 FROM forgotten_recipients f
-                  WHERE f.job_id = c.mail_job_id AND f.recipient_id = c.recipient_id)
+SELECT r.recipient_id
+FROM recipients r JOIN jobs j ON j.job_id = r.job_id
+WHERE r.job_id = $1 AND r.recipient_id = ANY($2::bigint[]) AND j.kind = 'mail'
+  AND (j.mode = 'personal' OR (j.mode = 'permission_personal' AND r.consent))
+  AND NOT EXISTS (SELECT 1 FROM forgotten_recipients f WHERE f.job_id = $1 AND f.recipient_id = r.recipient_id)
 """
 IDENTIFY = """
 INSERT INTO site_contacts (job_id, visitor_id, mail_job_id, recipient_id, identified_at, landing_url)
@@ -148,11 +154,17 @@ ON CONFLICT (job_id, hour, kind, reason) DO UPDATE SET hits = t.hits + excluded.
 # ------------------------------------------------------------------- mark --
 BATCH_COLUMNS = ("hit_id", "received_at", "job_id", *STORED)
 CREATE_BATCH = f"""
-CREATE TEMP TABLE IF NOT EXISTS site_batch ({columns.typed(BATCH_COLUMNS)}) ON COMMIT DELETE ROWS
+CREATE TEMP TABLE IF NOT EXISTS site_batch (
+    {columns.typed(BATCH_COLUMNS)}, PRIMARY KEY (job_id, received_at, hit_id)
+) ON COMMIT DELETE ROWS
 """
-# Marks the claimed page views rolled, keeping only what the site's mode allows.
+# Keyed and analyzed for MARK_ROLLED, as the mail batch (aggregator.mail.queries.ANALYZE_BATCH).
+ANALYZE_BATCH = "ANALYZE site_batch (job_id, received_at, hit_id)"
+# Marks the claimed page views of one job ($2) rolled, keeping only what the
+# site's mode allows; job by job and within the job's time range, as for mail.
 MARK_ROLLED = f"""
 UPDATE raw_hits r SET rolled_at = $1, {columns.assigned(STORED, "b")}
 FROM site_batch b
-WHERE r.rolled_at IS NULL AND r.job_id = b.job_id AND r.received_at = b.received_at AND r.hit_id = b.hit_id
+WHERE r.job_id = $2 AND b.job_id = $2 AND r.received_at BETWEEN $3 AND $4
+  AND r.received_at = b.received_at AND r.hit_id = b.hit_id
 """

@@ -47,26 +47,28 @@ ORDER BY pageviews DESC, device_class, os, browser, country
 DAILY = "SELECT day, pageviews, visitors, sessions FROM site_daily WHERE job_id = $1 ORDER BY day"
 HOURLY = "SELECT hour, pageviews, visitors FROM site_hourly WHERE job_id = $1 ORDER BY hour"
 # Contacts with any filed view; the e-mail click that named them from
-# site_contacts (cookie-less sites: the landing view itself).
+# site_contacts (cookie-less sites: the landing view itself). Grouped by
+# job_id too, so Citus runs it on the site's shard.
 CONTACTS = """
-WITH v AS (
-    SELECT mail_job_id, recipient_id, min(viewed_at) AS first_view,
-           (array_agg(url ORDER BY viewed_at, hit_id))[1] AS first_url
-    FROM site_contact_views WHERE job_id = $1 GROUP BY mail_job_id, recipient_id
-), c AS (
-    SELECT mail_job_id, recipient_id, min(identified_at) AS identified_at,
-           (array_agg(landing_url ORDER BY identified_at))[1] AS landing_url
-    FROM site_contacts WHERE job_id = $1 GROUP BY mail_job_id, recipient_id
-)
-SELECT v.mail_job_id, v.recipient_id, r.recipient, mj.name AS mail_job,
+SELECT v.mail_job_id, v.recipient_id,
        coalesce(c.identified_at, v.first_view) AS identified_at, coalesce(c.landing_url, v.first_url) AS landing_url
-FROM v
-LEFT JOIN c USING (mail_job_id, recipient_id)
-JOIN jobs mj ON mj.job_id = v.mail_job_id
-LEFT JOIN recipients r ON r.job_id = v.mail_job_id AND r.recipient_id = v.recipient_id
-WHERE NOT EXISTS (SELECT 1 FROM forgotten_recipients f
-                  WHERE f.job_id = v.mail_job_id AND f.recipient_id = v.recipient_id)
-ORDER BY 5, 1, 2
+FROM (SELECT job_id, mail_job_id, recipient_id, min(viewed_at) AS first_view,
+             (array_agg(url ORDER BY viewed_at, hit_id))[1] AS first_url
+      FROM site_contact_views WHERE job_id = $1 GROUP BY job_id, mail_job_id, recipient_id) v
+LEFT JOIN (SELECT job_id, mail_job_id, recipient_id, min(identified_at) AS identified_at,
+                  (array_agg(landing_url ORDER BY identified_at))[1] AS landing_url
+           FROM site_contacts WHERE job_id = $1 GROUP BY job_id, mail_job_id, recipient_id) c
+     ON c.job_id = v.job_id AND c.mail_job_id = v.mail_job_id AND c.recipient_id = v.recipient_id
+ORDER BY 3, 1, 2
+"""
+# Who the contacts of one mail job ($1) are: asked per mail job, as its
+# recipients live on its own shard on Citus. No row when the job is gone.
+CONTACT_NAMES = """
+SELECT c.recipient_id, r.recipient, j.name AS mail_job, f.recipient_id IS NOT NULL AS forgotten
+FROM unnest($2::bigint[]) AS c(recipient_id)
+JOIN jobs j ON j.job_id = $1
+LEFT JOIN recipients r ON r.job_id = $1 AND r.recipient_id = c.recipient_id
+LEFT JOIN forgotten_recipients f ON f.job_id = $1 AND f.recipient_id = c.recipient_id
 """
 CONTACT_VIEWS = """
 SELECT mail_job_id, recipient_id, viewed_at, url, title FROM site_contact_views WHERE job_id = $1
@@ -102,8 +104,18 @@ async def site_report(conn: asyncpg.Connection, site_id: int, limit: int = LIMIT
 
 async def contacts(conn: asyncpg.Connection, site_id: int) -> list[dict[str, Any]]:
     """Each identified contact, the e-mail click that named them and their page history."""
-    found = {(r["mail_job_id"], r["recipient_id"]): {**dict(r), "pages": []}
-             for r in await conn.fetch(CONTACTS, site_id)}
+    rows = await conn.fetch(CONTACTS, site_id)
+    asked: dict[int, list[int]] = {}
+    for r in rows:
+        asked.setdefault(r["mail_job_id"], []).append(r["recipient_id"])
+    names = {(job, n["recipient_id"]): n for job, ids in asked.items()
+             for n in await conn.fetch(CONTACT_NAMES, job, ids) if not n["forgotten"]}
+    found = {
+        key: {"mail_job_id": r["mail_job_id"], "recipient_id": r["recipient_id"], "recipient": name["recipient"],
+              "mail_job": name["mail_job"], "identified_at": r["identified_at"], "landing_url": r["landing_url"],
+              "pages": []}
+        for r in rows if (name := names.get(key := (r["mail_job_id"], r["recipient_id"]))) is not None
+    }
     for view in await conn.fetch(CONTACT_VIEWS, site_id):
         contact = found.get((view["mail_job_id"], view["recipient_id"]))
         if contact is not None:

@@ -1,9 +1,10 @@
 """Website roll-up: claimed page views in, site_* tables merged, raw hits marked.
 
 ``merge_page_hits`` runs inside the caller's transaction for page views it
-claimed (and enriched); ``rollup_sites`` is the standalone run that claims
-only page views, batch after batch, each batch in one transaction, so a run
-killed half-way leaves nothing applied.
+claimed (and enriched) under their jobs' locks (aggregator.claims);
+``rollup_sites`` is the standalone run that claims only page views, batch
+after batch, each batch in one transaction, so a run killed half-way leaves
+nothing applied.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 import asyncpg
 
+from aggregator import claims
 from aggregator.enrich import EnrichConfig
 from aggregator.enrich.enricher import Enriching, make_enricher
 from aggregator.web import queries
@@ -25,7 +27,7 @@ from aggregator.web.tracks import (
     REJECTED,
     UNIQUE,
     allowed_contacts,
-    destroy_old_salts,
+    keep_salts,
     page_of,
     parse_contact,
     reject_reason,
@@ -129,12 +131,13 @@ async def merge_page_hits(
     conn: asyncpg.Connection, hits: Sequence[Mapping[str, Any]], enriched: Sequence[Mapping[str, Any]],
     today: dt.date | None = None,
 ) -> None:
-    """Merge claimed page views (rows of queries.CLAIM_PAGES) in the caller's transaction."""
+    """Merge claimed page views (rows of queries.CLAIM_PAGES) in the caller's transaction.
+
+    The caller holds the jobs' locks (claims.claim) and made the salts (keep_salts).
+    """
     if not hits:
         return
     today = today or today_utc()
-    await conn.execute(queries.MERGE_LOCK)
-    await destroy_old_salts(conn, today)
     salts = await salts_for(conn, {_day(h["received_at"]) for h in hits}, today)
     tracks = [track_of(h) for h in hits]
     asked = {c for h, t in zip(hits, tracks, strict=True) if t == PERSONAL and (c := parse_contact(h["contact"]))}
@@ -153,7 +156,7 @@ async def merge_page_hits(
     await count_visitors(conn, views, counts)
     _entries(views, await sessionize(conn, views), counts)
     await counts.merge(conn)
-    await _mark(conn, rows)
+    await _mark(conn, hits, rows)
     await _contacts(conn, hits, tracks, allowed)
 
 
@@ -182,10 +185,13 @@ def _entries(views: list[View], started: list[Session], counts: WebCounts) -> No
             counts.entry(view)
 
 
-async def _mark(conn: asyncpg.Connection, rows: list[tuple]) -> None:
+async def _mark(conn: asyncpg.Connection, hits: Sequence[Mapping[str, Any]], rows: list[tuple]) -> None:
     await conn.execute(queries.CREATE_BATCH)
     await conn.copy_records_to_table("site_batch", records=rows, columns=queries.BATCH_COLUMNS)
-    await conn.execute(queries.MARK_ROLLED, dt.datetime.now(dt.UTC))
+    now = dt.datetime.now(dt.UTC)
+    await conn.execute(queries.ANALYZE_BATCH)
+    for job, (first, last) in sorted(claims.spans(hits).items()):
+        await conn.execute(queries.MARK_ROLLED, now, job, first, last)
 
 
 async def _contacts(conn: asyncpg.Connection, hits: Sequence[Mapping[str, Any]], tracks: list[str],
@@ -223,19 +229,23 @@ async def rollup_sites(conn_or_url: asyncpg.Connection | str, batch_size: int = 
             return await rollup_sites(conn, batch_size, enricher, today)
         finally:
             await conn.close()
+    conn = conn_or_url
     enricher = enricher or _default_enricher()
-    async with conn_or_url.transaction():  # salts die on time even when no page view comes
-        await conn_or_url.execute(queries.MERGE_LOCK)
-        await destroy_old_salts(conn_or_url, today or today_utc())
+    jobs = await claims.pending(conn, queries.PENDING)
+    salted = today or today_utc()
+    await keep_salts(conn, salted, jobs.first, jobs.last)  # salts die on time even when no page view comes
     total = 0
     for _ in range(MAX_BATCHES):
-        async with conn_or_url.transaction():
-            hits = [dict(h) for h in await conn_or_url.fetch(queries.CLAIM_PAGES, batch_size)]
-            if hits:
-                await merge_page_hits(conn_or_url, hits, enricher.enrich(hits, sent_at={}), today)
-        total += len(hits)
-        if len(hits) < batch_size:
+        if not jobs:
             break
+        day = today or today_utc()
+        if day != salted:  # a run across midnight: the new day's salt
+            await keep_salts(conn, salted := day, jobs.first, jobs.last)
+        async with conn.transaction():
+            hits = [dict(h) for h in await claims.claim(conn, jobs, queries.CLAIM_PAGES, batch_size)]
+            if hits:
+                await merge_page_hits(conn, hits, enricher.enrich(hits, sent_at={}), day)
+        total += len(hits)
     if total:
         log.info("rolled up %d page views", total)
     return total

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
+from aggregator import claims
 from aggregator.web import queries
 from pixeltrack.core import columns
 
@@ -68,20 +69,44 @@ def today_utc() -> dt.date:
     return dt.datetime.now(dt.UTC).date()
 
 
-async def destroy_old_salts(conn: asyncpg.Connection, today: dt.date) -> None:
-    """Drop salts older than yesterday and every hash made with them."""
+def _live(day: dt.date, today: dt.date) -> bool:
+    """Whether ``day`` may have a salt: yesterday, today or tomorrow (a client clock ahead)."""
+    return -SALT_DAYS < (day - today).days <= 1
+
+
+async def keep_salts(conn: asyncpg.Connection, today: dt.date, first: dt.datetime | None = None,
+                     last: dt.datetime | None = None) -> None:
+    """Destroy salts older than yesterday with every hash made from them; make the missing live
+    salts of the days from ``first`` to ``last`` (or today), the days of the views pending.
+
+    Each in a short transaction of its own, before a batch: the destruction
+    waits for the batches in flight (the exclusive gate), so none merges a
+    hash of a salt just destroyed; a batch only reads salts (salts_for).
+    """
     cutoff = today - dt.timedelta(days=SALT_DAYS - 1)
-    await conn.execute(queries.DESTROY_SALTS, cutoff)
-    await conn.execute(queries.DESTROY_SEEN, cutoff)
-    await conn.execute(queries.DESTROY_SESSION_KEYS, cutoff)
+    if await conn.fetchval(queries.OLD_SALTS, cutoff):
+        async with conn.transaction():
+            await conn.execute(claims.GATE_EXCLUSIVE)
+            await conn.execute(queries.DESTROY_SALTS, cutoff)
+            await conn.execute(queries.DESTROY_SEEN, cutoff)
+            await conn.execute(queries.DESTROY_SESSION_KEYS, cutoff)
+    if first is None:
+        return
+    end = max(_day(last), today) if last is not None else today
+    days = [d for n in range((end - _day(first)).days + 1) if _live(d := _day(first) + dt.timedelta(days=n), today)]
+    if days and len(await conn.fetch(queries.SALTS, days)) < len(days):
+        await conn.execute(queries.NEW_SALTS, days, [secrets.token_bytes(32) for _ in days])
+
+
+def _day(at: dt.datetime) -> dt.date:
+    return at.astimezone(dt.UTC).date()
 
 
 async def salts_for(conn: asyncpg.Connection, days: Iterable[dt.date], today: dt.date) -> dict[dt.date, bytes]:
-    """Salts of ``days``, made when missing for today, yesterday or tomorrow; destroyed ones stay gone."""
-    live = sorted({d for d in days if -SALT_DAYS < (d - today).days <= 1})
+    """Salts of the live ``days`` (made by keep_salts); destroyed ones stay gone."""
+    live = sorted({d for d in days if _live(d, today)})
     if not live:
         return {}
-    await conn.execute(queries.NEW_SALTS, live, [secrets.token_bytes(32) for _ in live])
     return {r["day"]: r["salt"] for r in await conn.fetch(queries.SALTS, live)}
 
 
@@ -119,12 +144,14 @@ def parse_contact(value: str | None) -> tuple[int, int] | None:
 
 
 async def allowed_contacts(conn: asyncpg.Connection, pairs: set[tuple[int, int]]) -> set[tuple[int, int]]:
-    """The contacts whose mail job still allows identity (consent, not forgotten)."""
-    if not pairs:
-        return set()
-    ordered = sorted(pairs)
-    rows = await conn.fetch(queries.ALLOWED_CONTACTS, [p[0] for p in ordered], [p[1] for p in ordered])
-    return {(r["mail_job_id"], r["recipient_id"]) for r in rows}
+    """The contacts whose mail job still allows identity (consent, not forgotten), one query per mail job."""
+    by_job: dict[int, list[int]] = {}
+    for job, recipient in sorted(pairs):
+        by_job.setdefault(job, []).append(recipient)
+    allowed: set[tuple[int, int]] = set()
+    for job, recipients in by_job.items():
+        allowed |= {(job, r["recipient_id"]) for r in await conn.fetch(queries.ALLOWED_CONTACTS, job, recipients)}
+    return allowed
 
 
 # Enrichment kept on the raw page view, per track (as for mail hits: personal

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 
 from aggregator import commands as aggregator_commands
 from collector import commands as collector_commands
+from pixeltrack.cli import distribute, logs, triggers, up, websites
 from pixeltrack.cli import jobs as commands
-from pixeltrack.cli import logs, triggers, up, websites
 from pixeltrack.core.config import CommonConfig, ConfigError
 from pixeltrack.core.jobs import KINDS, MODES
 from pixeltrack.core.times import parse_time
@@ -90,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     _db_commands(sub)
     websites.register(sub)
     triggers.register(sub)
+    distribute.register(sub)
     dashboard_commands.register(sub)  # dashboard, user, token
     return parser
 

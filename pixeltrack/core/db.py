@@ -24,6 +24,11 @@ def schema_sql() -> str:
     return resources.files("pixeltrack.core").joinpath("schema.sql").read_text(encoding="utf-8")
 
 
+def distribute_sql() -> str:
+    """The text of distribute.sql: the schema's tables as Citus reference and distributed tables."""
+    return resources.files("pixeltrack.core").joinpath("distribute.sql").read_text(encoding="utf-8")
+
+
 async def connect(url: str) -> asyncpg.Connection:
     """One connection, with the session in UTC so day buckets are UTC days."""
     return await asyncpg.connect(url, server_settings={"timezone": "UTC"})
@@ -55,3 +60,31 @@ async def apply_schema(url: str) -> None:
     finally:
         await conn.close()
     log.info("schema applied")
+
+
+# How each table of the schema (day partitions aside) is laid out on a Citus cluster.
+CITUS_TABLES = """
+SELECT p.logicalrelid::text AS name, CASE WHEN p.partmethod = 'h' THEN 'distributed' ELSE 'reference' END AS kind,
+       p.colocationid
+FROM pg_dist_partition p JOIN pg_class c ON c.oid = p.logicalrelid WHERE NOT c.relispartition ORDER BY 2, 1
+"""
+
+
+async def distribute(url: str) -> list[asyncpg.Record]:
+    """Apply schema.sql, then distribute.sql on a Citus coordinator (both idempotent).
+
+    Returns (name, kind, colocationid) of every table in Citus' metadata;
+    ValueError when the database has no citus extension.
+    """
+    await apply_schema(url)
+    conn = await connect(url)
+    try:
+        async with conn.transaction():
+            await conn.execute(SCHEMA_LOCK)
+            try:
+                await conn.execute(distribute_sql())
+            except asyncpg.RaiseError as exc:
+                raise ValueError(f"{exc.args[0]} ({exc.hint})" if exc.hint else exc.args[0]) from exc
+        return list(await conn.fetch(CITUS_TABLES))
+    finally:
+        await conn.close()

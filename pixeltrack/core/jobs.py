@@ -21,10 +21,11 @@ YES = {"yes", "y", "true", "1"}
 NO = {"no", "n", "false", "0", ""}
 
 INSERT_JOB = "INSERT INTO jobs (name, mode, kind) VALUES ($1, $2, $3) RETURNING job_id"
+# Counted per job and joined (Citus plans no correlated subquery over recipients).
 SELECT_JOBS = """
-SELECT j.job_id, j.name, j.kind, j.mode, j.created_at, j.sent_at,
-       (SELECT count(*) FROM recipients r WHERE r.job_id = j.job_id) AS recipients
-FROM jobs j ORDER BY j.job_id"""
+SELECT j.job_id, j.name, j.kind, j.mode, j.created_at, j.sent_at, coalesce(r.recipients, 0) AS recipients
+FROM jobs j LEFT JOIN (SELECT job_id, count(*) AS recipients FROM recipients GROUP BY job_id) r USING (job_id)
+ORDER BY j.job_id"""
 SELECT_JOB = "SELECT job_id, name, kind, mode, sent_at, retention_days FROM jobs WHERE job_id = $1"
 # Locking the job row serialises imports into one job, so numbering is gap-free.
 LOCK_JOB = "SELECT job_id FROM jobs WHERE job_id = $1 FOR UPDATE"
@@ -32,13 +33,15 @@ LOCK_JOB = "SELECT job_id FROM jobs WHERE job_id = $1 FOR UPDATE"
 MAX_RECIPIENT = """
 SELECT greatest((SELECT max(recipient_id) FROM recipients WHERE job_id = $1),
                 (SELECT max(recipient_id) FROM forgotten_recipients WHERE job_id = $1), -1)"""
+# The time of a consent change comes in VALUES and is taken from EXCLUDED:
+# Citus refuses now() in the SET list of an upsert.
 UPSERT_RECIPIENT = """
-INSERT INTO recipients AS r (job_id, recipient_id, recipient, consent, birth_year, gender, zip)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
+INSERT INTO recipients AS r (job_id, recipient_id, recipient, consent, consent_changed_at, birth_year, gender, zip)
+VALUES ($1, $2, $3, $4, now(), $5, $6, $7)
 ON CONFLICT (job_id, recipient) DO UPDATE SET
     consent = EXCLUDED.consent,
     consent_changed_at = CASE WHEN r.consent IS DISTINCT FROM EXCLUDED.consent
-                              THEN now() ELSE r.consent_changed_at END,
+                              THEN EXCLUDED.consent_changed_at ELSE r.consent_changed_at END,
     birth_year = EXCLUDED.birth_year, gender = EXCLUDED.gender, zip = EXCLUDED.zip
 RETURNING (xmax = 0) AS inserted"""
 SELECT_RECIPIENT = "SELECT recipient_id FROM recipients WHERE job_id = $1 AND recipient = $2"

@@ -106,9 +106,11 @@ COMMENT ON TABLE raw_hits IS 'Every pixel fetch and click as the collector saw i
 -- replayed after its day was dropped) so a COPY never fails for want of one.
 CREATE TABLE IF NOT EXISTS raw_hits_default PARTITION OF raw_hits DEFAULT;
 
--- The aggregator claims work through this partial index, so a run costs what
--- the new hits cost, whatever the history.
-CREATE INDEX IF NOT EXISTS raw_hits_unrolled ON raw_hits (received_at) WHERE rolled_at IS NULL;
+-- The aggregator finds and claims work through this partial index, job by
+-- job (aggregator.claims), so a run costs what the new hits cost, whatever
+-- the history. (It replaces raw_hits_unrolled, on received_at alone.)
+CREATE INDEX IF NOT EXISTS raw_hits_unrolled_job ON raw_hits (job_id, received_at) WHERE rolled_at IS NULL;
+DROP INDEX IF EXISTS raw_hits_unrolled;
 CREATE INDEX IF NOT EXISTS raw_hits_recipient ON raw_hits (job_id, recipient_id) WHERE recipient_id IS NOT NULL;
 
 -- Days are UTC days. Daily partitions are made ahead of time by the collector and the aggregator.
@@ -140,10 +142,11 @@ END $$;
 
 -- ============================================================ aggregator ====
 -- Everything below is written by the aggregator (`pixeltrack aggregator`).
--- A hit is rolled up exactly once: a run claims unrolled raw hits with
--- FOR UPDATE SKIP LOCKED, merges them into these tables with
+-- A hit is rolled up exactly once: a run claims unrolled raw hits of a job
+-- with FOR UPDATE SKIP LOCKED, merges them into these tables with
 -- INSERT ... ON CONFLICT DO UPDATE and marks them rolled (rolled_at), all in
--- one transaction. Every key starts with job_id (Citus distribution by job).
+-- one transaction. Every key starts with job_id (Citus distribution by job,
+-- see distribute.sql).
 -- Machine hits (HEAD, prefetch, mail proxies, crawlers, link scanners)
 -- never count as a person's open or click; what is not machine is human
 -- (recognised) or unknown, see "honest numbers" below.
@@ -370,17 +373,19 @@ BEGIN
 END $$;
 
 -- ------------------------------------------------------------- views ----
+-- Recipients are counted per job and joined, not by a correlated subquery
+-- (Citus plans none over a distributed table).
 CREATE OR REPLACE VIEW job_rates AS
 SELECT j.job_id, j.name, j.mode,
-       (SELECT count(*) FROM recipients r WHERE r.job_id = j.job_id) AS recipients,
+       coalesce(n.recipients, 0) AS recipients,
        coalesce(o.total - o.machine, 0) AS opens,
        CASE WHEN j.mode <> 'blind' THEN coalesce(o.unique_count, 0) END AS unique_opens,
        coalesce(c.total - c.machine, 0) AS clicks,
        CASE WHEN j.mode <> 'blind' THEN coalesce(c.unique_count, 0) END AS unique_clicks,
        CASE WHEN j.mode <> 'blind' THEN round(coalesce(o.unique_count, 0)::numeric
-            / nullif((SELECT count(*) FROM recipients r WHERE r.job_id = j.job_id), 0), 4) END AS open_rate,
+            / nullif(n.recipients, 0), 4) END AS open_rate,
        CASE WHEN j.mode <> 'blind' THEN round(coalesce(c.unique_count, 0)::numeric
-            / nullif((SELECT count(*) FROM recipients r WHERE r.job_id = j.job_id), 0), 4) END AS click_rate,
+            / nullif(n.recipients, 0), 4) END AS click_rate,
        CASE WHEN j.mode <> 'blind' THEN round(coalesce(c.unique_count, 0)::numeric
             / nullif(o.unique_count, 0), 4)
             ELSE round((c.total - c.machine)::numeric / nullif(o.total - o.machine, 0), 4) END
@@ -396,16 +401,17 @@ SELECT j.job_id, j.name, j.mode,
        CASE WHEN j.mode <> 'blind' THEN coalesce(o.unique_recognised, 0) END AS unique_opens_recognised,
        CASE WHEN j.mode <> 'blind' THEN coalesce(c.unique_recognised, 0) END AS unique_clicks_recognised,
        CASE WHEN j.mode <> 'blind' THEN round(coalesce(o.unique_recognised, 0)::numeric
-            / nullif((SELECT count(*) FROM recipients r WHERE r.job_id = j.job_id), 0), 4) END
+            / nullif(n.recipients, 0), 4) END
            AS open_rate_recognised,
        CASE WHEN j.mode <> 'blind' THEN round(coalesce(c.unique_recognised, 0)::numeric
-            / nullif((SELECT count(*) FROM recipients r WHERE r.job_id = j.job_id), 0), 4) END
+            / nullif(n.recipients, 0), 4) END
            AS click_rate_recognised,
        CASE WHEN j.mode <> 'blind' THEN round(coalesce(c.unique_recognised, 0)::numeric
             / nullif(o.unique_recognised, 0), 4)
             ELSE round((c.total - c.machine - c.unknown)::numeric / nullif(o.total - o.machine - o.unknown, 0), 4)
             END AS click_to_open_rate_recognised
 FROM jobs j
+LEFT JOIN (SELECT job_id, count(*) AS recipients FROM recipients GROUP BY job_id) n ON n.job_id = j.job_id
 LEFT JOIN report_job_totals o ON o.job_id = j.job_id AND o.kind = 'open'
 LEFT JOIN report_job_totals c ON c.job_id = j.job_id AND c.kind = 'click';
 COMMENT ON VIEW job_rates IS 'Open, click and click-to-open rates per job: human + unknown (unique; blind: per hit), the three figures, and recognised people only (*_recognised).';

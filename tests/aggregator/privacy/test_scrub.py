@@ -8,6 +8,7 @@ from typing import Any
 
 import asyncpg
 
+from aggregator.privacy.retention import scrub_expired
 from aggregator.privacy.scrub import Scope, scrub
 from pixeltrack.core import columns
 from tests.support.hits import T0, add_job
@@ -68,5 +69,5 @@ class TestScrub:
         now = T0 + dt.timedelta(days=8)
         await insert(conn, full_hit(title="a", job_id=short), full_hit(title="b", job_id=long_),
                      full_hit(title="c", job_id=short, received_at=now - dt.timedelta(days=4)))
-        assert await scrub(conn, Scope.EXPIRED, now) == 1
+        assert await scrub_expired(conn, now) == 1
         assert await scrubbed(conn) == [("a", True), ("b", False), ("c", False)]

@@ -1,0 +1,105 @@
+"""Which jobs a roll-up batch takes, and the locks that let aggregators share the work.
+
+Several aggregators may run on one database (plain PostgreSQL or the
+coordinator of a Citus cluster). Work is shared by job:
+
+- a run lists the jobs with hits to roll up (``Pending``), in job_id order;
+- a batch takes jobs one after another with ``pg_try_advisory_xact_lock``
+  on the job and claims each job's oldest unrolled hits with ``job_id = $1``
+  (on Citus a row-locking claim must name its shard), until the batch is
+  full; a job another aggregator holds is left for later, so two aggregators
+  roll up different jobs side by side;
+- when only jobs held by others are left, the batch waits for one of them
+  (one lock, so no lock-order deadlock) and takes its next hits.
+
+Exactly once does not rest on these locks but on the claim (FOR UPDATE SKIP
+LOCKED) and the marking of the claimed hits, which commit with the merges.
+The per-job lock serialises the merges into one job's roll-up rows (unique
+counts, sessions), which two batches of the same job must not interleave.
+
+Every batch also holds the shared gate; erasure, key destruction and salt
+destruction take it exclusively, so they wait for the batches in flight and
+a batch never merges what they have just removed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+# Two-key advisory locks (GATE_KEY, hash of job_id): a key space of their own.
+GATE_KEY = 7079437
+JOB_LOCK = "SELECT pg_advisory_xact_lock(7079437, hashint8($1::bigint))"
+TRY_JOB_LOCK = "SELECT pg_try_advisory_xact_lock(7079437, hashint8($1::bigint))"
+GATE_SHARED = "SELECT pg_advisory_xact_lock_shared(7079437)"
+GATE_EXCLUSIVE = "SELECT pg_advisory_xact_lock(7079437)"
+
+# A batch locks at most this many jobs: advisory locks take slots of the lock
+# table (max_locks_per_transaction), and thousands of tiny jobs would fill it.
+MAX_JOBS_PER_BATCH = 50
+
+
+@dataclass
+class Pending:
+    """The jobs a run still has to roll up, and the ones it found held by another aggregator."""
+
+    todo: list[int]
+    first: dt.datetime | None = None  # the oldest pending hit of any job
+    last: dt.datetime | None = None  # and the newest
+    held: list[int] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.todo or self.held)
+
+
+async def pending(conn: asyncpg.Connection, sql: str) -> Pending:
+    """The jobs with unrolled hits (``sql`` yields job_id, first, last), in job_id order."""
+    rows = await conn.fetch(sql)
+    if not rows:
+        return Pending([])
+    return Pending([r["job_id"] for r in rows], min(r["first"] for r in rows), max(r["last"] for r in rows))
+
+
+async def claim(conn: asyncpg.Connection, jobs: Pending, sql: str, limit: int) -> list[asyncpg.Record]:
+    """In the caller's transaction: up to ``limit`` hits of jobs this batch may lock (``sql``: $1 job, $2 limit).
+
+    Jobs drained leave ``jobs``; a job whose batch was full stays for the next batch.
+    """
+    await conn.execute(GATE_SHARED)
+    hits: list[asyncpg.Record] = []
+    taken = 0
+    for job in list(jobs.todo):
+        if len(hits) >= limit or taken >= MAX_JOBS_PER_BATCH:
+            break
+        jobs.todo.remove(job)
+        if not await conn.fetchval(TRY_JOB_LOCK, job):
+            jobs.held.append(job)
+            continue
+        taken += 1
+        hits += await _claim_job(conn, jobs, job, sql, limit - len(hits))
+    if not hits and not jobs.todo and jobs.held:
+        job = jobs.held.pop(0)
+        await conn.execute(JOB_LOCK, job)  # the other aggregator's batch of it commits first
+        hits = await _claim_job(conn, jobs, job, sql, limit)
+    return hits
+
+
+async def _claim_job(conn: asyncpg.Connection, jobs: Pending, job: int, sql: str, room: int) -> list[asyncpg.Record]:
+    rows = list(await conn.fetch(sql, job, room))
+    if len(rows) == room:
+        jobs.todo.insert(0, job)  # maybe more: the next batch starts with it
+    return rows
+
+
+def spans(hits: Sequence[Mapping[str, Any]]) -> dict[int, tuple[dt.datetime, dt.datetime]]:
+    """(first, last) received_at of each job's claimed hits: statements that write raw_hits go job by job."""
+    out: dict[int, tuple[dt.datetime, dt.datetime]] = {}
+    for hit in hits:
+        job, at = hit["job_id"], hit["received_at"]
+        first, last = out.get(job, (at, at))
+        out[job] = (min(first, at), max(last, at))
+    return out

@@ -1,0 +1,34 @@
+"""distribute.sql names every table of schema.sql once: reference tables, or distributed by job_id."""
+
+from __future__ import annotations
+
+import re
+
+import asyncpg
+
+from pixeltrack.core import db
+
+TABLES = """
+SELECT c.relname, EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'job_id') AS by_job
+FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+ORDER BY 1
+"""
+
+
+def listed(name: str) -> list[str]:
+    """The table names of the array ``name`` in distribute.sql."""
+    found = re.search(rf"{name} text\[\] := ARRAY\[(.*?)\];", db.distribute_sql(), re.S)
+    assert found is not None
+    return re.findall(r"'(\w+)'", found.group(1))
+
+
+class TestLayout:
+    """Every table of the schema is a reference table or distributed by job_id, none twice."""
+
+    async def test_every_table_once(self, conn: asyncpg.Connection) -> None:
+        """28 tables: 4 reference (no job of their own, or global), 24 distributed, each with a job_id."""
+        tables = {r["relname"]: r["by_job"] for r in await conn.fetch(TABLES)}
+        reference, by_job = listed("reference"), listed("by_job")
+        assert sorted(reference + by_job) == sorted(tables) and len(set(reference + by_job)) == 28
+        assert reference == ["jobs", "sites", "erasure_key", "site_salts"]
+        assert by_job[0] == "raw_hits" and all(tables[t] for t in by_job)
