@@ -9,7 +9,6 @@ import importlib.metadata
 import inspect
 import logging
 import re
-import socket
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -27,7 +26,7 @@ from collector.config import CollectorConfig
 from pixeltrack.core.mint import has_control_chars
 from pixeltrack.core.tokens import KIND_CLICK, Signer
 from tests.conftest import TEST_SECRET
-from tests.support.collector import flush, minter, path, rows, running
+from tests.support.collector import flush, minter, path, read_pipelined_pixels, rows, running
 
 NO_STORE = (b"Cache-Control: no-store, no-cache, must-revalidate, private, max-age=0\r\n"
             b"Pragma: no-cache\r\nExpires: 0\r\n")
@@ -185,21 +184,7 @@ class TestSlowReader:
         req = b"GET " + target + b" HTTP/1.1\r\nHost: t\r\n\r\n"
         count = 40_000
         async with running(config) as client:
-            sock = socket.socket()
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: a small window
-            sock.connect(("127.0.0.1", port_of(client)))
-            sock.setblocking(False)
-            reader, writer = await asyncio.open_connection(sock=sock, limit=2**20)
-            writer.write(req * count)
-            sending = asyncio.ensure_future(writer.drain())  # the server stops reading while we do not read
-            await asyncio.sleep(1.0)
-            answers = 0
-            while answers < count:
-                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-                assert head.startswith(b"HTTP/1.1 200 OK\r\n") and await reader.readexactly(42) == GIF
-                answers += 1
-            await sending
-            writer.close()
+            answers = await read_pipelined_pixels(port_of(client), req, count, pause=1.0)
             health = await client.get("/healthz")
         assert (answers, health.status) == (count, 200)
 

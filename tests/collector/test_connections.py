@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,6 +24,7 @@ from collector.answers import GIF
 from loadtest.support import free_port
 from pixeltrack.core.mint import Minter
 from tests.conftest import TEST_SECRET
+from tests.support.collector import read_pipelined_pixels
 from tests.support.process import start, wait_exit, wait_ready
 
 pytestmark = pytest.mark.slow
@@ -218,20 +218,6 @@ class TestTimeouts:
         async with collector(db_url, tmp_path, HEADER_TIMEOUT="0.5") as c:
             req = f"GET {c.pixel} HTTP/1.1\r\nHost: t\r\n\r\n".encode()
             count = 40_000
-            sock = socket.socket()
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: a small window
-            sock.connect(("127.0.0.1", c.port))
-            sock.setblocking(False)
-            reader, writer = await asyncio.open_connection(sock=sock, limit=2**20)
-            writer.write(req * count)
-            sending = asyncio.ensure_future(writer.drain())
-            await asyncio.sleep(2.0)
-            answers = 0
-            while answers < count:
-                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-                assert head.startswith(b"HTTP/1.1 200 OK\r\n") and await reader.readexactly(42) == GIF
-                answers += 1
-            await sending
-            writer.close()
+            answers = await read_pipelined_pixels(c.port, req, count, pause=2.0)
             cut = await c.metric('pixeltrack_connections_cut_total{reason="slow_request"}')
         assert (answers, cut) == (count, 0.0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 import asyncpg
 from aiohttp.test_utils import TestClient, TestServer
 
+from collector.answers import GIF
 from collector.app import create_app, create_operator_app
 from collector.config import CollectorConfig
 from collector.state import BUFFER
@@ -82,3 +84,25 @@ async def wait_for(predicate: Any, timeout: float = 10.0) -> None:
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.05)
+
+
+async def read_pipelined_pixels(port: int, request: bytes, count: int, pause: float) -> int:
+    """Send ``request`` ``count`` times pipelined through a small receive window, read nothing for
+    ``pause`` seconds (the server stops reading while we do not), then read every answer; how many
+    came back, each a 200 with the 42-byte GIF."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: a small window
+    sock.connect(("127.0.0.1", port))
+    sock.setblocking(False)
+    reader, writer = await asyncio.open_connection(sock=sock, limit=2**20)
+    writer.write(request * count)
+    sending = asyncio.ensure_future(writer.drain())
+    await asyncio.sleep(pause)
+    answers = 0
+    while answers < count:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n") and await reader.readexactly(42) == GIF
+        answers += 1
+    await sending
+    writer.close()
+    return answers
