@@ -46,16 +46,8 @@ def need_secret(settings: CommonConfig) -> str:
 
 def run_db(settings: CommonConfig, work: Callable[[Any], Awaitable[int]]) -> int:
     """Open a connection, run ``work(conn)``, close."""
-
-    async def go() -> int:
-        assert settings.database_url
-        conn = await db.connect(settings.database_url)
-        try:
-            return await work(conn)
-        finally:
-            await conn.close()
-
-    return asyncio.run(go())
+    assert settings.database_url
+    return db.run_with_connection(settings.database_url, work)
 
 
 def cmd_initdb(args: argparse.Namespace, settings: CommonConfig) -> int:

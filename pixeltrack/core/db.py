@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
+from collections.abc import Awaitable, Callable
 from importlib import resources
 
 import asyncpg
@@ -88,3 +90,20 @@ async def distribute(url: str) -> list[asyncpg.Record]:
         return list(await conn.fetch(CITUS_TABLES))
     finally:
         await conn.close()
+
+
+def run_with_connection(
+    url: str, work: Callable[[asyncpg.Connection], Awaitable[int]], with_schema: bool = False
+) -> int:
+    """Apply schema.sql first when ``with_schema``, open a connection, run ``work(conn)``, close; its exit code."""
+
+    async def go() -> int:
+        if with_schema:
+            await apply_schema(url)
+        conn = await connect(url)
+        try:
+            return await work(conn)
+        finally:
+            await conn.close()
+
+    return asyncio.run(go())

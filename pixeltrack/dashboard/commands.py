@@ -7,7 +7,6 @@ plain function ``handler(args, settings) -> exit code``.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
 import os
 import sys
@@ -35,16 +34,9 @@ def dashboard_config(settings: CommonConfig, host: str | None = None, port: int 
 
 
 def _with_db(settings: CommonConfig, work: Callable[[asyncpg.Connection], Awaitable[int]]) -> int:
-    async def go() -> int:
-        assert settings.database_url
-        await db.apply_schema(settings.database_url)
-        conn = await db.connect(settings.database_url)
-        try:
-            return await work(conn)
-        finally:
-            await conn.close()
-
-    return asyncio.run(go())
+    """Apply schema.sql, open a connection, run ``work(conn)``, close."""
+    assert settings.database_url
+    return db.run_with_connection(settings.database_url, work, with_schema=True)
 
 
 def cmd_dashboard(args: argparse.Namespace, settings: CommonConfig) -> int:
