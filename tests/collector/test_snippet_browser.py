@@ -27,9 +27,9 @@ from pixeltrack.core.mint import Minter
 from pixeltrack.core.tokens import Signer
 from pixeltrack.core.websites import create_site, site_key, snippet_html
 from tests.conftest import TEST_SECRET
+from tests.support.browser import CHROMIUM, chromium
 from tests.support.collector import flush, make_config, running
 
-CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs the Debian chromium package at /usr/bin/chromium")
 playwright_api = pytest.importorskip("playwright.async_api", reason="needs the playwright package (test extra)")
 
@@ -62,10 +62,8 @@ window.addEventListener('load', () => setTimeout(() => {
 @pytest.fixture(scope="module")
 async def browser() -> AsyncIterator[Any]:
     """One headless Chromium for the module (system binary, never a downloaded one)."""
-    async with playwright_api.async_playwright() as p:
-        chromium = await p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS, timeout=30_000)
-        yield chromium
-        await chromium.close()
+    async with chromium(FLAGS) as launched:
+        yield launched
 
 
 @pytest.fixture

@@ -20,8 +20,8 @@ from aggregator.mail.report import build_report
 from pixeltrack.dashboard.render import number, percent
 from pixeltrack.dashboard.reports import rates
 from tests.dashboard.conftest import ADMIN, PASSWORD, VIEWER, XSS, mail_job, page_view, roll, website
+from tests.support.browser import CHROMIUM, chromium
 
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs the Debian chromium package at /usr/bin/chromium")
 playwright_api = pytest.importorskip("playwright.async_api", reason="needs the playwright package (test extra)")
@@ -32,10 +32,8 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-backgroun
 @pytest.fixture(scope="module")
 async def browser() -> AsyncIterator[Any]:
     """One headless Chromium for the module (the system binary, never a downloaded one)."""
-    async with playwright_api.async_playwright() as p:
-        chromium = await p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS, timeout=30_000)
-        yield chromium
-        await chromium.close()
+    async with chromium(FLAGS) as launched:
+        yield launched
 
 
 @pytest.fixture
