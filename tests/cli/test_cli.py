@@ -14,14 +14,12 @@ import pytest
 from pixeltrack.cli.main import main
 from pixeltrack.core.tokens import KIND_CLICK, KIND_DOC, KIND_OPEN, Signer, Token
 from tests.conftest import TEST_SECRET
+from tests.support.cli import cli_env
 
 
 @pytest.fixture
 def env(db_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("DATABASE_URL", db_url)
-    monkeypatch.setenv("PIXELTRACK_SECRET", TEST_SECRET)
-    monkeypatch.setenv("PIXELTRACK_BASE_URL", "https://t.example")
-    return db_url
+    return cli_env(db_url, monkeypatch)
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

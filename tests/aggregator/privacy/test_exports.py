@@ -18,6 +18,7 @@ from pixeltrack.cli.main import main
 from pixeltrack.core.mint import Minter
 from pixeltrack.core.websites import create_site
 from tests.conftest import TEST_SECRET
+from tests.support.cli import cli_env
 
 HYPERLINK = '=HYPERLINK("https://evil.example","x")'
 CHROME = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36"
@@ -73,10 +74,7 @@ class TestMailReportCsv:
 
 @pytest.fixture
 def env(db_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("DATABASE_URL", db_url)
-    monkeypatch.setenv("PIXELTRACK_SECRET", TEST_SECRET)
-    monkeypatch.setenv("PIXELTRACK_BASE_URL", "https://t.example")
-    return db_url
+    return cli_env(db_url, monkeypatch)
 
 
 class TestMintAllCsv:
