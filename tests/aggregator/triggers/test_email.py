@@ -78,17 +78,24 @@ def body_of(message: Message) -> str:
     return payload.decode().replace("\r\n", "\n")
 
 
+async def clicked_job(conn: asyncpg.Connection, **job: Any) -> int:
+    """A personal job of one recipient with a click trigger mailing ops@example.org; r1 clicks A,
+    rolled up and scanned: one alert is pending."""
+    job_id = await add_job(conn, "personal", **job)
+    await add_recipients(conn, job_id, 1)
+    await make_trigger(conn, job_id, "click", email="ops@example.org")
+    await add_hits(conn, [raw("click", job_id, 1, 0, link=A)])
+    await roll(conn)
+    await scan_at(conn, 300)
+    return job_id
+
+
 class TestEmailAlerts:
     """Plain text: who (where the mode allows), what, when, device."""
 
     async def test_click_alert(self, conn: asyncpg.Connection, db_url: str, smtp: Smtp) -> None:
         """A human click of r1 reaches the mailbox as one plain-text alert."""
-        job = await add_job(conn, "personal", name="Spring sale")
-        await add_recipients(conn, job, 1)
-        await make_trigger(conn, job, "click", email="ops@example.org")
-        await add_hits(conn, [raw("click", job, 1, 0, link=A)])
-        await roll(conn)
-        await scan_at(conn, 300)
+        job = await clicked_job(conn, name="Spring sale")
         async with dispatcher(db_url, dataclasses.replace(CFG, smtp_url=smtp.url)) as d:
             await d.run_once()
         [(to, message)] = smtp.box.messages
@@ -120,12 +127,7 @@ class TestEmailAlerts:
     async def test_server_away(self, conn: asyncpg.Connection, db_url: str) -> None:
         """SMTP server down: retried, delivered once it is back."""
         server = Smtp()
-        job = await add_job(conn, "personal")
-        await add_recipients(conn, job, 1)
-        await make_trigger(conn, job, "click", email="ops@example.org")
-        await add_hits(conn, [raw("click", job, 1, 0, link=A)])
-        await roll(conn)
-        await scan_at(conn, 300)
+        await clicked_job(conn)
         async with dispatcher(db_url, dataclasses.replace(CFG, smtp_url=server.url)) as d:
             await d.run_once()
             assert await conn.fetchval("SELECT attempts FROM trigger_events WHERE status = 'pending'") == 1
@@ -142,12 +144,7 @@ class TestEmailAlerts:
 
     async def test_no_smtp_url(self, conn: asyncpg.Connection, db_url: str) -> None:
         """Without PIXELTRACK_SMTP_URL the attempt fails, saying so, and stays pending."""
-        job = await add_job(conn, "personal")
-        await add_recipients(conn, job, 1)
-        await make_trigger(conn, job, "click", email="ops@example.org")
-        await add_hits(conn, [raw("click", job, 1, 0, link=A)])
-        await roll(conn)
-        await scan_at(conn, 300)
+        await clicked_job(conn)
         async with dispatcher(db_url) as d:
             await d.run_once()
         error = await conn.fetchval("SELECT last_error FROM trigger_events WHERE status = 'pending'")
