@@ -19,7 +19,7 @@ from pixeltrack.dashboard import accounts
 from pixeltrack.dashboard.app import create_app
 from pixeltrack.dashboard.config import DashboardConfig
 from tests.conftest import TEST_SECRET
-from tests.support.hits import add_hits, add_job, add_recipients, at, hit
+from tests.support.hits import add_hits, add_job, add_recipients, at, personal_hits
 
 ADMIN, VIEWER, PASSWORD = "admin@example.org", "viewer@example.org", "correct horse battery"
 XSS = "<script>alert(1)</script>"
@@ -78,13 +78,7 @@ async def mail_job(conn: asyncpg.Connection, name: str = "Spring sale") -> int:
     and a scanner prefetches B; r3 clicks A a day later with images blocked."""
     job = await add_job(conn, "personal", name=name)
     await add_recipients(conn, job, 4)
-    await add_hits(conn, [
-        hit("open", job, 1, 0), hit("open", job, 1, 30),
-        hit("click", job, 1, 31, A), hit("click", job, 1, 32, A), hit("click", job, 1, 40, B),
-        hit("open", job, 2, 5), hit("open", job, 2, 5, method="HEAD", prefetch=True),
-        hit("click", job, 2, 10, B, prefetch=True),
-        hit("click", job, 3, 60 * 26, A),
-    ])  # fmt: skip
+    await add_hits(conn, personal_hits(job, A, B, r3_click=60 * 26))
     return job
 
 

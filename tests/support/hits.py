@@ -83,3 +83,15 @@ async def add_recipients(
         [(job_id, i, f"r{i}@example.org", consent, changed_at, *profile) for i in ids],
     )
     return ids
+
+
+def personal_hits(job_id: int, a: str, b: str, r3_click: float) -> list[tuple[Any, ...]]:
+    """r1 opens twice and clicks ``a``, ``a``, ``b``; r2 opens (plus a prefetch HEAD) and a scanner
+    prefetches ``b``; r3 clicks ``a`` at minute ``r3_click`` with images blocked; r4 does nothing."""
+    return [
+        hit("open", job_id, 1, 0), hit("open", job_id, 1, 30),
+        hit("click", job_id, 1, 31, a), hit("click", job_id, 1, 32, a), hit("click", job_id, 1, 40, b),
+        hit("open", job_id, 2, 5), hit("open", job_id, 2, 5, method="HEAD", prefetch=True),
+        hit("click", job_id, 2, 10, b, prefetch=True),
+        hit("click", job_id, 3, r3_click, a),
+    ]  # fmt: skip

@@ -8,7 +8,7 @@ from aggregator.config import AggregatorConfig
 from aggregator.mail.report import build_report
 from aggregator.mail.rollup import rollup
 from loadtest.support import FlagEnricher
-from tests.support.hits import T0, add_hits, add_job, add_recipients, at, hit
+from tests.support.hits import T0, add_hits, add_job, add_recipients, at, hit, personal_hits
 
 A = "https://example.org/a"
 B = "https://example.org/b"
@@ -25,14 +25,7 @@ async def personal_job(conn: asyncpg.Connection) -> int:
     prefetch of B; r3 clicks A with images blocked; r4 does nothing."""
     job = await add_job(conn, "personal")
     await add_recipients(conn, job, 4)
-    await add_hits(conn, [
-        hit("open", job, 1, 0), hit("open", job, 1, 30),
-        hit("click", job, 1, 31, A), hit("click", job, 1, 32, A), hit("click", job, 1, 40, B),
-        hit("open", job, 2, 5), hit("open", job, 2, 5, method="HEAD", prefetch=True),
-        hit("click", job, 2, 10, B, prefetch=True),
-        hit("click", job, 3, 60, A),
-        hit("open", 0, None, 7, reject_reason="bad_signature"),
-    ])  # fmt: skip
+    await add_hits(conn, [*personal_hits(job, A, B, r3_click=60), hit("open", 0, None, 7, reject_reason="bad_signature")])
     return job
 
 
