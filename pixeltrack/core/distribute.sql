@@ -11,7 +11,10 @@
 DO $$
 DECLARE
     t text;
-    reference text[] := ARRAY['jobs', 'sites', 'erasure_key', 'site_salts'];
+    -- jobs first (the others reference it); operator and trigger tables are small and global
+    reference text[] := ARRAY['jobs', 'sites', 'erasure_key', 'site_salts',
+        'dashboard_users', 'dashboard_sessions', 'dashboard_api_tokens',
+        'triggers', 'trigger_events', 'trigger_attempts'];
     -- raw_hits first: it names the co-location group the others join.
     by_job text[] := ARRAY[
         'raw_hits', 'recipients', 'links', 'job_keys', 'unique_seen', 'forgotten_recipients',
