@@ -31,12 +31,13 @@ from typing import Any
 
 import asyncpg
 
-# Two-key advisory locks (GATE_KEY, hash of job_id): a key space of their own.
-GATE_KEY = 7079437
-JOB_LOCK = "SELECT pg_advisory_xact_lock(7079437, hashint8($1::bigint))"
-TRY_JOB_LOCK = "SELECT pg_try_advisory_xact_lock(7079437, hashint8($1::bigint))"
-GATE_SHARED = "SELECT pg_advisory_xact_lock_shared(7079437)"
-GATE_EXCLUSIVE = "SELECT pg_advisory_xact_lock(7079437)"
+# The gate is the one-key advisory lock LOCK_KEY (the former merge lock); a
+# job's lock the two-key (LOCK_KEY, hash of job_id), a key space of its own.
+LOCK_KEY = 7079437
+JOB_LOCK = f"SELECT pg_advisory_xact_lock({LOCK_KEY}, hashint8($1::bigint))"
+TRY_JOB_LOCK = f"SELECT pg_try_advisory_xact_lock({LOCK_KEY}, hashint8($1::bigint))"
+GATE_SHARED = f"SELECT pg_advisory_xact_lock_shared({LOCK_KEY})"
+GATE_EXCLUSIVE = f"SELECT pg_advisory_xact_lock({LOCK_KEY})"
 
 # A batch locks at most this many jobs: advisory locks take slots of the lock
 # table (max_locks_per_transaction), and thousands of tiny jobs would fill it.

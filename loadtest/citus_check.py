@@ -160,15 +160,32 @@ async def run(t: Target, args: argparse.Namespace, tmp: Path) -> None:
     secret = secrets.token_urlsafe(32)
     camp = await campaigns.setup(t.url, args.recipients)
     sites = await add_sites(t.url, Signer(secret))
-    personal = next(j.job_id for j in camp.jobs if j.mode == "personal")
+    await copy_ingest(t, args, camp, secret, tmp)
+    hits = await traffic(t, args, secret, camp, sites, args.duration, args.page_views, tmp)
+    await rollup_one(t, hits)
+    await traffic(t, args, secret, camp, sites, args.duration / 2, args.page_views // 2, tmp)
+    await rollup_two(t)
+    await reports(t, secret, camp, sites)
+    await forget_one(t, secret, next(j.job_id for j in camp.jobs if j.mode == "personal"))
+    await purges(t, secret)
+
+
+async def copy_ingest(t: Target, args: argparse.Namespace, camp: campaigns.Campaign, secret: str, tmp: Path) -> None:
+    """The collector's COPY rate (its own writer, batch 5000, best of 2); raw_hits emptied after."""
     from collector.rows import COLUMNS
 
     records = make_records(build_mix(camp, secret, 20_000), args.copy_rows, COLUMNS)
     t.rates["copy"] = max([await copy_rate(t.url, records, 5000, tmp) for _ in range(2)])
     t.check(f"COPY through the collector's writer, batch 5000, best of 2: {t.rates['copy']:,.0f} rows/s", True)
-    await empty_raw_hits(t.url)
+    conn = await db.connect(t.url)
+    try:
+        await conn.execute("TRUNCATE raw_hits")
+    finally:
+        await conn.close()
 
-    hits = await traffic(t, args, secret, camp, sites, args.duration, args.page_views, tmp)
+
+async def rollup_one(t: Target, hits: int) -> None:
+    """One aggregator, in this process, timed."""
     conn = await db.connect(t.url)
     try:
         started = time.perf_counter()
@@ -180,7 +197,9 @@ async def run(t: Target, args: argparse.Namespace, tmp: Path) -> None:
             f"{stats.hits} hits + {pages} page views of {hits}")
     await exactly_once(t, "one aggregator")
 
-    await traffic(t, args, secret, camp, sites, args.duration / 2, args.page_views // 2, tmp)
+
+async def rollup_two(t: Target) -> None:
+    """Two `pixeltrack aggregator --once` started together."""
     started = time.perf_counter()
     two = [await asyncio.create_subprocess_exec(sys.executable, "-m", "pixeltrack.cli", "aggregator", "--once",
                                                 env={**os.environ, "DATABASE_URL": t.url}, stdout=subprocess.PIPE)
@@ -190,6 +209,9 @@ async def run(t: Target, args: argparse.Namespace, tmp: Path) -> None:
             all(p.returncode == 0 for p in two), " | ".join(outs))
     await exactly_once(t, "two aggregators")
 
+
+async def reports(t: Target, secret: str, camp: campaigns.Campaign, sites: list[dict[str, Any]]) -> None:
+    """Every mail job's and site's report in every format; the personal site's contacts."""
     formats = [(f"--job {j.job_id}", f) for j in camp.jobs for f in ("table", "json", "csv")]
     formats += [(f"--site {s['job_id']}", f) for s in sites for f in ("table", "json", "csv")]
     failed = [f"{w} {f}" for w, f in formats if cli(t.url, secret, "report", *w.split(), "--format", f).returncode]
@@ -197,7 +219,10 @@ async def run(t: Target, args: argparse.Namespace, tmp: Path) -> None:
             ", ".join(failed))
     contacts = cli(t.url, secret, "report", "--site", str(sites[0]["job_id"]), "--format", "json").stdout
     t.check("personal site names contacts", '"contacts"' in contacts and '"mail_job_id"' in contacts)
-    await forget_one(t, secret, personal)
+
+
+async def purges(t: Target, secret: str) -> None:
+    """`aggregator --purge` now, then a purge 100 days on: keys, scrub, day partitions."""
     done = cli(t.url, secret, "aggregator", "--purge")
     t.check("`pixeltrack aggregator --purge`", done.returncode == 0, done.stdout.strip() or done.stderr[-300:])
     conn = await db.connect(t.url)
@@ -211,15 +236,6 @@ async def run(t: Target, args: argparse.Namespace, tmp: Path) -> None:
             later.keys_destroyed >= 4 and later.partitions_dropped != () and left == 0,
             f"{later.keys_destroyed} keys, {later.hits_scrubbed} hits scrubbed, "
             f"{len(later.partitions_dropped)} partitions dropped, {left} keys or hits with a recipient left")
-
-
-async def empty_raw_hits(url: str) -> None:
-    """Empty raw_hits after the COPY measurement."""
-    conn = await db.connect(url)
-    try:
-        await conn.execute("TRUNCATE raw_hits")
-    finally:
-        await conn.close()
 
 
 async def forget_one(t: Target, secret: str, job: int) -> None:

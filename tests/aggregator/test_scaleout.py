@@ -23,7 +23,6 @@ from pixeltrack.core import db
 from pixeltrack.core.websites import create_site
 from tests.support.hits import T0, add_hits, add_job, add_recipients, hit
 
-HOLD_JOB = "SELECT pg_advisory_xact_lock(7079437, hashint8($1::bigint))"
 PAGE_VIEW = """
 INSERT INTO raw_hits (hit_id, received_at, kind, job_id, client_ip, user_agent, method, url, visitor_id, contact)
 VALUES ($1, $2, 'page', $3, '203.0.113.5', 'Mozilla/5.0', 'POST', $4, $5, $6)
@@ -107,7 +106,7 @@ class TestHeldJobLock:
         a, b = await opens(conn, "blind", 8), await opens(conn, "blind", 12)
         holder = other.transaction()
         await holder.start()
-        await other.execute(HOLD_JOB, a)
+        await other.execute(claims.JOB_LOCK, a)
         run = asyncio.create_task(rollup(conn, AggregatorConfig(batch_size=5), FlagEnricher()))
         await until(lambda: _none_left(watcher, b))
         assert (await build_report(watcher, b))["opens"]["total"] == 12
@@ -128,7 +127,7 @@ class TestHeldJobLock:
                                    None, None)
         holder = other.transaction()
         await holder.start()
-        await other.execute(HOLD_JOB, a)
+        await other.execute(claims.JOB_LOCK, a)
         run = asyncio.create_task(rollup_sites(conn, batch_size=2, enricher=FlagEnricher(), today=T0.date()))
         await until(lambda: _none_left(watcher, b))
         assert await watcher.fetchval("SELECT pageviews FROM site_totals WHERE job_id = $1", b) == 3

@@ -1,0 +1,138 @@
+"""Roll-up cost against collect cost: `python -m loadtest.bench_cost [--duration 10]`.
+
+The cost of a hit is CPU time: the collector's and PostgreSQL's while hits
+are collected (the mail mix, driven over HTTP), against the aggregator's and
+PostgreSQL's while the same hits are rolled up by `pixeltrack aggregator
+--once` (the real enricher). The aim of the scale-out issue: roll-up at most
+0.25x of collect. The driver's CPU is not counted, nor the aggregator's
+start-up (a second `--once` with nothing to do is subtracted).
+
+PostgreSQL is a private server (pgserver, in a temporary folder), so no
+other session's work is counted: its CPU is its postmaster's and every
+process it started, live and exited (children's times, as the kernel sums
+them when they are reaped). Measures and prints; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import resource
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+from loadtest import campaign as campaigns
+from loadtest import driver_asyncio, driver_wrk, procs, support
+from loadtest.bench_figures import plan
+from loadtest.traffic import build_mix
+from pixeltrack.core import db
+
+
+def pg_cpu(postmaster: psutil.Process) -> float:
+    """CPU seconds of the server so far: the postmaster, its exited children, its live ones."""
+    t = postmaster.cpu_times()
+    total = t.user + t.system + t.children_user + t.children_system
+    for child in postmaster.children(recursive=True):
+        try:
+            c = child.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += c.user + c.system
+    return total
+
+
+def children_cpu() -> float:
+    """CPU seconds of this process's waited-for children (the aggregator runs)."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def aggregate_once(url: str) -> tuple[float, str]:
+    """Run `pixeltrack aggregator --once`; its CPU seconds and its line."""
+    before = children_cpu()
+    done = subprocess.run([sys.executable, "-m", "pixeltrack.cli", "aggregator", "--once"], capture_output=True,
+                          text=True, env={**os.environ, "DATABASE_URL": url}, timeout=1800, check=True)
+    return children_cpu() - before, done.stdout.strip()
+
+
+async def count_hits(url: str) -> int:
+    """Rows in raw_hits."""
+    conn = await db.connect(url)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM raw_hits"))
+    finally:
+        await conn.close()
+
+
+async def bench(server_url: str, postmaster: psutil.Process, seconds: float, tmp: Path) -> None:
+    """Collect for ``seconds``, then roll up; print both costs and their ratio."""
+    url = await support.create_database(server_url, "pt_cost")
+    secret = secrets.token_urlsafe(32)
+    camp = await campaigns.setup(url, 20_000)
+    requests = build_mix(camp, secret, 50_000)
+    port = support.free_port()
+    p = plan(quick=True, connections=32)  # as figure 1: the collector on the last core, wrk on the first
+    collector = procs.Server(procs.collector_cmd(port), port, procs.collector_env(url, secret, tmp / "spool"),
+                             cpus=p.server_cpus, log=tmp / "collector.log")
+    try:
+        collector.wait_ready()
+        c0, p0 = collector.cpu_seconds(), pg_cpu(postmaster)
+        if driver_wrk.available():
+            result = await driver_wrk.drive(requests, "127.0.0.1", port, connections=32, duration=seconds,
+                                            show_progress=False, cpus=p.driver_cpus)
+        else:
+            result = await driver_asyncio.drive(requests, "127.0.0.1", port, duration=seconds, show_progress=False)
+        await asyncio.sleep(1.5)  # the last batch is written (flush interval 0.5 s)
+        collect_app = collector.cpu_seconds() - c0
+    finally:
+        collector.stop()
+    collect_pg = pg_cpu(postmaster) - p0
+    hits = await count_hits(url)
+    p0 = pg_cpu(postmaster)
+    started = time.perf_counter()
+    roll_app, line = aggregate_once(url)
+    wall = time.perf_counter() - started
+    roll_pg = pg_cpu(postmaster) - p0
+    p0 = pg_cpu(postmaster)
+    idle_app, _ = aggregate_once(url)  # start-up and an empty run: not per hit
+    idle_pg = pg_cpu(postmaster) - p0
+    roll_app, roll_pg = roll_app - idle_app, roll_pg - idle_pg
+
+    def us(value: float) -> str:
+        return f"{value / hits * 1e6:6.1f} µs"
+
+    print(f"{hits:,} hits collected at {result.rate:,.0f}/s ({result.driver}); "
+          f"rolled up in {wall:.1f} s: {line}")
+    print(f"collect: collector {us(collect_app)} + PostgreSQL {us(collect_pg)} = "
+          f"{us(collect_app + collect_pg)} per hit")
+    print(f"roll-up: aggregator {us(roll_app)} + PostgreSQL {us(roll_pg)} = {us(roll_app + roll_pg)} per hit "
+          f"(start-up and an empty run, {idle_app:.2f} + {idle_pg:.2f} s, subtracted)")
+    print(f"roll-up / collect: {(roll_app + roll_pg) / (collect_app + collect_pg):.2f}x (aim 0.25x)")
+    await support.drop_database(server_url, url)
+
+
+def main() -> None:
+    """A private PostgreSQL in a temporary folder; the benchmark; stop it."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds of traffic (default 10)")
+    args = parser.parse_args()
+    import pgserver
+
+    with tempfile.TemporaryDirectory(prefix="pixeltrack-cost-") as name:
+        tmp = Path(name)
+        server = pgserver.get_server(tmp / "pg", cleanup_mode="stop")
+        postmaster = psutil.Process(server.get_pid())
+        lines = server.psql("SHOW server_version").splitlines()
+        print(f"PostgreSQL {lines[2].strip() if len(lines) > 2 else '?'} (private, pgserver)")
+        asyncio.run(bench(server.get_uri(), postmaster, args.duration, tmp))
+
+
+if __name__ == "__main__":
+    main()
