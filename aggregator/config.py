@@ -24,6 +24,14 @@ HEADLINES = ("all", "recognised")
 DEFAULT_HEADLINE = "all"
 
 
+def headline_from_env(environ: Mapping[str, str]) -> str:
+    """PIXELTRACK_HEADLINE (all | recognised), read the same way by the aggregator and the dashboard."""
+    headline = environ.get("PIXELTRACK_HEADLINE", DEFAULT_HEADLINE).strip().lower() or DEFAULT_HEADLINE
+    if headline not in HEADLINES:
+        raise ConfigError(f"PIXELTRACK_HEADLINE must be one of {', '.join(HEADLINES)}, got {headline!r}")
+    return headline
+
+
 @dataclass(frozen=True)
 class AggregatorConfig:
     """How often and how much to roll up, and how privacy limits are set."""
@@ -49,7 +57,7 @@ class AggregatorConfig:
             retention_days=env_int(environ, "PIXELTRACK_RETENTION_DAYS", DEFAULT_RETENTION_DAYS),
             purge_hour=env_int(environ, "PIXELTRACK_PURGE_HOUR", DEFAULT_PURGE_HOUR),
             reading_idle=env_int(environ, "PIXELTRACK_READING_IDLE", DEFAULT_READING_IDLE),
-            headline=environ.get("PIXELTRACK_HEADLINE", DEFAULT_HEADLINE).strip().lower() or DEFAULT_HEADLINE,
+            headline=headline_from_env(environ),
             enrich=EnrichConfig.from_env(environ),
         )
         cfg.check()

@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from aggregator.config import DEFAULT_HEADLINE, headline_from_env
 from pixeltrack.core.config import ConfigError, Secrets, env_int
 
 DEFAULT_HOST = "127.0.0.1"
@@ -28,7 +29,7 @@ class DashboardConfig:
     secure_cookies: bool = False  # behind TLS: the session cookie gets Secure
     session_hours: int = 12
     k_anonymity: int = 5  # smallest demographic cell shown on its own, as the aggregator's
-    headline: str = "all"  # PIXELTRACK_HEADLINE, as the aggregator's: all (human + unknown) | recognised
+    headline: str = DEFAULT_HEADLINE  # PIXELTRACK_HEADLINE, read as the aggregator reads it
     login_attempts: int = 5  # failed log-ins per minute, per address and per e-mail
     page_size: int = 50  # recipients per page
     spool_dir: Path | None = None  # the collector's spool on this host, for its size
@@ -49,7 +50,7 @@ class DashboardConfig:
             secure_cookies=environ.get("PIXELTRACK_DASHBOARD_SECURE_COOKIES", "") == "1",
             session_hours=env_int(environ, "PIXELTRACK_DASHBOARD_SESSION_HOURS", 12),
             k_anonymity=env_int(environ, "PIXELTRACK_K_ANONYMITY", 5),
-            headline=environ.get("PIXELTRACK_HEADLINE", "all").strip().lower() or "all",
+            headline=headline_from_env(environ),
             login_attempts=env_int(environ, "PIXELTRACK_DASHBOARD_LOGIN_ATTEMPTS", 5),
             spool_dir=Path(environ.get("PIXELTRACK_SPOOL_DIR", str(data_dir / "spool"))),
         )
