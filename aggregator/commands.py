@@ -83,12 +83,13 @@ async def _report(url: str, job: int, k: int, headline: str) -> dict[str, Any]:
         await conn.close()
 
 
-async def _site_report(url: str, site: int, fmt: str) -> str:
-    from aggregator.web.report import render_site, site_report
+async def _site_report(url: str, site: int, fmt: str, headline: str) -> str:
+    from aggregator.web.render import render_site
+    from aggregator.web.report import site_report
 
     conn = await db.connect(url)
     try:
-        return render_site(await site_report(conn, site), fmt)
+        return render_site(await site_report(conn, site, headline=headline), fmt)
     finally:
         await conn.close()
 
@@ -97,7 +98,8 @@ def report_command(args: argparse.Namespace, settings: CommonConfig) -> int:
     """`pixeltrack report --job J | --site S [--format table|json|csv]`."""
     url, config = load_config(settings)
     if args.site is not None:
-        sys.stdout.write(run(_site_report(url, args.site, args.format)))  # LookupError: exit 1 via the CLI
+        # LookupError: exit 1 via the CLI
+        sys.stdout.write(run(_site_report(url, args.site, args.format, config.headline)))
         return 0
     try:
         report = run(_report(url, args.job, config.k_anonymity, config.headline))

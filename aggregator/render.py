@@ -22,6 +22,9 @@ LEGEND = (
 )
 
 FORMATS = ("table", "json", "csv")
+# A document page's figures (aggregator.mail.reading.documents_section), and their table headers.
+DOC_FIELDS = ("views", "preloaded", "unique_readers", "reached", "median_seconds", "total_seconds", "timed_views")
+DOC_HEADERS = ("views", "pre-loaded", "readers", "reached", "median s", "total s", "timed")
 
 
 def as_json(report: dict[str, Any]) -> str:
@@ -58,14 +61,14 @@ def _headline(report: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _said(report: dict[str, Any]) -> str:
-    """What the headline figures count, and the setting that chose it."""
+def said(report: dict[str, Any]) -> str:
+    """What the headline figures count, and the setting that chose it (mail and site tables)."""
     headline = report["headline"]
     return f"Headline figures count {headline['counts']} (PIXELTRACK_HEADLINE={headline['setting']})."
 
 
-def _machine(report: dict[str, Any]) -> Iterator[str]:
-    section = report["machine"]
+def machine_lines(section: dict[str, Any]) -> Iterator[str]:
+    """The machine section in a table (mail and site): hits, by reason, by family."""
     yield f"\nMachine traffic: {section['hits']} hits"
     if section["hits"]:
         yield "  by reason: " + ", ".join(f"{name} {n}" for name, n in section["by_reason"].items())
@@ -85,10 +88,26 @@ def _breakdowns(report: dict[str, Any]) -> Iterator[str]:
         yield f"{dim}: {shown}"
 
 
+def _documents(section: dict[str, Any] | None) -> Iterator[str]:
+    """Document pages read (where the job has any): per page, then per reader (personal tracking)."""
+    if section is None:
+        return
+    yield "\nDocuments: views and reading time per page (pre-loads apart)"
+    yield from _grid([*DOC_HEADERS, "page"], [[p[k] for k in DOC_FIELDS] + [p["page"]] for p in section["pages"]])
+    if "readers" in section:
+        yield "\nReaders"
+        yield from _grid(
+            ["seconds", "furthest page", "pages (page:views/seconds)", "recipient"],
+            [[r["total_seconds"], r["furthest_page"], " ".join(f"{p['page']}:{p['views']}/{p['seconds']}"
+                                                              for p in r["pages"]),
+              r["recipient"] or f"#{r['recipient_id']}"] for r in section["readers"]],
+        )  # fmt: skip
+
+
 def _sections(report: dict[str, Any]) -> Iterator[str]:
     yield f"Job {report['job']} {report['name']!r}: mode {report['mode']}, sent {_time(report['sent_at'])}, " \
           f"{report['recipients_count']} recipients"  # fmt: skip
-    yield _said(report)
+    yield said(report)
     yield from [] if report["send_time"]["rule_applied"] else ["Send time unknown: the send-time rule did not apply."]
     yield LEGEND
     yield from _headline(report)
@@ -117,7 +136,8 @@ def _sections(report: dict[str, Any]) -> Iterator[str]:
                      [[t["opens"], t["clicks"], t["human_opens"] + t["human_clicks"],
                        t["unknown_opens"] + t["unknown_clicks"], t["machine_opens"] + t["machine_clicks"],
                        _time(t["hour"])] for t in report["timeline"]])  # fmt: skip
-    yield from _machine(report)
+    yield from machine_lines(report["machine"])
+    yield from _documents(report.get("documents"))
     yield from _breakdowns(report)
 
 
@@ -126,7 +146,7 @@ def as_table(report: dict[str, Any]) -> str:
     return "\n".join(_sections(report)) + "\n"
 
 
-def _flat(report: dict[str, Any]) -> Iterator[tuple[str, str, str, Any]]:
+def _flat(report: dict[str, Any]) -> Iterator[tuple[str, Any, str, Any]]:
     """(section, item, metric, value) rows: lossless and easy to pivot."""
     for key in ("job", "name", "mode", "sent_at", "recipients_count"):
         yield "job", "", key, report[key]
@@ -158,14 +178,30 @@ def _flat(report: dict[str, Any]) -> Iterator[tuple[str, str, str, Any]]:
             if metric != "hour":
                 yield "timeline", t["hour"], metric, value
     if "machine" in report:
-        yield from _flat_machine(report["machine"])
+        yield from machine_rows(report["machine"])
     for dim, values in report["breakdowns"].items():
         for value, c in values.items():
             for metric, n in c.items():
                 yield f"breakdown:{dim}", value, metric, n
+    if "documents" in report:
+        yield from _flat_documents(report["documents"])
 
 
-def _flat_machine(machine: dict[str, Any]) -> Iterator[tuple[str, str, str, Any]]:
+def _flat_documents(section: dict[str, Any]) -> Iterator[tuple[str, Any, str, Any]]:
+    for p in section["pages"]:
+        for metric in DOC_FIELDS:
+            yield "documents", p["page"], metric, p[metric]
+    for r in section.get("readers", []):
+        who = r["recipient"] or r["recipient_id"]
+        yield "documents:reader", who, "total_seconds", r["total_seconds"]
+        yield "documents:reader", who, "furthest_page", r["furthest_page"]
+        for p in r["pages"]:
+            for metric in ("views", "seconds"):
+                yield "documents:reader_page", f"{who}|{p['page']}", metric, p[metric]
+
+
+def machine_rows(machine: dict[str, Any]) -> Iterator[tuple[str, str, str, Any]]:
+    """The machine section as (section, item, metric, value) CSV rows (mail and site)."""
     yield "machine", "", "hits", machine["hits"]
     for name, n in machine["by_reason"].items():
         yield "machine:reason", name, "hits", n

@@ -22,6 +22,7 @@ from typing import Any
 
 import asyncpg
 
+from aggregator.figures import MACHINE, headline_of, machine_section
 from aggregator.mail.reading import documents_section
 
 JOB = "SELECT job_id, name, kind, mode, sent_at FROM jobs WHERE job_id = $1"
@@ -59,10 +60,6 @@ SELECT hour, sum(total - machine - unknown) FILTER (WHERE kind = 'open')::bigint
        sum(machine) FILTER (WHERE kind = 'click')::bigint AS machine_clicks
 FROM report_hourly WHERE job_id = $1 GROUP BY hour ORDER BY hour
 """
-MACHINE = """
-SELECT kind, reason, family, hits FROM job_machine WHERE job_id = $1 AND hits > 0
-ORDER BY hits DESC, kind, reason, family
-"""
 BREAKDOWNS = """
 SELECT kind, traffic, machine_reason, device_class, os, browser, mail_client, country, hits
 FROM report_breakdowns WHERE job_id = $1
@@ -73,9 +70,6 @@ CELL_FIELDS = (
     "recipients", "opens", "unique_opens", "clicks", "unique_clicks",
     "human_opens", "unknown_opens", "human_clicks", "unknown_clicks", "machine",
 )  # fmt: skip
-HEADLINES = ("all", "recognised")
-# What the headline figure counts, by setting.
-COUNTED = {"all": "human + unknown", "recognised": "human"}
 
 
 class UnknownJob(LookupError):
@@ -206,27 +200,9 @@ def breakdowns(rows: Iterable[asyncpg.Record], blind: bool, recognised: bool) ->
     return out
 
 
-def machine_section(rows: Iterable[asyncpg.Record]) -> dict[str, Any]:
-    """Machine hits by reason, by family ('' = rolled up before families were kept) and in detail."""
-    detail = [{"kind": r["kind"], "reason": r["reason"], "family": r["family"] or "unrecorded", "hits": r["hits"]}
-              for r in rows]  # fmt: skip
-    by_reason: dict[str, int] = {}
-    by_family: dict[str, int] = {}
-    for entry in detail:
-        by_reason[entry["reason"]] = by_reason.get(entry["reason"], 0) + entry["hits"]
-        by_family[entry["family"]] = by_family.get(entry["family"], 0) + entry["hits"]
-    return {
-        "hits": sum(by_reason.values()),
-        "by_reason": dict(sorted(by_reason.items(), key=lambda item: (-item[1], item[0]))),
-        "by_family": dict(sorted(by_family.items(), key=lambda item: (-item[1], item[0]))),
-        "detail": detail,
-    }
-
-
 async def build_report(conn: asyncpg.Connection, job_id: int, k: int = 5, headline: str = "all") -> dict[str, Any]:
     """The report of ``job_id`` from the report tables; ``headline``: all | recognised."""
-    if headline not in HEADLINES:
-        raise ValueError(f"headline must be one of {HEADLINES}, got {headline!r}")
+    said = headline_of(headline)
     job = await conn.fetchrow(JOB, job_id)
     if job is None:
         raise UnknownJob(f"no job {job_id}")
@@ -235,7 +211,7 @@ async def build_report(conn: asyncpg.Connection, job_id: int, k: int = 5, headli
     report: dict[str, Any] = {
         "job": job_id, "name": job["name"], "kind": job["kind"], "mode": mode,
         "sent_at": iso(job["sent_at"]), "recipients_count": await conn.fetchval(RECIPIENT_COUNT, job_id),
-        "headline": {"setting": headline, "counts": COUNTED[headline]},
+        "headline": said,
         "opens": counts(totals.get("open"), blind, recognised, with_inferred=True),
         "clicks": counts(totals.get("click"), blind, recognised),
         # Clicks seconds after the send are link scanners; without the send time that rule cannot apply.

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from aggregator.figures import figure
 from aggregator.mail import tracks as modes
 from aggregator.mail.queries import BATCH_COLUMNS
 from pixeltrack.core.tokens import link_id_for
@@ -19,12 +20,6 @@ __all__ = ["BATCH_COLUMNS", "BatchBuilder", "classify_machine"]
 def classify_machine(hit: Mapping[str, Any], enriched: dict[str, Any]) -> bool:
     """Machine traffic, as the enrichment's verdict says (prefetch and HEAD included)."""
     return enriched.get("traffic") == "machine"
-
-
-def figure(enriched: Mapping[str, Any]) -> tuple[bool, bool]:
-    """(machine, unknown): which of the three figures a hit counts in (neither: human)."""
-    traffic = enriched.get("traffic")
-    return traffic == "machine", traffic != "machine" and traffic != "human"
 
 
 class BatchBuilder:

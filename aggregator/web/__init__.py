@@ -2,8 +2,8 @@
 
 ``rollup_sites(conn)`` claims and rolls up page views on its own;
 ``merge_page_hits(conn, hits, enriched)`` does the merge for page views an
-outer run claimed with ``queries.CLAIM_PAGES``; ``site_report(conn, site_id)``
-and ``render_site(report, fmt)`` read the result.
+outer run claimed with ``queries.CLAIM_PAGES``; ``report.site_report(conn,
+site_id)`` and ``render.render_site(report, fmt)`` read the result.
 """
 
 from __future__ import annotations

@@ -1,9 +1,12 @@
 """SQL of the website roll-up, as named constants ($n parameters, never formatted).
 
-Column lists come from pixeltrack.core.columns (joined once, at import).
+Column lists come from pixeltrack.core.columns and the tuples below (joined
+once, at import).
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
 
 from pixeltrack.core import columns
 
@@ -106,45 +109,37 @@ SELECT * FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::bytea[], $
 ON CONFLICT DO NOTHING
 RETURNING job_id, scope, bucket
 """
-MERGE_HOURLY = """
-INSERT INTO site_hourly AS t (job_id, hour, pageviews, machine, visitors)
-SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::bigint[], $4::bigint[], $5::bigint[])
-ON CONFLICT (job_id, hour) DO UPDATE SET pageviews = t.pageviews + excluded.pageviews,
-    machine = t.machine + excluded.machine, visitors = t.visitors + excluded.visitors
-"""
-MERGE_DAILY = """
-INSERT INTO site_daily AS t (job_id, day, pageviews, machine, visitors, sessions)
-SELECT * FROM unnest($1::bigint[], $2::date[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[])
-ON CONFLICT (job_id, day) DO UPDATE SET pageviews = t.pageviews + excluded.pageviews,
-    machine = t.machine + excluded.machine, visitors = t.visitors + excluded.visitors,
-    sessions = t.sessions + excluded.sessions
-"""
-MERGE_TOTALS = """
-INSERT INTO site_totals AS t (job_id, pageviews, machine, visitors, sessions)
-SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[])
-ON CONFLICT (job_id) DO UPDATE SET pageviews = t.pageviews + excluded.pageviews,
-    machine = t.machine + excluded.machine, visitors = t.visitors + excluded.visitors,
-    sessions = t.sessions + excluded.sessions
-"""
-MERGE_PAGES = """
-INSERT INTO site_pages AS t (job_id, page, pageviews, entries)
-SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[])
-ON CONFLICT (job_id, page) DO UPDATE SET pageviews = t.pageviews + excluded.pageviews,
-    entries = t.entries + excluded.entries
-"""
-MERGE_SOURCES = """
-INSERT INTO site_sources AS t (job_id, source_class, source_name, search_phrase, utm_source, utm_medium,
-                               utm_campaign, sessions)
-SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                     $8::bigint[])
-ON CONFLICT (job_id, source_class, source_name, search_phrase, utm_source, utm_medium, utm_campaign)
-DO UPDATE SET sessions = t.sessions + excluded.sessions
-"""
-MERGE_BREAKDOWNS = """
-INSERT INTO site_breakdowns AS t (job_id, device_class, os, browser, country, pageviews)
-SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[])
-ON CONFLICT (job_id, device_class, os, browser, country) DO UPDATE SET pageviews = t.pageviews + excluded.pageviews
-"""
+# What each roll-up table counts, in the order of its merge's columns (the
+# tallies of aggregator.web.rollup follow these tuples). pageviews: views not a
+# machine's; unknown: those of them neither a recognised browser nor a machine.
+HOURLY = ("pageviews", "machine", "unknown", "visitors", "visitors_recognised")
+DAILY = (*HOURLY, "sessions")
+PAGES = ("pageviews", "unknown", "entries")
+BREAKDOWN = ("pageviews", "unknown")
+SOURCE_KEYS = ("source_class", "source_name", "search_phrase", "utm_source", "utm_medium", "utm_campaign")
+DEVICE_KEYS = ("device_class", "os", "browser", "country")
+
+
+def _merge(table: str, keys: Mapping[str, str], counts: Sequence[str]) -> str:
+    """INSERT ... SELECT FROM unnest($1..$n) ON CONFLICT (keys) DO UPDATE adding each count (constant names only)."""
+    names = (*keys, *counts)
+    arrays = ", ".join(f"${i}::{keys.get(n, 'bigint')}[]" for i, n in enumerate(names, 1))
+    added = ", ".join(f"{c} = t.{c} + excluded.{c}" for c in counts)
+    return (f"INSERT INTO {table} AS t ({', '.join(names)})\nSELECT * FROM unnest({arrays})\n"
+            f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {added}")
+
+
+MERGE_HOURLY = _merge("site_hourly", {"job_id": "bigint", "hour": "timestamptz"}, HOURLY)
+MERGE_DAILY = _merge("site_daily", {"job_id": "bigint", "day": "date"}, DAILY)
+MERGE_TOTALS = _merge("site_totals", {"job_id": "bigint"}, DAILY)
+MERGE_PAGES = _merge("site_pages", {"job_id": "bigint", "page": "text"}, PAGES)
+MERGE_SOURCES = _merge("site_sources", {"job_id": "bigint", **dict.fromkeys(SOURCE_KEYS, "text")}, ("sessions",))
+MERGE_BREAKDOWNS = _merge("site_breakdowns", {"job_id": "bigint", **dict.fromkeys(DEVICE_KEYS, "text")}, BREAKDOWN)
+# Machine page views by reason and family (kind 'page'), for every mode: the
+# table the mail roll-up fills for its kinds (aggregator.mail.queries.MERGE_MACHINE).
+MERGE_MACHINE = _merge(
+    "job_machine", {"job_id": "bigint", "kind": "text", "reason": "text", "family": "text"}, ("hits",)
+)
 MERGE_REJECTED = """
 INSERT INTO report_rejected AS t (job_id, hour, kind, reason, hits)
 SELECT j, h, 'page', r, n FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::bigint[]) AS u(j, h, r, n)

@@ -1,36 +1,50 @@
-"""A site's report from the site_* roll-ups, as a dict and as table, JSON or CSV.
+"""A site's report from the site_* roll-ups, as a dict (rendered by aggregator.web.render).
+
+Page views come as the mail reports' three figures (aggregator.figures):
+``human``, ``unknown`` and ``machine`` add up to ``total``. ``pageviews`` and
+``visitors`` (in the totals, top pages, devices and the timeline) are headline
+figures: human + unknown, or recognised browsers only with
+``headline="recognised"`` (PIXELTRACK_HEADLINE); ``report["headline"]`` says
+which. Visits, sessions, entries and sources count every view not a
+machine's. ``machine_traffic`` names the machine page views by reason and
+family, for every mode.
 
 ``contacts`` appears only for personal sites; blind sites report no visitors
 and no sessions (they keep nothing that tells visitors apart), only visits:
-page views not referred by the site itself. Tables print times as
-``2026-12-03 09:19 UTC``; JSON and CSV keep ISO 8601.
+page views not referred by the site itself.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import io
 from typing import Any
 
 import asyncpg
-import orjson
 
-from pixeltrack.core import csvsafe
-from pixeltrack.core.times import human_time
+from aggregator.figures import MACHINE, headline_of, machine_section
+from aggregator.web.render import render_site
+
+__all__ = ["render_site", "site_report"]  # render_site: for callers that import it from here
 
 SITE = """
 SELECT s.job_id, j.mode, s.domain, s.dnt_policy, s.cookieless, s.spa_hash
 FROM sites s JOIN jobs j USING (job_id) WHERE s.job_id = $1
 """
-TOTALS = "SELECT pageviews, machine, visitors, sessions FROM site_totals WHERE job_id = $1"
+TOTALS = """
+SELECT pageviews, machine, unknown, visitors, visitors_recognised, sessions FROM site_totals WHERE job_id = $1
+"""
 SESSIONS = """
 SELECT count(*) AS count, round(avg(pages), 2)::float8 AS pages_per_session,
        round(avg(extract(epoch FROM last_at - started_at)), 1)::float8 AS avg_duration_seconds
 FROM site_sessions WHERE job_id = $1
 """
+# In these, $2 (or $3) is true for PIXELTRACK_HEADLINE=recognised: headline
+# pageviews (and visitors) of recognised browsers only. Each row's last column
+# stays the one the CSV's value column always gave (aggregator.web.render).
 TOP_PAGES = """
-SELECT page, pageviews, entries FROM site_pages WHERE job_id = $1 AND pageviews > 0
-ORDER BY pageviews DESC, page LIMIT $2
+SELECT page, pageviews - CASE WHEN $3 THEN unknown ELSE 0 END AS pageviews, pageviews - unknown AS human, unknown,
+       entries
+FROM site_pages WHERE job_id = $1 AND pageviews > 0
+ORDER BY pageviews - CASE WHEN $3 THEN unknown ELSE 0 END DESC, page LIMIT $2
 """
 ENTRY_PAGES = """
 SELECT page, entries FROM site_pages WHERE job_id = $1 AND entries > 0 ORDER BY entries DESC, page LIMIT $2
@@ -41,11 +55,21 @@ FROM site_sources WHERE job_id = $1
 ORDER BY sessions DESC, source_class, source_name, search_phrase, utm_source, utm_medium, utm_campaign LIMIT $2
 """
 BREAKDOWNS = """
-SELECT device_class, os, browser, country, pageviews FROM site_breakdowns WHERE job_id = $1
-ORDER BY pageviews DESC, device_class, os, browser, country
+SELECT device_class, os, browser, country, pageviews - unknown AS human, unknown,
+       pageviews - CASE WHEN $2 THEN unknown ELSE 0 END AS pageviews
+FROM site_breakdowns WHERE job_id = $1
+ORDER BY pageviews - CASE WHEN $2 THEN unknown ELSE 0 END DESC, device_class, os, browser, country
 """
-DAILY = "SELECT day, pageviews, visitors, sessions FROM site_daily WHERE job_id = $1 ORDER BY day"
-HOURLY = "SELECT hour, pageviews, visitors FROM site_hourly WHERE job_id = $1 ORDER BY hour"
+DAILY = """
+SELECT day, pageviews - CASE WHEN $2 THEN unknown ELSE 0 END AS pageviews, pageviews - unknown AS human, unknown,
+       machine, CASE WHEN $2 THEN visitors_recognised ELSE visitors END AS visitors, sessions
+FROM site_daily WHERE job_id = $1 ORDER BY day
+"""
+HOURLY = """
+SELECT hour, pageviews - CASE WHEN $2 THEN unknown ELSE 0 END AS pageviews, pageviews - unknown AS human, unknown,
+       machine, CASE WHEN $2 THEN visitors_recognised ELSE visitors END AS visitors
+FROM site_hourly WHERE job_id = $1 ORDER BY hour
+"""
 # Contacts with any filed view; the e-mail click that named them from
 # site_contacts (cookie-less sites: the landing view itself). Grouped by
 # job_id too, so Citus runs it on the site's shard.
@@ -77,26 +101,43 @@ ORDER BY viewed_at, hit_id
 LIMIT = 20
 
 
-async def site_report(conn: asyncpg.Connection, site_id: int, limit: int = LIMIT) -> dict[str, Any]:
-    """Everything the site's mode allows to be shown; LookupError for an unknown site."""
+def page_figures(row: asyncpg.Record | None, blind: bool, recognised: bool) -> dict[str, Any]:
+    """The headline pageviews and visitors of the totals, and the three figures of every view."""
+    pageviews, machine, unknown, visitors, visitors_r = (
+        (row["pageviews"], row["machine"], row["unknown"], row["visitors"], row["visitors_recognised"])
+        if row else (0, 0, 0, 0, 0)
+    )
+    human = pageviews - unknown
+    return {
+        "pageviews": human if recognised else pageviews,
+        "human": human, "unknown": unknown, "machine": machine, "total": pageviews + machine,
+        "visitors": None if blind else (visitors_r if recognised else visitors),
+    }  # fmt: skip
+
+
+async def site_report(conn: asyncpg.Connection, site_id: int, limit: int = LIMIT,
+                      headline: str = "all") -> dict[str, Any]:
+    """Everything the site's mode allows to be shown (``headline``: all | recognised); LookupError: no such site."""
+    said_headline = headline_of(headline)
     site = await conn.fetchrow(SITE, site_id)
     if site is None:
         raise LookupError(f"no site {site_id}")
     totals = await conn.fetchrow(TOTALS, site_id)
-    pageviews, machine, visitors, visits = tuple(totals) if totals else (0, 0, 0, 0)
-    blind = site["mode"] == "blind"
+    blind, recognised = site["mode"] == "blind", headline == "recognised"
     report: dict[str, Any] = {
         "site": site_id, "domain": site["domain"], "mode": site["mode"],
         "settings": {"dnt": site["dnt_policy"], "cookieless": site["cookieless"], "spa_hash": site["spa_hash"]},
-        "pageviews": pageviews, "machine": machine, "visitors": None if blind else visitors, "visits": visits,
+        "headline": said_headline, **page_figures(totals, blind, recognised),
+        "visits": totals["sessions"] if totals else 0,
         "sessions": None if blind else dict(await conn.fetchrow(SESSIONS, site_id)),
-        "top_pages": [dict(r) for r in await conn.fetch(TOP_PAGES, site_id, limit)],
+        "top_pages": [dict(r) for r in await conn.fetch(TOP_PAGES, site_id, limit, recognised)],
         "entry_pages": [dict(r) for r in await conn.fetch(ENTRY_PAGES, site_id, limit)],
         "sources": [dict(r) for r in await conn.fetch(SOURCES, site_id, limit)],
-        "devices": [] if blind else [dict(r) for r in await conn.fetch(BREAKDOWNS, site_id)],
-        "timeline": {"daily": [dict(r) for r in await conn.fetch(DAILY, site_id)],
-                     "hourly": [dict(r) for r in await conn.fetch(HOURLY, site_id)]},
-    }
+        "devices": [] if blind else [dict(r) for r in await conn.fetch(BREAKDOWNS, site_id, recognised)],
+        "timeline": {"daily": [dict(r) for r in await conn.fetch(DAILY, site_id, recognised)],
+                     "hourly": [dict(r) for r in await conn.fetch(HOURLY, site_id, recognised)]},
+        "machine_traffic": machine_section(await conn.fetch(MACHINE, site_id)),
+    }  # fmt: skip
     if site["mode"] == "personal":
         report["contacts"] = await contacts(conn, site_id)
     return report
@@ -121,78 +162,3 @@ async def contacts(conn: asyncpg.Connection, site_id: int) -> list[dict[str, Any
         if contact is not None:
             contact["pages"].append({"at": view["viewed_at"], "url": view["url"], "title": view["title"]})
     return list(found.values())
-
-
-def render_site(report: dict[str, Any], fmt: str = "table") -> str:
-    """The report as text: ``table``, ``json`` or ``csv``."""
-    if fmt == "json":
-        return orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode() + "\n"
-    if fmt == "csv":
-        return _csv(report)
-    if fmt == "table":
-        return _table(report)
-    raise ValueError(f"format must be table, json or csv, got {fmt!r}")
-
-
-def _rows(report: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]]]]:
-    return [
-        ("top pages", report["top_pages"]), ("entry pages", report["entry_pages"]),
-        ("sources", report["sources"]), ("devices", report["devices"]),
-        ("daily", report["timeline"]["daily"]), ("hourly", report["timeline"]["hourly"]),
-    ]
-
-
-def _headline(report: dict[str, Any]) -> list[tuple[str, Any]]:
-    sessions = report["sessions"] or {}
-    return [("site", report["site"]), ("domain", report["domain"]), ("mode", report["mode"]),
-            ("pageviews", report["pageviews"]), ("machine", report["machine"]),
-            ("visitors", report["visitors"]), ("visits", report["visits"]),
-            ("sessions", sessions.get("count")), ("pages_per_session", sessions.get("pages_per_session")),
-            ("avg_duration_seconds", sessions.get("avg_duration_seconds"))]
-
-
-def _text(value: Any) -> str:
-    return "-" if value is None else str(value)
-
-
-def _shown(value: Any) -> str:
-    """A table cell: times in minutes, UTC; None is '-'."""
-    return human_time(value) if isinstance(value, dt.datetime) else _text(value)
-
-
-def _table(report: dict[str, Any]) -> str:
-    out = [f"{name:<22} {_text(value)}" for name, value in _headline(report)]
-    for title, rows in _rows(report):
-        out += ["", f"== {title}"]
-        if rows:
-            out.append("  ".join(f"{k:<20}" if k == "hour" else f"{k:<14}" for k in rows[0]))
-            out += ["  ".join(f"{_shown(v):<20}" if k == "hour" else f"{_shown(v):<14}" for k, v in row.items())
-                    for row in rows]  # fmt: skip
-    for contact in report.get("contacts", []):
-        out += ["", f"== contact {contact['recipient']} (mail job {contact['mail_job_id']}, "
-                    f"recipient {contact['recipient_id']}), by a click on {contact['landing_url']}"]
-        out += [f"  {human_time(p['at'])}  {p['url']}  {_text(p['title'])}" for p in contact["pages"]]
-    return "\n".join(out) + "\n"
-
-
-def _cell(value: Any) -> Any:
-    """A CSV cell: numbers stay numbers, None is '-'."""
-    return value if isinstance(value, int | float) and not isinstance(value, bool) else _text(value)
-
-
-def _csv(report: dict[str, Any]) -> str:
-    """section,key,value,extra rows (formulas neutralised)."""
-    buf = io.StringIO()
-    out = csvsafe.writer(buf)
-    out.writerow(["section", "key", "value", "extra"])
-    for name, value in _headline(report):
-        out.writerow(["summary", name, _cell(value) if value is not None else "", ""])
-    for title, rows in _rows(report):
-        for row in rows:
-            values = list(row.values())
-            out.writerow([title, _cell(values[0]), _cell(values[-1]), "|".join(_text(v) for v in values[1:-1])])
-    for contact in report.get("contacts", []):
-        for page in contact["pages"]:
-            out.writerow(["contact", f"{contact['mail_job_id']}:{contact['recipient_id']}",
-                          page["at"].isoformat(), page["url"] or ""])
-    return buf.getvalue()

@@ -20,6 +20,7 @@ import asyncpg
 from aggregator import claims
 from aggregator.enrich import EnrichConfig
 from aggregator.enrich.enricher import Enriching, make_enricher
+from aggregator.figures import figure
 from aggregator.web import queries
 from aggregator.web.sessions import Session, View, sessionize
 from aggregator.web.tracks import (
@@ -54,64 +55,79 @@ def _day(at: dt.datetime) -> dt.date:
     return at.astimezone(dt.UTC).date()
 
 
-def _machine(hit: Mapping[str, Any], enriched: Mapping[str, Any]) -> bool:
-    return enriched.get("traffic") == "machine"
-
-
 def _source(view: View) -> tuple[str, ...]:
-    e = view.enriched
-    names = ("source_class", "source_name", "search_phrase", "utm_source", "utm_medium", "utm_campaign")
-    return tuple(str(e.get(n) or "") for n in names)
+    return tuple(str(view.enriched.get(n) or "") for n in queries.SOURCE_KEYS)
+
+
+def _tally(fields: tuple[str, ...]) -> defaultdict[Any, dict[str, int]]:
+    return defaultdict(lambda: dict.fromkeys(fields, 0))
 
 
 class WebCounts:
-    """One batch's page views, sessions, visitors, pages, sources and rejects, merged with one statement per table."""
+    """One batch's page views, sessions, visitors, pages, sources, machines and rejects, one statement per table."""
 
     def __init__(self) -> None:
-        self.hourly: defaultdict[tuple, list[int]] = defaultdict(lambda: [0, 0, 0])
-        self.daily: defaultdict[tuple, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
-        self.totals: defaultdict[int, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
-        self.pages: defaultdict[tuple, list[int]] = defaultdict(lambda: [0, 0])
+        # keyed by (job, hour), (job, day), (job,), (job, page), (job, *DEVICE_KEYS)
+        self.hourly = _tally(queries.HOURLY)
+        self.daily = _tally(queries.DAILY)
+        self.totals = _tally(queries.DAILY)
+        self.pages = _tally(queries.PAGES)
+        self.breakdowns = _tally(queries.BREAKDOWN)
         self.sources: Counter[tuple] = Counter()
-        self.breakdowns: Counter[tuple] = Counter()
+        self.machine: Counter[tuple] = Counter()
         self.rejected: Counter[tuple] = Counter()
 
-    def view(self, job: int, at: dt.datetime, machine: bool) -> None:
-        """A page view of an attributed site (human or machine)."""
-        slot = 1 if machine else 0
-        self.hourly[(job, _hour(at))][slot] += 1
-        self.daily[(job, _day(at))][slot] += 1
-        self.totals[job][slot] += 1
+    def view(self, job: int, at: dt.datetime, extra: Mapping[str, Any]) -> bool:
+        """A page view of an attributed site in its figure; whether it is a machine's (then named)."""
+        machine, unknown = figure(extra)
+        for cell in (self.hourly[(job, _hour(at))], self.daily[(job, _day(at))], self.totals[(job,)]):
+            cell["machine" if machine else "pageviews"] += 1
+            cell["unknown"] += unknown
+        if machine:
+            reason, family = extra.get("machine_reason") or "unknown", extra.get("machine_family") or ""
+            self.machine[(job, "page", reason, family)] += 1
+        return machine
 
     def entry(self, view: View) -> None:
         """A session (or, without visitor keys, a visit from elsewhere) starting at ``view``."""
-        self.daily[(view.job_id, _day(view.at))][3] += 1
-        self.totals[view.job_id][3] += 1
-        self.pages[(view.job_id, view.page)][1] += 1
+        self.daily[(view.job_id, _day(view.at))]["sessions"] += 1
+        self.totals[(view.job_id,)]["sessions"] += 1
+        self.pages[(view.job_id, view.page)]["entries"] += 1
         self.sources[(view.job_id, *_source(view))] += 1
 
     async def merge(self, conn: asyncpg.Connection) -> None:
         """Write every table's tallies."""
         for sql, rows in (
-            (queries.MERGE_HOURLY, [(*k, *v) for k, v in self.hourly.items()]),
-            (queries.MERGE_DAILY, [(*k, *v) for k, v in self.daily.items()]),
-            (queries.MERGE_TOTALS, [(k, *v) for k, v in self.totals.items()]),
-            (queries.MERGE_PAGES, [(*k, *v) for k, v in self.pages.items()]),
+            (queries.MERGE_HOURLY, _rows(self.hourly, queries.HOURLY)),
+            (queries.MERGE_DAILY, _rows(self.daily, queries.DAILY)),
+            (queries.MERGE_TOTALS, _rows(self.totals, queries.DAILY)),
+            (queries.MERGE_PAGES, _rows(self.pages, queries.PAGES)),
             (queries.MERGE_SOURCES, [(*k, v) for k, v in self.sources.items()]),
-            (queries.MERGE_BREAKDOWNS, [(*k, v) for k, v in self.breakdowns.items()]),
+            (queries.MERGE_BREAKDOWNS, _rows(self.breakdowns, queries.BREAKDOWN)),
+            (queries.MERGE_MACHINE, [(*k, v) for k, v in self.machine.items()]),
             (queries.MERGE_REJECTED, [(*k, v) for k, v in self.rejected.items()]),
         ):
             if rows:
                 await conn.execute(sql, *[list(col) for col in zip(*sorted(rows), strict=True)])
 
 
+def _rows(tally: Mapping[tuple, Mapping[str, int]], fields: tuple[str, ...]) -> list[tuple]:
+    return [(*k, *(v[f] for f in fields)) for k, v in tally.items()]
+
+
+# Visitors are counted per scope; 'r:' scopes count those seen with a recognised browser.
+SCOPES = {"hour": "visitors", "day": "visitors", "all": "visitors",
+          "r:hour": "visitors_recognised", "r:day": "visitors_recognised", "r:all": "visitors_recognised"}  # fmt: skip
+
+
 async def count_visitors(conn: asyncpg.Connection, views: list[View], counts: WebCounts) -> None:
-    """Add the visitors not seen before in each hour, day and overall."""
+    """Add the visitors not seen before in each hour, day and overall (and so for recognised browsers)."""
     seen = {
-        (v.job_id, scope, bucket, v.vkey, v.salt_day)
+        (v.job_id, prefix + scope, bucket, v.vkey, v.salt_day)
         for v in views if v.vkey is not None
         for scope, bucket in (("hour", _hour(v.at)), ("day", dt.datetime.combine(_day(v.at), dt.time(), dt.UTC)),
                               ("all", EPOCH))
+        for prefix in (("", "r:") if v.recognised else ("",))
     }
     if not seen:
         return
@@ -119,12 +135,13 @@ async def count_visitors(conn: asyncpg.Connection, views: list[View], counts: We
     new = await conn.fetch(queries.SEEN, *[list(col) for col in zip(*rows, strict=True)])
     for r in new:
         job, scope, bucket = r["job_id"], r["scope"], r["bucket"]
-        if scope == "hour":
-            counts.hourly[(job, bucket)][2] += 1
-        elif scope == "day":
-            counts.daily[(job, _day(bucket))][2] += 1
+        field = SCOPES[scope]
+        if scope.endswith("hour"):
+            counts.hourly[(job, bucket)][field] += 1
+        elif scope.endswith("day"):
+            counts.daily[(job, _day(bucket))][field] += 1
         else:
-            counts.totals[job][2] += 1
+            counts.totals[(job,)][field] += 1
 
 
 async def merge_page_hits(
@@ -149,9 +166,7 @@ async def merge_page_hits(
         if track == REJECTED:
             counts.rejected[(hit["job_id"], _hour(hit["received_at"]), reject_reason(hit))] += 1
             continue
-        machine = _machine(hit, extra)
-        counts.view(hit["job_id"], hit["received_at"], machine)
-        if not machine:
+        if not counts.view(hit["job_id"], hit["received_at"], extra):
             views.append(_count(hit, track, dict(extra), salts, counts))
     await count_visitors(conn, views, counts)
     _entries(views, await sessionize(conn, views), counts)
@@ -162,16 +177,18 @@ async def merge_page_hits(
 
 def _count(hit: Mapping[str, Any], track: str, extra: dict[str, Any], salts: Mapping[dt.date, bytes],
            counts: WebCounts) -> View:
-    """The counted view of a human page view; its page and breakdown tallied."""
+    """The counted view of a page view not a machine's; its page and breakdown tallied."""
     key = visitor_key(hit, track, salts)
+    unknown = figure(extra)[1]
     view = View(hit["job_id"], hit["received_at"], page_of(hit["url"], hit["spa_hash"]),
-                key[0] if key else None, key[1] if key else None, extra)
-    counts.pages[(view.job_id, view.page)][0] += 1
+                key[0] if key else None, key[1] if key else None, extra, recognised=not unknown)
     if track in (PERSONAL, UNIQUE):
-        cube = tuple(str(extra.get(n) or "") for n in ("device_class", "os", "browser", "country"))
+        cube = tuple(str(extra.get(n) or "") for n in queries.DEVICE_KEYS)
     else:
         cube = ("", "", "", "")
-    counts.breakdowns[(view.job_id, *cube)] += 1
+    for cell in (counts.pages[(view.job_id, view.page)], counts.breakdowns[(view.job_id, *cube)]):
+        cell["pageviews"] += 1
+        cell["unknown"] += unknown
     return view
 
 

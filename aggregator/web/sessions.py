@@ -20,7 +20,7 @@ GAP = dt.timedelta(minutes=30)
 
 @dataclass
 class View:
-    """One counted (human, attributed) page view."""
+    """One counted page view (attributed, not a machine's); ``recognised``: of a recognised browser."""
 
     job_id: int
     at: dt.datetime
@@ -28,6 +28,7 @@ class View:
     vkey: bytes | None
     salt_day: dt.date | None
     enriched: dict[str, Any] = field(repr=False)
+    recognised: bool = False
 
 
 @dataclass

@@ -487,7 +487,8 @@ CREATE TABLE IF NOT EXISTS site_salts (
 COMMENT ON TABLE site_salts IS 'Daily visitor-hash salts, destroyed after two days.';
 
 -- Page views and distinct visitors per site and UTC hour / day. machine =
--- page views by crawlers and headless clients, not in pageviews.
+-- page views by crawlers and headless clients, not in pageviews (the three
+-- figures: "honest numbers, websites" below).
 CREATE TABLE IF NOT EXISTS site_hourly (
     job_id     bigint NOT NULL,
     hour       timestamptz NOT NULL,
@@ -496,7 +497,7 @@ CREATE TABLE IF NOT EXISTS site_hourly (
     visitors   bigint NOT NULL DEFAULT 0,
     PRIMARY KEY (job_id, hour)
 );
-COMMENT ON TABLE site_hourly IS 'Human page views and unique visitors per site and hour.';
+COMMENT ON TABLE site_hourly IS 'Page views not a machine''s (unknown apart), machine page views and unique visitors per site and hour.';
 
 CREATE TABLE IF NOT EXISTS site_daily (
     job_id     bigint NOT NULL,
@@ -507,7 +508,7 @@ CREATE TABLE IF NOT EXISTS site_daily (
     sessions   bigint NOT NULL DEFAULT 0,   -- sessions started that day (entries on blind sites)
     PRIMARY KEY (job_id, day)
 );
-COMMENT ON TABLE site_daily IS 'Human page views, unique visitors and sessions per site and day.';
+COMMENT ON TABLE site_daily IS 'Page views not a machine''s (unknown apart), machine page views, unique visitors and sessions per site and day.';
 
 -- Keys of visitors already counted per scope ('hour', 'day', 'all') and
 -- bucket. vkey is a hash of the visitor id (personal sites) or the daily
@@ -563,7 +564,7 @@ CREATE TABLE IF NOT EXISTS site_sources (
 );
 COMMENT ON TABLE site_sources IS 'Where sessions came from: class, referring site, search phrase, UTM tags.';
 
--- Device, OS, browser and country of human page views ('' = unknown; blind
+-- Device, OS, browser and country of page views not a machine's ('' = unknown; blind
 -- sites keep none of them).
 CREATE TABLE IF NOT EXISTS site_breakdowns (
     job_id        bigint NOT NULL,
@@ -574,7 +575,7 @@ CREATE TABLE IF NOT EXISTS site_breakdowns (
     pageviews     bigint NOT NULL DEFAULT 0,
     PRIMARY KEY (job_id, device_class, os, browser, country)
 );
-COMMENT ON TABLE site_breakdowns IS 'Human page views by device class, OS, browser and country.';
+COMMENT ON TABLE site_breakdowns IS 'Page views not a machine''s (unknown apart) by device class, OS, browser and country.';
 
 -- Personal sites only: visitors identified as a mail contact by a tracked
 -- click (mail job and recipient), and the click's landing page.
@@ -613,7 +614,41 @@ CREATE TABLE IF NOT EXISTS site_totals (
     visitors   bigint NOT NULL DEFAULT 0,
     sessions   bigint NOT NULL DEFAULT 0
 );
-COMMENT ON TABLE site_totals IS 'Human page views, machine page views, visitors and sessions per site.';
+COMMENT ON TABLE site_totals IS 'Page views not a machine''s (unknown apart), machine page views, visitors and sessions per site.';
+
+-- --------------------------------------------- honest numbers, websites ----
+-- The mail reports' three figures for page views. pageviews counts views not
+-- a machine's (human + unknown), unknown those of them whose agent is neither
+-- a recognised browser nor a machine (or absent), machine the rest: human =
+-- pageviews - unknown, and pageviews + machine every attributed view.
+-- visitors_recognised counts the visitors of recognised browsers (site_seen
+-- scopes 'r:hour', 'r:day', 'r:all'): the visitors figure with
+-- PIXELTRACK_HEADLINE=recognised. Machine page views go to job_machine
+-- (kind 'page') by reason and family.
+DO $$
+BEGIN
+    -- First run on a database with history: its machine page views were
+    -- counted without a reason or family; job_machine gets them as such.
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns
+                   WHERE table_schema = current_schema() AND table_name = 'site_totals'
+                     AND column_name = 'unknown') THEN
+        ALTER TABLE site_totals ADD COLUMN unknown bigint NOT NULL DEFAULT 0;
+        INSERT INTO job_machine (job_id, kind, reason, family, hits)
+        SELECT job_id, 'page', 'unknown', '', machine FROM site_totals WHERE machine > 0
+        ON CONFLICT DO NOTHING;
+    END IF;
+END $$;
+-- Views rolled up before these columns existed count as human (nothing
+-- recorded tells their agents apart) and their visitors as unrecognised.
+ALTER TABLE site_totals ADD COLUMN IF NOT EXISTS visitors_recognised bigint NOT NULL DEFAULT 0;
+ALTER TABLE site_hourly ADD COLUMN IF NOT EXISTS unknown bigint NOT NULL DEFAULT 0;
+ALTER TABLE site_hourly ADD COLUMN IF NOT EXISTS visitors_recognised bigint NOT NULL DEFAULT 0;
+ALTER TABLE site_daily ADD COLUMN IF NOT EXISTS unknown bigint NOT NULL DEFAULT 0;
+ALTER TABLE site_daily ADD COLUMN IF NOT EXISTS visitors_recognised bigint NOT NULL DEFAULT 0;
+ALTER TABLE site_pages ADD COLUMN IF NOT EXISTS unknown bigint NOT NULL DEFAULT 0;
+ALTER TABLE site_breakdowns ADD COLUMN IF NOT EXISTS unknown bigint NOT NULL DEFAULT 0;
+COMMENT ON COLUMN site_totals.unknown IS 'page views (of pageviews) neither machine nor a recognised browser';
+COMMENT ON COLUMN site_totals.visitors_recognised IS 'visitors seen with a recognised browser';
 
 -- Earlier anonymous views of a visitor are found through this when a
 -- tracked e-mail click identifies them (personal sites keep visitor_id).

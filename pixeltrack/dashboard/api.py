@@ -13,7 +13,7 @@ from aiohttp import web
 from aggregator.mail.report import UnknownJob
 from aggregator.privacy.forget import forget
 from aggregator.render import render
-from aggregator.web.report import render_site
+from aggregator.web.render import render_site
 from pixeltrack.core import jobs, websites
 from pixeltrack.dashboard import accounts, actions, queries, reports
 from pixeltrack.dashboard.keys import CONFIG, COUNTS, POOL
@@ -138,7 +138,7 @@ async def site_report(request: web.Request) -> web.Response:
     site_id, fmt = path_id(request, "site_id"), _format(request)
     async with request.app[POOL].acquire() as conn:
         try:
-            report = await reports.web_report(conn, site_id)
+            report = await reports.web_report(conn, site_id, request.app[CONFIG].headline)
         except LookupError as exc:
             return api_error(404, str(exc))
     return web.Response(text=render_site(report, fmt), content_type=FORMATS[fmt], charset="utf-8")

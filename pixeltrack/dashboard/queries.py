@@ -39,13 +39,18 @@ SELECT h.job_id, date_trunc('day', h.hour) AS day,
 FROM report_hourly h JOIN last ON last.job_id = h.job_id AND h.hour >= last.hour - interval '60 days'
 GROUP BY 1, 2 ORDER BY 1, 2
 """
+# Headline page views and visitors of every site: $1 true for recognised browsers only (PIXELTRACK_HEADLINE).
 SITE_TOTALS = """
-SELECT s.job_id, s.domain, j.mode, coalesce(t.pageviews, 0) AS pageviews, coalesce(t.machine, 0) AS machine,
-       coalesce(t.visitors, 0) AS visitors, coalesce(t.sessions, 0) AS sessions
+SELECT s.job_id, s.domain, j.mode, coalesce(t.pageviews - CASE WHEN $1 THEN t.unknown ELSE 0 END, 0) AS pageviews,
+       coalesce(t.machine, 0) AS machine, coalesce(t.unknown, 0) AS unknown,
+       coalesce(CASE WHEN $1 THEN t.visitors_recognised ELSE t.visitors END, 0) AS visitors,
+       coalesce(t.sessions, 0) AS sessions
 FROM sites s JOIN jobs j USING (job_id) LEFT JOIN site_totals t USING (job_id) ORDER BY s.job_id DESC
 """
 SITE_TRENDS = """
-SELECT job_id, day, pageviews, visitors FROM site_daily WHERE day > (now() AT TIME ZONE 'UTC')::date - 30
+SELECT job_id, day, pageviews - CASE WHEN $1 THEN unknown ELSE 0 END AS pageviews,
+       CASE WHEN $1 THEN visitors_recognised ELSE visitors END AS visitors
+FROM site_daily WHERE day > (now() AT TIME ZONE 'UTC')::date - 30
 ORDER BY job_id, day
 """
 # Pipeline health. $1: every job id and 0 (rejected hits), so the primary key serves the count.
@@ -155,9 +160,9 @@ async def overview(conn: asyncpg.Connection, counts_cache: RecipientCounts, head
                      "opens": counts(mine.get("open"), blind, recognised, with_inferred=True),
                      "clicks": counts(mine.get("click"), blind, recognised), "trend": trends.get(job["job_id"], [])})
     site_trends: dict[int, list[dict[str, Any]]] = {}
-    for row in await conn.fetch(SITE_TRENDS):
+    for row in await conn.fetch(SITE_TRENDS, recognised):
         site_trends.setdefault(row["job_id"], []).append(dict(row))
-    sites = [{**dict(s), "trend": site_trends.get(s["job_id"], [])} for s in await conn.fetch(SITE_TOTALS)]
+    sites = [{**dict(s), "trend": site_trends.get(s["job_id"], [])} for s in await conn.fetch(SITE_TOTALS, recognised)]
     return {"jobs": jobs, "sites": sites}
 
 

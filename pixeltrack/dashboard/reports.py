@@ -56,9 +56,9 @@ async def job_report(conn: asyncpg.Connection, job_id: int, k: int, counts: Reci
     return await mail_report.build_report(_ReportConnection(conn, counts, recipients), job_id, k, headline)
 
 
-async def web_report(conn: asyncpg.Connection, site_id: int) -> dict[str, Any]:
+async def web_report(conn: asyncpg.Connection, site_id: int, headline: str = "all") -> dict[str, Any]:
     """site_report's dict (LookupError for an unknown site)."""
-    return await site_report(conn, site_id)
+    return await site_report(conn, site_id, headline=headline)
 
 
 def _ratio(part: Any, whole: Any) -> float | None:

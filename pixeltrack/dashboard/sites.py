@@ -8,7 +8,7 @@ from aiohttp import web
 
 from pixeltrack.dashboard import csvout, queries
 from pixeltrack.dashboard.charts import Series
-from pixeltrack.dashboard.keys import POOL
+from pixeltrack.dashboard.keys import CONFIG, POOL
 from pixeltrack.dashboard.pages import path_id
 from pixeltrack.dashboard.render import page
 from pixeltrack.dashboard.reports import DateRange, bucket, grouped, web_report
@@ -41,7 +41,7 @@ async def site_page(request: web.Request) -> web.Response:
     site_id, days = path_id(request, "site_id"), DateRange.parse(request.query)
     async with request.app[POOL].acquire() as conn:
         try:
-            report = await web_report(conn, site_id)
+            report = await web_report(conn, site_id, request.app[CONFIG].headline)
         except LookupError as exc:
             raise web.HTTPNotFound(text=str(exc)) from exc
     buckets = _series(report, days)

@@ -47,6 +47,19 @@ class TestSiteCreate:
         assert run(capsys, "report", "--site", "9")[0] == 1
 
 
+class TestSiteReportHeadline:
+    def test_setting_read_and_said(self, env: str, capsys: pytest.CaptureFixture[str],  # noqa: F811
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+        """PIXELTRACK_HEADLINE reaches `report --site`: the JSON's headline and the table's fourth line."""
+        run(capsys, "site", "create", "--domain", "a.example", "--mode", "unique")
+        data = orjson.loads(run(capsys, "report", "--site", "1", "--format", "json")[1])
+        assert (data["headline"], data["human"], data["unknown"], data["machine"], data["total"]) == (
+            {"setting": "all", "counts": "human + unknown"}, 0, 0, 0, 0)
+        monkeypatch.setenv("PIXELTRACK_HEADLINE", "recognised")
+        code, out, _ = run(capsys, "report", "--site", "1")
+        assert (code, out.splitlines()[3].split(". ")[0]) == (0, "Headline figures count human (PIXELTRACK_HEADLINE=recognised)")
+
+
 class TestMintIdentity:
     @pytest.mark.parametrize(("mode", "identified"), [
         ("personal", [True, True]), ("permission_personal", [True, False]), ("unique", [False, False]),

@@ -5,15 +5,21 @@ from __future__ import annotations
 import csv
 import io
 import re
+import uuid
+from pathlib import Path
 
 import asyncpg
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 
 from aggregator.mail.report import build_report
+from pixeltrack.dashboard.app import create_app
 from pixeltrack.dashboard.render import number, percent
 from pixeltrack.dashboard.reports import rates
-from tests.dashboard.conftest import XSS, log_in, mail_job, roll, website
-from tests.support.hits import add_job, add_recipients
+from tests.dashboard.conftest import PAGE_VIEW, XSS, dash_config, log_in, mail_job, roll, website
+from tests.support.hits import add_job, add_recipients, at
+
+UNKNOWN = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko)"  # no browser, no machine
+GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
 
 METRIC = re.compile(r'data-metric="([^"]+)">([^<]*)<')
 
@@ -145,6 +151,34 @@ class TestSitePage:
         assert (shown["pageviews"], shown["visitors"], shown["visits"], shown["sessions.count"]) == ("3", "2", "2", "2")
         assert "cheap shoes" in html and "/pricing" in html
         assert (await client.get(f"/sites/{site}?export=top_pages")).status == 200
+
+    async def test_three_figures(self, client: TestClient, conn: asyncpg.Connection, db_url: str,
+                                 tmp_path: Path) -> None:
+        """Chrome's 3 views, an unrecognised agent's and Googlebot's: human 3, unknown 1, machine 1 of 5;
+        the headline counts 4 views of 3 visitors, or 3 of 2 with PIXELTRACK_HEADLINE=recognised."""
+        site = await website(conn)
+        for ua, visitor in ((UNKNOWN, "vc"), (GOOGLEBOT, None)):
+            await conn.execute(PAGE_VIEW, uuid.uuid4(), at(80), site, ua, None, "https://shop.example/", "Home", visitor)
+        await roll(conn)
+        await log_in(client)
+        html = await (await client.get(f"/sites/{site}")).text()
+        shown = metrics(html)
+        assert [shown[k] for k in ("pageviews", "human", "unknown", "machine", "total", "visitors")] == [
+            "4", "3", "1", "1", "5", "3"]  # fmt: skip
+        assert "Page views (people and unrecognised)" in html
+        machine = html[html.index('id="machine-h"'):]
+        assert "Googlebot" in machine[: machine.index("</section>")]
+        server = TestServer(create_app(dash_config(db_url, tmp_path, headline="recognised")), host="127.0.0.1")
+        async with TestClient(server) as recognised:
+            await log_in(recognised)
+            html = await (await recognised.get(f"/sites/{site}")).text()
+            shown = metrics(html)
+            assert [shown[k] for k in ("pageviews", "human", "unknown", "machine", "total", "visitors")] == [
+                "3", "3", "1", "1", "5", "2"]  # fmt: skip
+            assert "Page views (recognised people)" in html
+            overview = await (await recognised.get("/")).text()
+            row = metrics(overview[overview.index(f'data-site="{site}"'):])
+            assert (row["pageviews"], row["visitors"]) == ("3", "2")
 
     async def test_live(self, client: TestClient, conn: asyncpg.Connection) -> None:
         """Page views of the last 30 minutes per minute; older and rejected ones are not counted."""

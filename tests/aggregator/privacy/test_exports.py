@@ -40,12 +40,15 @@ class TestSiteReportCsv:
         assert (await site_report(conn, job))["sources"][0]["utm_source"] == HYPERLINK
         assert render_site(await site_report(conn, job), "csv") == "\r\n".join([
             "section,key,value,extra", f"summary,site,{job},", "summary,domain,shop.example,", "summary,mode,unique,",
-            "summary,pageviews,1,", "summary,machine,0,", "summary,visitors,1,", "summary,visits,1,",
+            "summary,headline,all,", "summary,headline_counts,human + unknown,",
+            "summary,pageviews,1,", "summary,human,1,", "summary,unknown,0,", "summary,machine,0,", "summary,total,1,",
+            "summary,visitors,1,", "summary,visits,1,",
             "summary,sessions,1,", "summary,pages_per_session,1.0,", "summary,avg_duration_seconds,0.0,",
-            "top pages,/home,1,1", "entry pages,/home,1,",
+            "top pages,/home,1,1|1|0", "entry pages,/home,1,",
             'sources,email,1,"\'=HYPERLINK(""https://evil.example"",""x"")||=HYPERLINK(""https://evil.example"",""x"")'
             '|email|"',
-            "devices,desktop,1,Windows|Chrome|", "daily,2024-05-06,1,1|1", "hourly,2024-05-06 10:00:00+00:00,1,1", "",
+            "devices,desktop,1,Windows|Chrome||1|0", "daily,2024-05-06,1,1|1|0|0|1",
+            "hourly,2024-05-06 10:00:00+00:00,1,1|1|0|0", "machine,hits,0,", "",
         ])  # fmt: skip
 
 

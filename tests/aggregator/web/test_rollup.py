@@ -70,17 +70,20 @@ class TestPersonalSite:
         r = await site_report(conn, job)
         assert (r["site"], r["mode"], r["pageviews"], r["machine"], r["visitors"], r["visits"]) == (job, "personal", 5, 1, 2, 3)
         assert r["sessions"] == {"count": 3, "pages_per_session": 1.67, "avg_duration_seconds": 400.0}
-        assert r["top_pages"] == [{"page": "/home", "pageviews": 2, "entries": 2}, {"page": "/pricing", "pageviews": 2, "entries": 1},
-                                  {"page": "/signup", "pageviews": 1, "entries": 0}]
+        assert r["top_pages"] == [{"page": "/home", "pageviews": 2, "human": 2, "unknown": 0, "entries": 2},
+                                  {"page": "/pricing", "pageviews": 2, "human": 2, "unknown": 0, "entries": 1},
+                                  {"page": "/signup", "pageviews": 1, "human": 1, "unknown": 0, "entries": 0}]
         assert r["entry_pages"] == [{"page": "/home", "entries": 2}, {"page": "/pricing", "entries": 1}]
         assert [tuple(s.values()) for s in r["sources"]] == [
             ("email", "news", "", "news", "email", "spring", 1), ("search", "Bing", "cheap shoes", "", "", "", 1),
             ("social", "Hacker News", "", "", "", "", 1)]
         assert [(d["device_class"], d["os"], d["browser"], d["pageviews"]) for d in r["devices"]] == [
             ("desktop", "Windows", "Chrome", 4), ("mobile", "iOS", "Mobile Safari", 1)]
-        assert r["timeline"]["hourly"] == [{"hour": at(10), "pageviews": 4, "visitors": 2},
-                                           {"hour": at(11), "pageviews": 1, "visitors": 1}]
-        assert r["timeline"]["daily"] == [{"day": DAY, "pageviews": 5, "visitors": 2, "sessions": 3}]
+        assert r["timeline"]["hourly"] == [
+            {"hour": at(10), "pageviews": 4, "human": 4, "unknown": 0, "machine": 1, "visitors": 2},
+            {"hour": at(11), "pageviews": 1, "human": 1, "unknown": 0, "machine": 0, "visitors": 1}]
+        assert r["timeline"]["daily"] == [
+            {"day": DAY, "pageviews": 5, "human": 5, "unknown": 0, "machine": 1, "visitors": 2, "sessions": 3}]
         assert r["contacts"] == []
 
     async def test_rerun_adds_nothing(self, conn: asyncpg.Connection) -> None:
@@ -172,7 +175,8 @@ class TestUniqueAndBlind:
                                 "WHERE user_agent IS NOT NULL OR visitor_id IS NOT NULL OR client_ip IS NOT NULL "
                                 "OR referer IS NOT NULL OR url LIKE '%?%'")
         assert rows == []
-        assert await conn.fetchval("SELECT count(*) FROM site_seen WHERE salt_day = $1", DAY) == 7
+        # hour, day and overall keys of va (two hours) and vb, each also under 'r:' (recognised browsers)
+        assert await conn.fetchval("SELECT count(*) FROM site_seen WHERE salt_day = $1", DAY) == 2 * 7
 
     async def test_blind_counts_only(self, conn: asyncpg.Connection) -> None:
         """Blind sites report page views, pages, visits and sources; no visitors, sessions or devices."""
