@@ -4,7 +4,8 @@ On one machine: the collector driven as fast as it goes (wrk, the mail mix
 of loadtest.traffic: opens, clicks, document pages and forged tokens over
 the five tracking modes, with hundreds of distinct agents) and a real
 aggregator process (`python -m aggregator`, the scheduled service) rolling
-up every ``--interval`` seconds, for ``--duration`` seconds. Every
+up every ``--interval`` seconds, for ``--duration`` seconds (``--rate``
+paces the load instead, to find the rate the aggregator sustains). Every
 ``--every`` seconds one line: hits stored so far, hits rolled up so far,
 hits pending and the roll-up lag (the age of the oldest hit not rolled up).
 
@@ -124,7 +125,7 @@ async def run(url: str, args: argparse.Namespace, folder: Path) -> tuple[Outcome
         since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
         task = asyncio.create_task(watch.run())
         collected = await collecting.collect(url, requests, secret, folder, duration=args.duration,
-                                             connections=args.connections)  # fmt: skip
+                                             connections=args.connections, rate=args.rate)  # fmt: skip
         load_seconds, cpu_load = time.monotonic() - watch.started, agg.cpu_seconds()
         watch.phase = "catch-up"
         at_load_end = await _snapshot(url)
@@ -246,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=300.0, help="seconds of load (default 300)")
     parser.add_argument("--interval", type=int, default=2, help="PIXELTRACK_ROLLUP_INTERVAL (default 2 s)")
     parser.add_argument("--every", type=float, default=5.0, help="seconds between progress lines (default 5)")
+    parser.add_argument("--rate", type=float, help="requests per second (default: as fast as the collector goes)")
     parser.add_argument("--connections", type=int, default=32, help="kept-alive connections (default 32)")
     parser.add_argument("--recipients", type=int, default=20_000, help="recipients over all jobs (default 20000)")
     parser.add_argument("--mix-size", type=int, default=50_000, help="distinct requests (default 50000)")

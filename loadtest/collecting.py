@@ -26,27 +26,30 @@ class Collected:
 
 
 async def drive(requests: Sequence[Request], port: int, *, duration: float | None, count: int | None,
-                connections: int) -> DriveResult:  # fmt: skip
+                connections: int, rate: float | None = None) -> DriveResult:  # fmt: skip
     """Drive 127.0.0.1:``port`` with wrk, or the asyncio driver without it."""
     seconds = None if count else duration
     bound = max(600.0, duration or 0.0)
     if driver_wrk.available():
         return await driver_wrk.drive(requests, "127.0.0.1", port, connections=connections, duration=seconds,
-                                      count=count, max_seconds=bound, show_progress=False)  # fmt: skip
+                                      count=count, rate=rate, max_seconds=bound, show_progress=False)  # fmt: skip
     return await driver_asyncio.drive(requests, "127.0.0.1", port, connections=connections, duration=seconds,
-                                      count=count, max_seconds=bound, show_progress=False)  # fmt: skip
+                                      count=count, rate=rate, max_seconds=bound, show_progress=False)  # fmt: skip
 
 
 async def collect(url: str, requests: Sequence[Request], secret: str, folder: Path, *, duration: float | None = None,
-                  count: int | None = None, connections: int = 32) -> Collected:  # fmt: skip
-    """Start a collector on ``url``'s database, drive it, stop it (it flushes); its log goes to ``folder``."""
+                  count: int | None = None, connections: int = 32, rate: float | None = None) -> Collected:  # fmt: skip
+    """Start a collector on ``url``'s database, drive it (``rate`` requests/s, default as fast as it goes), stop it.
+
+    The collector flushes as it stops; its log goes to ``folder``.
+    """
     port = support.free_port()
     env = procs.collector_env(url, secret, folder / "spool")
     collector = procs.Server(procs.collector_cmd(port), port, env, log=folder / "collector.log")
     try:
         collector.wait_ready()
         before = collector.cpu_seconds()
-        result = await drive(requests, port, duration=duration, count=count, connections=connections)
+        result = await drive(requests, port, duration=duration, count=count, connections=connections, rate=rate)
         cpu = collector.cpu_seconds() - before
     finally:
         code = collector.stop()
