@@ -131,6 +131,11 @@ def collector_cmd(port: int, workers: int = 1) -> list[str]:
     return [sys.executable, "-m", "collector", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
 
 
+def aggregator_cmd(*flags: str) -> list[str]:
+    """The command line of an aggregator (``--once``, or the scheduled service with no flags)."""
+    return [sys.executable, "-m", "aggregator", *flags]
+
+
 def collector_env(database_url: str, secret: str, spool_dir: Path, **extra: str) -> dict[str, str]:
     """Environment of a collector the load test owns (no drain wait: nothing balances it).
 

@@ -47,6 +47,13 @@ async def _admin(server: str, sql: str) -> None:
         await conn.close()
 
 
+def with_application_name(url: str, name: str) -> str:
+    """``url`` whose sessions show as ``name`` in pg_stat_activity (asyncpg passes the setting on)."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "application_name"]
+    return urlunsplit(parts._replace(query=urlencode([*query, ("application_name", name)])))
+
+
 def database_name(url: str) -> str:
     """The database a URL points at."""
     return urlsplit(url).path.lstrip("/")

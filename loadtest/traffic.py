@@ -10,7 +10,8 @@ accept it) and the status it must get, so answers can be counted per kind.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 
 from loadtest.campaign import Campaign, Job
 from pixeltrack.core.mint import Minter
@@ -166,6 +167,33 @@ class MixBuilder:
 def build_mix(campaign: Campaign, secret: str, count: int = 50_000, seed: int = 11) -> list[Request]:
     """The request list a run cycles through (distinct recipients: thousands)."""
     return MixBuilder(campaign, secret, seed).build(count)
+
+
+# The last build or patch number of an agent (".36" of "Safari/537.36", "_1" of "17_4_1").
+_BUILD = re.compile(r"(?<=[._])(\d+)(?!.*[._]\d)")
+_MOZILLA = "Mozilla/5.0"
+
+
+def vary_agent(agent: str, build: int) -> str:
+    """``agent`` with its last build number moved up by ``build``; one whose only number is "Mozilla/5.0" as is."""
+    m = _BUILD.search(agent)
+    if m is None or (agent.startswith(_MOZILLA) and m.start() < len(_MOZILLA)):
+        return agent
+    return agent[: m.start()] + str(int(m[1]) + build) + agent[m.end() :]
+
+
+def vary_agents(requests: list[Request], variants: int, seed: int = 13) -> list[Request]:
+    """The same requests, each agent in one of ``variants`` builds.
+
+    Real traffic brings hundreds of distinct agents, and the enricher parses
+    each distinct one (the mix alone has a few dozen).
+    """
+    rng = random.Random(seed)
+
+    def header(name: str, value: str) -> tuple[str, str]:
+        return name, vary_agent(value, rng.randrange(variants)) if name == "User-Agent" else value
+
+    return [replace(r, headers=tuple(header(n, v) for n, v in r.headers)) for r in requests]
 
 
 def raw_request(request: Request, host: str) -> bytes:

@@ -1,0 +1,58 @@
+"""CI smokes of the roll-up benchmarks: tiny runs, and their own consistency lines (never their timings)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def bench(module: str, server_url: str, *flags: str) -> subprocess.CompletedProcess[str]:
+    """`python -m loadtest.<module> <flags>` on the test server; exit 0 asserted with its output."""
+    proc = subprocess.run([sys.executable, "-m", f"loadtest.{module}", *flags], cwd=ROOT, capture_output=True,
+                          text=True, timeout=240, env={**os.environ, "DATABASE_URL": server_url})  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
+@pytest.mark.slow
+class TestKeepUpSmoke:
+    """`bench_keepup` for 5 s: a line per second, then every answered hit stored, counted and rolled up."""
+
+    def test_nothing_lost(self, server_url: str) -> None:
+        """Answered = raw_hits = report_job_totals + report_rejected, none unrolled, the aggregator exits 0."""
+        out = bench("bench_keepup", server_url, "--duration", "5", "--interval", "1", "--every", "1",
+                    "--recipients", "2000", "--mix-size", "5000").stdout  # fmt: skip
+        assert len(re.findall(r"^ +\d+ s  load +stored", out, re.MULTILINE)) >= 4, out
+        answered = int(re.search(r"^answered +([\d,]+) hits", out, re.MULTILINE)[1].replace(",", ""))  # type: ignore[index]
+        assert answered > 0, out
+        assert f"loss: 0 of {answered} (database holds exactly the {answered} answered hits)" in out, out
+        reported = re.search(r"^reported .* = ([\d,]+) hits, the same per category as raw_hits$", out, re.MULTILINE)
+        assert reported and int(reported[1].replace(",", "")) == answered, out
+        assert re.search(r"^unrolled +0 raw hits", out, re.MULTILINE), out
+        assert re.search(r"; 0 errors; exit 0$", out, re.MULTILINE), out
+        assert re.search(r"^catch-up .* all rolled up after [\d.]+ s", out, re.MULTILINE), out
+        assert out.rstrip().endswith("nothing lost"), out
+
+
+@pytest.mark.slow
+class TestTwoAggregatorsSmoke:
+    """`bench_two_aggregators` on a small backlog: one and two aggregators roll up every hit exactly once."""
+
+    def test_exactly_once(self, server_url: str) -> None:
+        """Both runs roll up all 4000 hits, none left, hit counts identical; every aggregator's line printed."""
+        out = bench("bench_two_aggregators", server_url, "--hits", "4000", "--rounds", "1",
+                    "--recipients", "2000", "--mix-size", "4000").stdout  # fmt: skip
+        assert "loss: 0 of 4000 (database holds exactly the 4000 answered hits)" in out, out
+        assert len(re.findall(r"^    pt-aggregator-\d: rolled up \d+ hits", out, re.MULTILINE)) == 3, out
+        for who in ("one aggregator ", "two aggregators"):
+            assert re.search(rf"^{who} +rolled up 4,000 of 4,000, 0 left unrolled; hit counts identical", out,
+                             re.MULTILINE), out  # fmt: skip
+        assert re.search(r"^speed-up +one / two: [\d.]+x", out, re.MULTILINE), out
+        assert out.rstrip().endswith("exactly once: yes"), out
