@@ -12,6 +12,8 @@ neither a view nor any time. The same page again within a second is one view.
 Merged at roll-up (``merge_reads``, in the roll-up's transaction) into
 aggregates per page for every mode (views only for blind jobs, whose hits
 tell no reader apart) and, for personal tracking, per reader and page.
+Seconds are summed in whole microseconds (``MICROS``), so no sum depends on
+the order of its terms, nor on how the roll-up cut them into batches.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 import asyncpg
 
 BURST_SECONDS = 1.0
+MICROS = 1_000_000  # seconds are summed as whole microseconds, stored as their seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +94,8 @@ INSERT INTO unique_seen (job_id, kind, link_id, hash)
 SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bytea[]) ON CONFLICT DO NOTHING
 RETURNING job_id, link_id
 """
+# Both terms of a seconds sum are whole microseconds: rounded back to them, the
+# sum is the same whatever came first (exact while below 30 years a page).
 MERGE_PAGES = """
 INSERT INTO doc_pages AS t (job_id, page, views, preloaded, readers, furthest, seconds, timed)
 SELECT * FROM unnest($1::bigint[], $2::integer[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[],
@@ -98,7 +103,7 @@ SELECT * FROM unnest($1::bigint[], $2::integer[], $3::bigint[], $4::bigint[], $5
 ON CONFLICT (job_id, page) DO UPDATE SET
     views = t.views + excluded.views, preloaded = t.preloaded + excluded.preloaded,
     readers = t.readers + excluded.readers, furthest = t.furthest + excluded.furthest,
-    seconds = t.seconds + excluded.seconds, timed = t.timed + excluded.timed
+    seconds = round((t.seconds + excluded.seconds) * 1e6::float8) / 1e6::float8, timed = t.timed + excluded.timed
 """
 MERGE_SECONDS = """
 INSERT INTO doc_page_seconds AS t (job_id, page, seconds, views)
@@ -109,7 +114,7 @@ MERGE_READERS = """
 INSERT INTO doc_reader_pages AS t (job_id, recipient_id, page, views, seconds)
 SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::integer[], $4::bigint[], $5::float8[])
 ON CONFLICT (job_id, recipient_id, page) DO UPDATE SET
-    views = t.views + excluded.views, seconds = t.seconds + excluded.seconds
+    views = t.views + excluded.views, seconds = round((t.seconds + excluded.seconds) * 1e6::float8) / 1e6::float8
 """
 PAGE_FIELDS = ("views", "preloaded", "readers", "furthest", "seconds", "timed")
 
@@ -126,15 +131,13 @@ class Last:
 
 @dataclass
 class Tally:
-    """One batch's additions, merged with one statement per table."""
+    """One batch's additions, merged with one statement per table (seconds as whole microseconds)."""
 
-    pages: defaultdict[tuple[int, int], dict[str, float]] = field(
+    pages: defaultdict[tuple[int, int], dict[str, int]] = field(
         default_factory=lambda: defaultdict(lambda: dict.fromkeys(PAGE_FIELDS, 0))
     )
     seconds: defaultdict[tuple[int, int, int], int] = field(default_factory=lambda: defaultdict(int))
-    readers: defaultdict[tuple[int, int, int], list[float]] = field(
-        default_factory=lambda: defaultdict(lambda: [0, 0.0])
-    )
+    readers: defaultdict[tuple[int, int, int], list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
     seen: set[tuple[int, bytes, int]] = field(default_factory=set)
 
     def view(self, job: int, rid: int | None, page: int, count: int = 1) -> None:
@@ -145,11 +148,12 @@ class Tally:
 
     def timed(self, job: int, rid: int | None, page: int, seconds: float) -> None:
         """Reading seconds of one view."""
-        self.pages[(job, page)]["seconds"] += seconds
+        micros = round(seconds * MICROS)  # a gap is whole microseconds
+        self.pages[(job, page)]["seconds"] += micros
         self.pages[(job, page)]["timed"] += 1
         self.seconds[(job, page, round(seconds))] += 1
         if rid is not None:
-            self.readers[(job, rid, page)][1] += seconds
+            self.readers[(job, rid, page)][1] += micros
 
     async def merge(self, conn: asyncpg.Connection) -> None:
         """Readers of each page first (new unique_seen rows), then every table."""
@@ -160,10 +164,11 @@ class Tally:
             for r in added:
                 self.pages[(r["job_id"], r["link_id"])]["readers"] += 1
         tables: tuple[tuple[str, list[tuple[Any, ...]]], ...] = (
-            (MERGE_PAGES, [(*k, *(v[f] for f in PAGE_FIELDS)) for k, v in self.pages.items()]),
+            (MERGE_PAGES, [(*k, *(v[f] / MICROS if f == "seconds" else v[f] for f in PAGE_FIELDS))
+                           for k, v in self.pages.items()]),
             (MERGE_SECONDS, [(*k, v) for k, v in self.seconds.items()]),
-            (MERGE_READERS, [(*k, *v) for k, v in self.readers.items()]),
-        )
+            (MERGE_READERS, [(*k, views, micros / MICROS) for k, (views, micros) in self.readers.items()]),
+        )  # fmt: skip
         for sql, rows in tables:
             if rows:
                 await conn.execute(sql, *[list(col) for col in zip(*sorted(rows), strict=True)])
