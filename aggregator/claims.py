@@ -65,10 +65,11 @@ async def pending(conn: asyncpg.Connection, sql: str) -> Pending:
     return Pending([r["job_id"] for r in rows], min(r["first"] for r in rows), max(r["last"] for r in rows))
 
 
-async def claim(conn: asyncpg.Connection, jobs: Pending, sql: str, limit: int) -> list[asyncpg.Record]:
+async def claim(conn: asyncpg.Connection, jobs: Pending, sql: str, limit: int, *more: object) -> list[asyncpg.Record]:
     """In the caller's transaction: up to ``limit`` hits of jobs this batch may lock (``sql``: $1 job, $2 limit).
 
-    Jobs drained leave ``jobs``; a job whose batch was full stays for the next batch.
+    Jobs drained leave ``jobs``; a job whose batch was full stays for the next batch, and comes
+    last in the hits. ``more``: further parameters of ``sql`` ($3 ...).
     """
     await conn.execute(GATE_SHARED)
     hits: list[asyncpg.Record] = []
@@ -81,16 +82,18 @@ async def claim(conn: asyncpg.Connection, jobs: Pending, sql: str, limit: int) -
             jobs.held.append(job)
             continue
         taken += 1
-        hits += await _claim_job(conn, jobs, job, sql, limit - len(hits))
+        hits += await _claim_job(conn, jobs, job, sql, limit - len(hits), more)
     if not hits and not jobs.todo and jobs.held:
         job = jobs.held.pop(0)
         await conn.execute(JOB_LOCK, job)  # the other aggregator's batch of it commits first
-        hits = await _claim_job(conn, jobs, job, sql, limit)
+        hits = await _claim_job(conn, jobs, job, sql, limit, more)
     return hits
 
 
-async def _claim_job(conn: asyncpg.Connection, jobs: Pending, job: int, sql: str, room: int) -> list[asyncpg.Record]:
-    rows = list(await conn.fetch(sql, job, room))
+async def _claim_job(
+    conn: asyncpg.Connection, jobs: Pending, job: int, sql: str, room: int, more: tuple[object, ...]
+) -> list[asyncpg.Record]:
+    rows = list(await conn.fetch(sql, job, room, *more))
     if len(rows) == room:
         jobs.todo.insert(0, job)  # maybe more: the next batch starts with it
     return rows

@@ -22,11 +22,12 @@ WHERE rolled_at IS NULL AND kind <> 'page' GROUP BY job_id ORDER BY job_id
 # Joined with what the mode needs to know, each table named by $1 too, so
 # Citus runs the whole statement on the job's worker (joined through the CTE
 # alone, it would fetch every job's recipients). Page views of websites are
-# left to aggregator.web (its own claim and merge).
+# left to aggregator.web (its own claim and merge). $3: the newest receive
+# time to claim (the hold-back, see aggregator.mail.context).
 CLAIM = f"""
 WITH c AS (
     SELECT {columns.listed(columns.HIT, client_ip="host(client_ip)")}
-    FROM raw_hits WHERE job_id = $1 AND rolled_at IS NULL AND kind <> 'page'
+    FROM raw_hits WHERE job_id = $1 AND rolled_at IS NULL AND kind <> 'page' AND received_at <= $3
     ORDER BY received_at LIMIT $2
     FOR UPDATE SKIP LOCKED
 )

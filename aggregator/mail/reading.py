@@ -12,8 +12,13 @@ neither a view nor any time. The same page again within a second is one view.
 Merged at roll-up (``merge_reads``, in the roll-up's transaction) into
 aggregates per page for every mode (views only for blind jobs, whose hits
 tell no reader apart) and, for personal tracking, per reader and page.
-Seconds are summed in whole microseconds (``MICROS``), so no sum depends on
-the order of its terms, nor on how the roll-up cut them into batches.
+
+The same views give the same figures however they are split into batches:
+a reader's last view so far waits in ``doc_reading_state`` for the next
+one to time it; whether it starts a pre-load burst is told by the reader's
+views in the second after it, which the roll-up looks ahead to
+(aggregator/mail/context.py); and seconds are summed in whole microseconds
+(``MICROS``), so no sum depends on the order of its terms.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import asyncpg
@@ -174,22 +179,33 @@ class Tally:
                 await conn.execute(sql, *[list(col) for col in zip(*sorted(rows), strict=True)])
 
 
+def preloads(read: Read, ahead: Sequence[PageView], idle: float) -> bool:
+    """Whether the views ``ahead`` of a reader's last view ``read`` make it the start of a pre-load burst."""
+    after = [v for v in ahead if v.at > read.at]
+    return bool(after) and reads([PageView(read.at, read.page), *after], idle)[0].preload
+
+
 def advance(
-    job: int, rid: int | None, last: Last | None, views: list[PageView], idle: float, tally: Tally
+    job: int, rid: int | None, last: Last | None, views: list[PageView], idle: float, tally: Tally,
+    ahead: Sequence[PageView] = (),
 ) -> tuple[Last, list[int]]:
-    """Add one reader's new views of a batch to ``tally``; return their new last view and the pages read."""
+    """Add one reader's new views of a batch to ``tally``; return their new last view and the pages read.
+
+    ``ahead``: the reader's views after the batch, which tell whether its last view is a pre-load.
+    """
     late = [v for v in views if last is not None and v.at <= last.at]
     for view in late:  # arrived after later views were rolled up: a view, but untimed
         tally.view(job, rid, view.page)
     on_time = [v for v in views if last is None or v.at > last.at]
     timed = reads(([PageView(last.at, last.page)] if last else []) + on_time, idle)
+    if len(timed) > (1 if last else 0) and preloads(timed[-1], ahead, idle):
+        timed[-1] = replace(timed[-1], preload=True, seconds=None)
     rest = timed
     if last is not None:
+        # The last view was judged with the views of the second after it (ahead): one
+        # that comes within that second now arrived late and leaves its verdict as it is.
         first, rest = timed[0], timed[1:]
-        if first.preload and not last.preload:  # counted as a view, then the rest of its burst came
-            tally.view(job, rid, last.page, -1)
-            tally.pages[(job, last.page)]["preloaded"] += 1
-        elif not last.preload and first.seconds is not None:
+        if not last.preload and not first.preload and first.seconds is not None:
             tally.timed(job, rid, last.page, first.seconds)
     for read in rest:
         if read.preload:
@@ -206,8 +222,14 @@ def advance(
     return Last(end.at, end.page, end.preload, furthest), counted
 
 
-async def merge_reads(conn: asyncpg.Connection, hits: Sequence[Mapping[str, Any]], idle: float) -> None:
-    """Merge the batch's human document views (rows of ``rollup_batch``) in the roll-up's transaction."""
+async def merge_reads(
+    conn: asyncpg.Connection, hits: Sequence[Mapping[str, Any]], idle: float,
+    ahead: Mapping[tuple[int, bytes], Sequence[PageView]] | None = None,
+) -> None:
+    """Merge the batch's human document views (rows of ``rollup_batch``) in the roll-up's transaction.
+
+    ``ahead``: each reader's human views not rolled up yet (aggregator.mail.context).
+    """
     pages = {h["hit_id"]: h["page"] for h in hits if h["kind"] == "doc" and h["page"] is not None}
     if not pages:
         return
@@ -226,12 +248,13 @@ async def merge_reads(conn: asyncpg.Connection, hits: Sequence[Mapping[str, Any]
         if row["recipient_id"] is not None:
             personal[key] = row["recipient_id"]
     if readers:
-        await _advance_all(conn, readers, personal, idle, tally)
+        await _advance_all(conn, readers, personal, idle, tally, ahead or {})
     await tally.merge(conn)
 
 
 async def _advance_all(conn: asyncpg.Connection, readers: Mapping[tuple[int, bytes], list[PageView]],
-                       personal: Mapping[tuple[int, bytes], int], idle: float, tally: Tally) -> None:
+                       personal: Mapping[tuple[int, bytes], int], idle: float, tally: Tally,
+                       ahead: Mapping[tuple[int, bytes], Sequence[PageView]]) -> None:  # fmt: skip
     keys = sorted(readers)
     states = {
         (r["job_id"], bytes(r["hash"])): Last(r["last_at"], r["last_page"], r["last_preload"], r["furthest"])
@@ -241,7 +264,7 @@ async def _advance_all(conn: asyncpg.Connection, readers: Mapping[tuple[int, byt
     for key in keys:
         job, rhash = key
         before = states.get(key)
-        after, counted = advance(job, personal.get(key), before, readers[key], idle, tally)
+        after, counted = advance(job, personal.get(key), before, readers[key], idle, tally, ahead.get(key, ()))
         old = before.furthest if before else 0
         if after.furthest != old:  # the reader got further: reached by one more reader from here back
             if old:

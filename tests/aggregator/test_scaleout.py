@@ -14,7 +14,7 @@ import pytest
 from aggregator import claims
 from aggregator.config import AggregatorConfig
 from aggregator.mail.report import build_report
-from aggregator.mail.rollup import rollup
+from aggregator.mail.rollup import EVER, rollup
 from aggregator.web.report import contacts
 from aggregator.web.rollup import rollup_sites
 from aggregator.web.tracks import allowed_contacts
@@ -159,7 +159,7 @@ class TestPending:
         a, b = await opens(conn, "blind", 3), await opens(conn, "blind", 4)
         jobs = await claims.pending(conn, queries.PENDING)
         async with conn.transaction():
-            hits = await claims.claim(conn, jobs, queries.CLAIM, 5)
+            hits = await claims.claim(conn, jobs, queries.CLAIM, 5, EVER)
         assert [h["job_id"] for h in hits] == [a, a, a, b, b]
         assert jobs.todo == [b]
 

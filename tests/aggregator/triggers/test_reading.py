@@ -132,7 +132,7 @@ class TestDocumentsReport:
         assert page_rows(await build_report(conn, job)) == PAGES
 
     async def test_burst_split_by_a_batch(self, conn: asyncpg.Connection) -> None:
-        """A batch ending inside the pre-load: its first page is taken back as a view."""
+        """A batch ending inside the pre-load: its first page is a pre-load at once (the roll-up looks a second ahead)."""
         job = await reading_job(conn, "personal", batch=6)
         rows = page_rows(await build_report(conn, job))
         assert [(r[0], r[1], r[2]) for r in rows] == [(1, 1, 1), (2, 2, 1), (3, 2, 1), (4, 1, 1)]
