@@ -9,8 +9,11 @@ coordinator of a Citus cluster). Work is shared by job:
   (on Citus a row-locking claim must name its shard), until the batch is
   full; a job another aggregator holds is left for later, so two aggregators
   roll up different jobs side by side;
-- when only jobs held by others are left, the batch waits for one of them
-  (one lock, so no lock-order deadlock) and takes its next hits.
+- when only jobs held by others are left, a batch that holds no job lock
+  waits for one of them (one lock, so no lock-order deadlock) and takes its
+  next hits; a batch that locked a job another aggregator had meanwhile
+  drained (a lock held until the transaction ends) returns empty instead,
+  and the next batch, holding nothing, waits.
 
 Exactly once does not rest on these locks but on the claim (FOR UPDATE SKIP
 LOCKED) and the marking of the claimed hits, which commit with the merges.
@@ -83,7 +86,7 @@ async def claim(conn: asyncpg.Connection, jobs: Pending, sql: str, limit: int, *
             continue
         taken += 1
         hits += await _claim_job(conn, jobs, job, sql, limit - len(hits), more)
-    if not hits and not jobs.todo and jobs.held:
+    if not hits and not jobs.todo and jobs.held and not taken:
         job = jobs.held.pop(0)
         await conn.execute(JOB_LOCK, job)  # the other aggregator's batch of it commits first
         hits = await _claim_job(conn, jobs, job, sql, limit, more)
