@@ -1,8 +1,9 @@
 """Random mail hits over jobs of every mode, and the stored rows a roll-up leaves (batch invariance tests).
 
 Bursts: one recipient's hits within 3 s, starting at multiples of 5 s after
-T0, so that bursts, opens seconds before or after their clicks, pre-load
-bursts and hits of one instant all come up. Five mail jobs, one per mode:
+T0 (or a minute before New Year 2025, when recipient 2's age band changes),
+so that bursts, opens seconds before or after their clicks, pre-load bursts
+and hits of one instant all come up. Five mail jobs, one per mode:
 personal (job 1, recipient 3 erased, sent at T0), permission_personal (2:
 recipient 1 consenting, 2 from T0 + 60 s, 3 never), anonymous (3, profiles),
 unique (4), blind (5, tokens without recipient); job index len(MODES) draws
@@ -35,7 +36,9 @@ AGENTS = [  # (user agent, Accept-Language)
 ADDRESSES = ["203.0.113.7", "203.0.113.7", "198.51.100.20", "64.235.150.1", "17.1.2.3"]  # a gateway's, Apple's
 LINKS = ["https://shop.example/a", "https://shop.example/b", "https://shop.example/c"]
 MODES = ["personal", "permission_personal", "anonymous", "unique", "blind"]
-PROFILES = [(1961, "f", "80331"), (1990, "m", "10115"), (None, None, None)]
+# Recipient 2 turns 25 on New Year 2025: from age band 18-24 to 25-34.
+PROFILES = [(1961, "f", "80331"), (2000, "m", "10115"), (None, None, None)]
+NEW_YEAR = dt.datetime(2025, 1, 1, tzinfo=dt.UTC) - dt.timedelta(seconds=60)  # bursts straddle midnight
 # Every table of the schema is compared but this one, a cache of the last seconds of
 # clicks that each batch prunes (what a later batch needs of it is the same).
 SKIPPED_TABLES = {"recent_clicks"}
@@ -65,12 +68,12 @@ bursts = st.lists(
 Drawn = list[tuple[int, int, int, list[tuple[Any, ...]]]]
 
 
-def raw_hits(drawn: Drawn, first: int = 1) -> list[tuple[Any, ...]]:
-    """raw_hits rows of the drawn bursts (hit ids from ``first`` on)."""
+def raw_hits(drawn: Drawn, first: int = 1, base: dt.datetime = T0) -> list[tuple[Any, ...]]:
+    """raw_hits rows of the drawn bursts, from ``base`` on (hit ids from ``first`` on)."""
     rows: list[tuple[Any, ...]] = []
     for start, job, rid, events in drawn:
         for kind, link, page, agent, ip, method, tenths in events:
-            at = T0 + dt.timedelta(seconds=start * 5, milliseconds=tenths * 100)
+            at = base + dt.timedelta(seconds=start * 5, milliseconds=tenths * 100)
             rejected, blind = job == len(MODES), job == MODES.index("blind")
             ua, language = AGENTS[agent]
             rows.append((

@@ -25,14 +25,17 @@ from aggregator.config import AggregatorConfig
 from aggregator.enrich.enricher import Enricher, make_enricher
 from aggregator.mail.rollup import rollup
 from pixeltrack.core import db
-from tests.support.batches import AGENTS, Drawn, burst, bursts, raw_hits, setup, tables
+from tests.support.batches import AGENTS, NEW_YEAR, Drawn, burst, bursts, raw_hits, setup, tables
+from tests.support.hits import T0
 
 NO_AGENT = AGENTS.index((None, None))
+GMAIL = next(i for i, (ua, _) in enumerate(AGENTS) if ua and "GoogleImageProxy" in ua)
 # Each fix at least once, whatever the random draws, cut into batches of one hit: the open
 # that clears a click in an earlier batch, and in a later one; a burst cut in two; a pre-load
 # burst cut after its first page; two pages of one instant; reading seconds of three readers
 # (1.0, 1.2 and 1.1 s, in that order) summed in another (the job's hashes order the readers 3, 1, 2):
-# as floats, 1.0 + 1.2 + 1.1 = 3.3000000000000003 but 1.1 + 1.0 + 1.2 = 3.3.
+# as floats, 1.0 + 1.2 + 1.1 = 3.3000000000000003 but 1.1 + 1.0 + 1.2 = 3.3; (at New Year) an
+# anonymous recipient opens (a proxy) at 18-24 and clicks at 25-34, in the cell of each scope's first hit.
 CASES = [
     [burst("permission_personal", ("open", 0, 1, 0, 0), ("click", 0, 1, NO_AGENT, 5))],
     [burst("anonymous", ("click", 0, 1, NO_AGENT, 0), ("open", 0, 1, 3, 20))],
@@ -42,6 +45,7 @@ CASES = [
     [burst("anonymous", ("doc", 0, 1, 0, 0), ("doc", 0, 2, 0, 10)),
      burst("anonymous", ("doc", 0, 1, 0, 1), ("doc", 0, 2, 0, 13), rid=2),
      burst("anonymous", ("doc", 0, 1, 0, 3), ("doc", 0, 2, 0, 14), rid=3)],
+    [burst("anonymous", ("open", 0, 1, GMAIL, 35), ("click", 0, 1, 0, 55), rid=2, start=11)],
 ]  # fmt: skip
 FUZZ = settings(max_examples=50, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])  # fmt: skip
@@ -66,18 +70,19 @@ class TestBatchInvariance:
     """One batch, batches of k, two aggregators at once: the same rows in every table."""
 
     @FUZZ
-    @given(drawn=bursts, k=st.integers(1, 6), k2=st.integers(1, 4))
-    @example(drawn=CASES[0], k=1, k2=1)
-    @example(drawn=CASES[1], k=1, k2=1)
-    @example(drawn=CASES[2], k=1, k2=1)
-    @example(drawn=CASES[3], k=1, k2=1)
-    @example(drawn=CASES[4], k=1, k2=1)
-    @example(drawn=CASES[5], k=1, k2=1)
+    @given(drawn=bursts, k=st.integers(1, 6), k2=st.integers(1, 4), new_year=st.booleans())
+    @example(drawn=CASES[0], k=1, k2=1, new_year=False)
+    @example(drawn=CASES[1], k=1, k2=1, new_year=False)
+    @example(drawn=CASES[2], k=1, k2=1, new_year=False)
+    @example(drawn=CASES[3], k=1, k2=1, new_year=False)
+    @example(drawn=CASES[4], k=1, k2=1, new_year=False)
+    @example(drawn=CASES[5], k=1, k2=1, new_year=False)
+    @example(drawn=CASES[6], k=1, k2=1, new_year=True)
     async def test_same_tables(self, pair: tuple[asyncpg.Connection, asyncpg.Connection], enricher: Enricher,
-                               drawn: Drawn, k: int, k2: int) -> None:  # fmt: skip
+                               drawn: Drawn, k: int, k2: int, new_year: bool) -> None:  # fmt: skip
         """Batches of k, and two aggregators with batches of k2 and k2 + 1, leave the rows one batch leaves."""
         conn, other = pair
-        hits = raw_hits(drawn)
+        hits = raw_hits(drawn, base=NEW_YEAR if new_year else T0)
         await setup(conn, hits)
         stats = await rollup(conn, AggregatorConfig(batch_size=100_000), enricher)
         assert (stats.hits, stats.batches) == (len(hits), 1)
