@@ -9,7 +9,8 @@ import asyncpg
 from aggregator.config import AggregatorConfig
 from aggregator.enrich import EnrichConfig
 from aggregator.enrich.enricher import make_enricher
-from aggregator.mail.reading import PageView, Read, median, reads
+from aggregator.mail.documents import median
+from aggregator.mail.reading import PageView, Read, reads
 from aggregator.mail.report import build_report
 from aggregator.mail.rollup import rollup
 from tests.support.hits import T0, add_hits, add_job, add_recipients, hit
