@@ -9,8 +9,11 @@ coordinator of a Citus cluster). Work is shared by job:
   (on Citus a row-locking claim must name its shard), until the batch is
   full; a job another aggregator holds is left for later, so two aggregators
   roll up different jobs side by side;
-- when only jobs held by others are left, the batch waits for one of them
-  (one lock, so no lock-order deadlock) and takes its next hits.
+- when only jobs held by others are left, a batch that holds no job lock
+  waits for one of them (one lock, so no lock-order deadlock) and takes its
+  next hits; a batch that locked a job another aggregator had meanwhile
+  drained (a lock held until the transaction ends) returns empty instead,
+  and the next batch, holding nothing, waits.
 
 Exactly once does not rest on these locks but on the claim (FOR UPDATE SKIP
 LOCKED) and the marking of the claimed hits, which commit with the merges.
@@ -65,10 +68,11 @@ async def pending(conn: asyncpg.Connection, sql: str) -> Pending:
     return Pending([r["job_id"] for r in rows], min(r["first"] for r in rows), max(r["last"] for r in rows))
 
 
-async def claim(conn: asyncpg.Connection, jobs: Pending, sql: str, limit: int) -> list[asyncpg.Record]:
+async def claim(conn: asyncpg.Connection, jobs: Pending, sql: str, limit: int, *more: object) -> list[asyncpg.Record]:
     """In the caller's transaction: up to ``limit`` hits of jobs this batch may lock (``sql``: $1 job, $2 limit).
 
-    Jobs drained leave ``jobs``; a job whose batch was full stays for the next batch.
+    Jobs drained leave ``jobs``; a job whose batch was full stays for the next batch, and comes
+    last in the hits. ``more``: further parameters of ``sql`` ($3 ...).
     """
     await conn.execute(GATE_SHARED)
     hits: list[asyncpg.Record] = []
@@ -81,16 +85,18 @@ async def claim(conn: asyncpg.Connection, jobs: Pending, sql: str, limit: int) -
             jobs.held.append(job)
             continue
         taken += 1
-        hits += await _claim_job(conn, jobs, job, sql, limit - len(hits))
-    if not hits and not jobs.todo and jobs.held:
+        hits += await _claim_job(conn, jobs, job, sql, limit - len(hits), more)
+    if not hits and not jobs.todo and jobs.held and not taken:
         job = jobs.held.pop(0)
         await conn.execute(JOB_LOCK, job)  # the other aggregator's batch of it commits first
-        hits = await _claim_job(conn, jobs, job, sql, limit)
+        hits = await _claim_job(conn, jobs, job, sql, limit, more)
     return hits
 
 
-async def _claim_job(conn: asyncpg.Connection, jobs: Pending, job: int, sql: str, room: int) -> list[asyncpg.Record]:
-    rows = list(await conn.fetch(sql, job, room))
+async def _claim_job(
+    conn: asyncpg.Connection, jobs: Pending, job: int, sql: str, room: int, more: tuple[object, ...]
+) -> list[asyncpg.Record]:
+    rows = list(await conn.fetch(sql, job, room, *more))
     if len(rows) == room:
         jobs.todo.insert(0, job)  # maybe more: the next batch starts with it
     return rows

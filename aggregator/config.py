@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from aggregator.enrich.config import EnrichConfig
-from pixeltrack.core.config import ConfigError, env_int
+from pixeltrack.core.config import ConfigError, env_float, env_int
 
 DEFAULT_INTERVAL = 60
 DEFAULT_BATCH = 20_000
@@ -17,6 +17,11 @@ DEFAULT_RETENTION_DAYS = 90
 DEFAULT_PURGE_HOUR = 3
 # Document reading: a gap between two page views longer than this is idle time.
 DEFAULT_READING_IDLE = 300
+# The scheduled roll-up leaves hits younger than this many seconds for a later
+# run: a click's verdict looks up to 10 s past it (the burst window, the open
+# look-ahead; aggregator/mail/context.py), and what came in then must have
+# reached the database (the collector flushes every 0.5 s).
+DEFAULT_ROLLUP_HOLD = 15.0
 # What the headline open/click figures and rates count: "all" = every hit not
 # proven a machine's (human + unknown), "recognised" = recognised browsers and
 # mail clients only (human). Reports show the three figures either way.
@@ -43,6 +48,7 @@ class AggregatorConfig:
     retention_days: int = DEFAULT_RETENTION_DAYS  # raw partitions kept at least this long
     purge_hour: int = DEFAULT_PURGE_HOUR
     reading_idle: int = DEFAULT_READING_IDLE  # longest gap between page views that counts as reading
+    rollup_hold: float = DEFAULT_ROLLUP_HOLD  # seconds the scheduled roll-up leaves the newest hits
     headline: str = DEFAULT_HEADLINE  # PIXELTRACK_HEADLINE: all | recognised
     enrich: EnrichConfig = field(default_factory=EnrichConfig)
 
@@ -57,6 +63,7 @@ class AggregatorConfig:
             retention_days=env_int(environ, "PIXELTRACK_RETENTION_DAYS", DEFAULT_RETENTION_DAYS),
             purge_hour=env_int(environ, "PIXELTRACK_PURGE_HOUR", DEFAULT_PURGE_HOUR),
             reading_idle=env_int(environ, "PIXELTRACK_READING_IDLE", DEFAULT_READING_IDLE),
+            rollup_hold=env_float(environ, "PIXELTRACK_ROLLUP_HOLD", DEFAULT_ROLLUP_HOLD),
             headline=headline_from_env(environ),
             enrich=EnrichConfig.from_env(environ),
         )
@@ -71,6 +78,7 @@ class AggregatorConfig:
             ("PIXELTRACK_K_ANONYMITY", self.k_anonymity, 1),
             ("PIXELTRACK_RETENTION_DAYS", self.retention_days, 1),
             ("PIXELTRACK_READING_IDLE", self.reading_idle, 1),
+            ("PIXELTRACK_ROLLUP_HOLD", self.rollup_hold, 0),
         ):
             if value < low:
                 raise ConfigError(f"{name} must be at least {low}, got {value}")

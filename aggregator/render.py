@@ -22,7 +22,7 @@ LEGEND = (
 )
 
 FORMATS = ("table", "json", "csv")
-# A document page's figures (aggregator.mail.reading.documents_section), and their table headers.
+# A document page's figures (aggregator.mail.documents.documents_section), and their table headers.
 DOC_FIELDS = ("views", "preloaded", "unique_readers", "reached", "median_seconds", "total_seconds", "timed_views")
 DOC_HEADERS = ("views", "pre-loaded", "readers", "reached", "median s", "total s", "timed")
 

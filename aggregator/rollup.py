@@ -20,10 +20,11 @@ async def rollup_all(
     config: AggregatorConfig,
     enricher: Enriching | None = None,
     stop: asyncio.Event | None = None,
+    hold: float = 0.0,
 ) -> tuple[RunStats, int]:
-    """Mail hits, then website page views; returns the mail stats and the page views rolled up."""
+    """Mail hits (older than ``hold`` seconds), then website page views; returns the mail stats and the page views."""
     enricher = enricher or make_enricher(config.enrich)
-    stats = await rollup(conn, config, enricher, stop=stop)
+    stats = await rollup(conn, config, enricher, stop=stop, hold=hold)
     if stop is not None and stop.is_set():
         return stats, 0
     return stats, await rollup_sites(conn, config.batch_size, enricher)

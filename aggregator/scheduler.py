@@ -1,5 +1,9 @@
 """The aggregator service: roll-up every N seconds, purge daily (APScheduler).
 
+A scheduled roll-up takes only hits older than the hold-back
+(PIXELTRACK_ROLLUP_HOLD, 15 s): what a click's verdict looks ahead to has
+arrived by then (aggregator/mail/context.py).
+
 Triggers: a scan every few seconds puts settled events into the outbox
 (aggregator/triggers/outbox.py) and a dispatcher task delivers them
 (aggregator/triggers/dispatch.py); on stop, sends in flight finish first.
@@ -51,7 +55,7 @@ class Service:
             return
         async with self.busy, self.pool.acquire() as conn:
             try:
-                await rollup_all(conn, self.config, self.enricher, stop=self.stop)
+                await rollup_all(conn, self.config, self.enricher, stop=self.stop, hold=self.config.rollup_hold)
             except (asyncpg.PostgresError, OSError):
                 log.exception("roll-up failed; nothing of the failed batch was applied")
 
@@ -103,7 +107,12 @@ async def run_scheduler(database_url: str, config: AggregatorConfig, stop: async
         scheduler = AsyncIOScheduler(timezone=dt.UTC)
         service.schedule(scheduler)
         scheduler.start()
-        log.info("aggregator: roll-up every %d s, purge daily at %02d:07 UTC", config.interval, config.purge_hour)
+        log.info(
+            "aggregator: roll-up every %d s of hits older than %g s, purge daily at %02d:07 UTC",
+            config.interval,
+            config.rollup_hold,
+            config.purge_hour,
+        )
         async with Dispatcher(pool, triggers, service.trigger_metrics) as dispatcher:
             await dispatcher.run(stop)  # returns on stop, once the sends in flight are recorded
         scheduler.pause()

@@ -7,7 +7,8 @@ Makes a throwaway database (on DATABASE_URL's server, or the embedded one),
 a personal job with a `click` and an `open.first` trigger posting to a
 receiver on loopback, and starts a real aggregator process with the given
 hold-back and roll-up interval (trigger scan interval and everything else at
-their defaults). It then writes hits as the collector would, ``rate`` a
+their defaults, the roll-up's own hold-back PIXELTRACK_ROLLUP_HOLD off: in
+service, an event waits that long more). It then writes hits as the collector would, ``rate`` a
 second for ``seconds``: each a human click (one event each) and a Gmail proxy
 open of the same recipient (a machine: never an event), and waits for the
 events.
@@ -109,7 +110,8 @@ async def feed(url: str, job: int, rate: float, seconds: float) -> int:
 def aggregator(url: str, hold: float, interval: int, log: Path) -> subprocess.Popen[bytes]:
     """A real aggregator process with the hold-back and roll-up interval under test."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "DATABASE_URL": url, "PIXELTRACK_TRIGGER_HOLD": str(hold),
-           "PIXELTRACK_ROLLUP_INTERVAL": str(interval), "PIXELTRACK_TRIGGER_ALLOW_PRIVATE": "1"}  # fmt: skip
+           "PIXELTRACK_ROLLUP_INTERVAL": str(interval), "PIXELTRACK_ROLLUP_HOLD": "0",
+           "PIXELTRACK_TRIGGER_ALLOW_PRIVATE": "1"}  # fmt: skip
     return subprocess.Popen([sys.executable, "-m", "aggregator"], env=env, cwd=ROOT, stdout=log.open("wb"),
                             stderr=subprocess.STDOUT)  # fmt: skip
 

@@ -168,9 +168,9 @@ class FlagEnricher:
     """
 
     def enrich(
-        self, hits: Sequence[Mapping[str, Any]], sent_at: Mapping[int, dt.datetime | None]
+        self, hits: Sequence[Mapping[str, Any]], sent_at: Mapping[int, dt.datetime | None], context: object = None
     ) -> list[dict[str, Any]]:
-        """One dict of the enrichment columns per hit, in order."""
+        """One dict of the enrichment columns per hit, in order (no behavioural rules: ``context`` unused)."""
         out = []
         for hit in hits:
             row: dict[str, Any] = dict.fromkeys(OUTPUT_KEYS)

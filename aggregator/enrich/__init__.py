@@ -25,6 +25,7 @@ PIXELTRACK_IPV4_PREFIX / _IPV6_     masking prefix, default 24 / 48
 PIXELTRACK_SCANNER_BURST_SECONDS    window for "many links at once", default 2
 PIXELTRACK_SCANNER_BURST_LINKS      distinct links in that window, default 2
 PIXELTRACK_SCANNER_SEND_SECONDS     "click right after send" window, default 10
+PIXELTRACK_SCANNER_OPEN_AHEAD       an open this long after a click still counts, default 10
 PIXELTRACK_SCANNER_AGENTS           comma list of scanner agent substrings
 PIXELTRACK_SCANNER_NETWORKS         CIDRs of mail security gateways
 PIXELTRACK_SCANNER_APPLE_NETWORKS   CIDRs of Apple's relay (MPP)

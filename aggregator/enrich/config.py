@@ -59,6 +59,9 @@ class EnrichConfig:
     scanner_burst_links: int = 2
     # A click this soon after the job's send time is a gateway's check.
     scanner_send_seconds: float = 10.0
+    # A click without browser traits is a scanner's unless its recipient
+    # opened the mail before it or at most this many seconds after it.
+    scanner_open_ahead: float = 10.0
     # Lowercase substrings of user agents that only scanners send.
     scanner_agents: tuple[str, ...] = DEFAULT_SCANNER_AGENTS
     scanner_networks: tuple[Network, ...] = parse_networks(DEFAULT_SCANNER_NETWORKS)
@@ -78,6 +81,7 @@ class EnrichConfig:
             scanner_burst_seconds=env_float(environ, "PIXELTRACK_SCANNER_BURST_SECONDS", 2.0),
             scanner_burst_links=env_int(environ, "PIXELTRACK_SCANNER_BURST_LINKS", 2),
             scanner_send_seconds=env_float(environ, "PIXELTRACK_SCANNER_SEND_SECONDS", 10.0),
+            scanner_open_ahead=env_float(environ, "PIXELTRACK_SCANNER_OPEN_AHEAD", 10.0),
             scanner_agents=env_list(environ, "PIXELTRACK_SCANNER_AGENTS", agents),
             scanner_networks=parse_networks(
                 environ.get("PIXELTRACK_SCANNER_NETWORKS", DEFAULT_SCANNER_NETWORKS),
@@ -89,3 +93,8 @@ class EnrichConfig:
             ),
             internal_hosts=env_list(environ, "PIXELTRACK_INTERNAL_HOSTS", ""),
         )
+
+    @property
+    def context_seconds(self) -> float:
+        """How far past a click the behavioural rules look (the burst window or the open look-ahead)."""
+        return max(self.scanner_burst_seconds, self.scanner_open_ahead)

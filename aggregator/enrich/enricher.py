@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from aggregator.enrich.client import Client, parse_client
 from aggregator.enrich.config import EnrichConfig
 from aggregator.enrich.geo import GeoLookup
+from aggregator.enrich.machine import Context
 from aggregator.enrich.run import Agent, Run
 from aggregator.enrich.source import Source, classify
 from pixeltrack.core import columns
@@ -58,10 +59,13 @@ class Enricher:
         self.geo.close()
 
     def enrich(
-        self, hits: Sequence[Mapping[str, Any]], sent_at: Mapping[int, datetime | None] | None = None
+        self,
+        hits: Sequence[Mapping[str, Any]],
+        sent_at: Mapping[int, datetime | None] | None = None,
+        context: Context | None = None,
     ) -> list[dict[str, Any]]:
-        """One output dict per input hit, same order."""
-        return Run(self).enrich(hits, sent_at or {})
+        """One output dict per input hit, same order (``context``: what the roll-up knows beyond them)."""
+        return Run(self).enrich(hits, sent_at or {}, context)
 
     def parse_agent(self, user_agent: object) -> Client:
         """What one user-agent value says, with the configured scanner names."""
@@ -93,7 +97,10 @@ class Enriching(Protocol):
     """What the roll-up needs from an enricher (tests pass a flags-only stand-in)."""
 
     def enrich(
-        self, hits: Sequence[Mapping[str, Any]], sent_at: Mapping[int, datetime | None]
+        self,
+        hits: Sequence[Mapping[str, Any]],
+        sent_at: Mapping[int, datetime | None],
+        context: Context | None = None,
     ) -> list[dict[str, Any]]: ...
 
 

@@ -5,22 +5,29 @@ Two kinds of evidence, see RULES.md for the sources:
 * one hit alone -- the agent is a mail proxy, a crawler or a scanner; the
   request was a prefetch; the address belongs to Apple's relay or a mail
   security gateway;
-* a recipient's events in one batch -- several links clicked within
-  seconds, a click with no open and no browser behind it, a click seconds
-  after the mail was sent.
+* a recipient's events around a click -- several links clicked within
+  seconds, a click with no open (by a few seconds after it) and no browser
+  behind it, a click seconds after the mail was sent.
+
+The rules look at time windows around each click, never at which hits
+happen to be enriched together: the roll-up hands in what it knows of a
+recipient beyond its batch (``Outside``), so that the same hits give the same
+verdicts however they are split into batches (aggregator/mail/context.py).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from aggregator.enrich.client import Client
 from aggregator.enrich.config import EnrichConfig
 from aggregator.enrich.geo import Address
+from aggregator.enrich.text import clean
+from pixeltrack.core.tokens import link_id_for
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,14 +37,32 @@ class Click:
     index: int
     job_id: Any
     recipient_id: Any
-    link: str | None
+    link: int | None  # link_key of the destination
     at: datetime | None
     lacks_browser: bool
     agent: Any  # carried for the caller, to rewrite a flagged row
     reason: str | None
 
 
+@dataclass(slots=True)
+class Outside:
+    """What is known of one recipient beyond the hits enriched together: their opens and nearby clicks."""
+
+    opens: list[datetime] = field(default_factory=list)
+    clicks: list[tuple[datetime, int]] = field(default_factory=list)  # (at, link_key)
+
+
+# (job_id, recipient_id) -> Outside, for every recipient whose events may be
+# linked (a keyed hash exists); a recipient missing from it gets no per-recipient rule.
+Context = Mapping[tuple[Any, Any], Outside]
+Opens = Mapping[tuple[Any, Any], list[datetime | None]]  # open times (None: unknown) per recipient
 Masks = dict[int, tuple[tuple[int, int], ...]]
+
+
+def link_key(link: object) -> int | None:
+    """The identity of a clicked destination the burst rule compares: link_id_for of the cleaned text."""
+    text = clean(link)
+    return None if text is None else link_id_for(text)
 
 
 def network_masks(networks: Sequence[Any]) -> Masks:
@@ -101,7 +126,7 @@ def machine_family(client: Client, reason: str | None, kind: object, network: bo
     return GATEWAY_NETWORK if network else BEHAVIOUR
 
 
-def burst_clicks(clicks: list[tuple[datetime, int, str | None]], window: float, links: int) -> set[int]:
+def burst_clicks(clicks: Sequence[tuple[datetime, int, Hashable]], window: float, links: int) -> set[int]:
     """Indexes of clicks in a run on ``links``+ distinct links within ``window`` seconds."""
     flagged: set[int] = set()
     start = 0
@@ -114,10 +139,36 @@ def burst_clicks(clicks: list[tuple[datetime, int, str | None]], window: float, 
     return flagged
 
 
+def opened_in_time(opens: Sequence[datetime | None], at: datetime | None, ahead: float) -> bool:
+    """Whether one of ``opens`` came at most ``ahead`` seconds after a click at ``at``.
+
+    An open or a click whose time is unknown (or cannot be compared) counts as in time.
+    """
+    if at is None:
+        return bool(opens)
+    limit = at + timedelta(seconds=ahead)
+    for opened in opens:
+        try:
+            if opened is None or opened <= limit:
+                return True
+        except TypeError:  # naive against aware: cannot be told
+            return True
+    return False
+
+
 def scanner_click_indexes(
-    clicks: Sequence[Click], opened: set[tuple[Any, Any]], sent_at: Mapping[Any, datetime | None], config: EnrichConfig
+    clicks: Sequence[Click],
+    opened: Opens,
+    sent_at: Mapping[Any, datetime | None],
+    config: EnrichConfig,
+    context: Context | None = None,
 ) -> list[Click]:
-    """``scanner_clicks`` over the clicks only, ``opened`` naming the recipients with an open."""
+    """The clicks the behavioural rules put down to a scanner.
+
+    ``opened``: open times of the recipients among the hits. Without
+    ``context`` every recipient's events are the hits given; with it, only
+    the recipients it names are grouped, their ``Outside`` events added.
+    """
     flagged: dict[int, Click] = {}
     groups: dict[tuple[Any, Any], list[Click]] = defaultdict(list)
     for click in clicks:
@@ -132,19 +183,31 @@ def scanner_click_indexes(
             continue
         if 0 <= seconds <= config.scanner_send_seconds:
             flagged[click.index] = click
+    nothing = Outside()
     for key, members in groups.items():
-        flagged.update((click.index, click) for click in group_clicks(members, key in opened, config))
+        outside = nothing if context is None else context.get(key)
+        if outside is None:
+            continue
+        opens = [*opened.get(key, ()), *outside.opens]
+        flagged.update((click.index, click) for click in group_clicks(members, opens, outside.clicks, config))
     return list(flagged.values())
 
 
-def group_clicks(members: list[Click], opened: bool, config: EnrichConfig) -> list[Click]:
-    """``group_scanner_clicks`` for one recipient's clicks."""
+def group_clicks(
+    members: list[Click],
+    opens: Sequence[datetime | None],
+    outside: Sequence[tuple[datetime, int]],
+    config: EnrichConfig,
+) -> list[Click]:
+    """Scanner clicks among one recipient's clicks (``outside``: their other clicks, never flagged here)."""
     by_index = {click.index: click for click in members}
     try:
-        runs = sorted((click.at, click.index, click.link) for click in members if click.at is not None)
-        found = [by_index[i] for i in burst_clicks(runs, config.scanner_burst_seconds, config.scanner_burst_links)]
+        runs = sorted([(click.at, click.index, click.link) for click in members if click.at is not None]
+                      + [(at, -1 - n, link) for n, (at, link) in enumerate(outside)])  # fmt: skip
+        burst = burst_clicks(runs, config.scanner_burst_seconds, config.scanner_burst_links)
+        found = [by_index[i] for i in sorted(burst) if i >= 0]
     except TypeError:  # naive and aware times mixed: no burst can be told
         found = []
-    if not opened:
-        found.extend(click for click in members if click.lacks_browser)
+    ahead = config.scanner_open_ahead
+    found.extend(c for c in members if c.lacks_browser and not opened_in_time(opens, c.at, ahead))
     return found

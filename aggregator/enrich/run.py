@@ -5,7 +5,9 @@ columns (per machine reason and family), an address its geo columns, masked addr
 tests, an Accept-Language its language, a (kind, URL, referrer) its source
 columns. A hit's row is then a merge of those parts. The behavioural rules
 (burst, no open, send time) only ever flag clicks, so only clicks are kept
-for them, and flagged rows get the scanner's three columns afterwards.
+for them, and flagged rows get the scanner's three columns afterwards. The
+roll-up passes a ``Context``: what it knows of the batch's recipients
+beyond the batch (machine.Outside).
 
 Address tables live for one call only; every table is cleared once it holds
 ``LIMIT`` entries, so a huge call cannot grow it without bound.
@@ -13,6 +15,7 @@ Address tables live for one call only; every table is cleared once it holds
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from ipaddress import IPv4Address, IPv6Address
@@ -24,13 +27,15 @@ from aggregator.enrich.geo import Address, mask_ip, parse_ip
 from aggregator.enrich.machine import (
     BEHAVIOUR,
     Click,
+    Context,
     hit_reason,
     in_masks,
+    link_key,
     machine_family,
     network_masks,
     scanner_click_indexes,
 )
-from aggregator.enrich.text import clean, language
+from aggregator.enrich.text import language
 
 if TYPE_CHECKING:
     from aggregator.enrich.enricher import Enricher
@@ -42,7 +47,7 @@ Spot = tuple[dict[str, Any], str | None, bool, bool]
 # One agent: its client and its client columns: not a machine (key None), or
 # per (machine reason, family).
 Agent = tuple[Client, dict[tuple[str, str | None] | None, dict[str, Any]]]
-Opened = set[tuple[Any, Any]]  # (job_id, recipient_id) of recipients with an open
+Opened = defaultdict[tuple[Any, Any], list[datetime | None]]  # open times per (job_id, recipient_id)
 NOWHERE_SPOT: Spot = (dict.fromkeys(GEO_KEYS), None, False, False)
 
 
@@ -84,18 +89,21 @@ class Run:
         self.agents: dict[object, Agent] = enricher.agents
         self.spots: dict[object, Spot] = {}
         self.languages: dict[object, str | None] = {}
+        self.links: dict[str, int | None] = {}
         self.sources: dict[tuple[object, ...], dict[str, Any]] = {}
         self.apple = network_masks(self.config.apple_networks)
         self.scanner = network_masks(self.config.scanner_networks)
 
-    def enrich(self, hits: Sequence[Mapping[str, Any]], sent_at: Mapping[Any, datetime | None]) -> list[dict[str, Any]]:
+    def enrich(
+        self, hits: Sequence[Mapping[str, Any]], sent_at: Mapping[Any, datetime | None], context: Context | None = None
+    ) -> list[dict[str, Any]]:
         """One output dict per input hit, same order."""
         rows: list[dict[str, Any]] = []
         clicks: list[Click] = []
-        opened: Opened = set()
+        opened: Opened = defaultdict(list)
         for index, hit in enumerate(hits):
             rows.append(self.row(index, hit, clicks, opened))
-        for click in scanner_click_indexes(clicks, opened, sent_at, self.config):
+        for click in scanner_click_indexes(clicks, opened, sent_at, self.config, context):
             if click.reason is None:
                 rows[click.index].update(self.client_part(click.agent, "scanner", BEHAVIOUR))  # type: ignore[arg-type]
         return rows
@@ -112,7 +120,8 @@ class Run:
         if kind == "click":
             clicks.append(self.click(index, hit, agent, reason, lang))
         elif kind == "open" and (recipient := get("recipient_id")) is not None:
-            opened.add((get("job_id"), recipient))
+            at = get("received_at")
+            opened[(get("job_id"), recipient)].append(at if isinstance(at, datetime) else None)
         return {
             **self.client_part(agent, reason, family),
             **geo,
@@ -121,15 +130,20 @@ class Run:
             "client_ip_masked": masked,
         }
 
-    @staticmethod
-    def click(index: int, hit: Mapping[str, Any], agent: Agent, reason: str | None, lang: str | None) -> Click:
+    def click(self, index: int, hit: Mapping[str, Any], agent: Agent, reason: str | None, lang: str | None) -> Click:
         """What the behavioural rules need from one click."""
         at = hit.get("received_at")
+        link = hit.get("link")
+        key = self.links.get(link) if type(link) is str else None
+        if key is None:
+            key = link_key(link)
+            if type(link) is str:
+                remember(self.links, link, key)
         return Click(
             index=index,
             job_id=hit.get("job_id"),
             recipient_id=hit.get("recipient_id"),
-            link=clean(hit.get("link")),
+            link=key,
             at=at if isinstance(at, datetime) else None,
             lacks_browser=not agent[0].browser_like or lang is None,
             agent=agent,

@@ -22,11 +22,12 @@ WHERE rolled_at IS NULL AND kind <> 'page' GROUP BY job_id ORDER BY job_id
 # Joined with what the mode needs to know, each table named by $1 too, so
 # Citus runs the whole statement on the job's worker (joined through the CTE
 # alone, it would fetch every job's recipients). Page views of websites are
-# left to aggregator.web (its own claim and merge).
+# left to aggregator.web (its own claim and merge). $3: the newest receive
+# time to claim (the hold-back, see aggregator.mail.context).
 CLAIM = f"""
 WITH c AS (
     SELECT {columns.listed(columns.HIT, client_ip="host(client_ip)")}
-    FROM raw_hits WHERE job_id = $1 AND rolled_at IS NULL AND kind <> 'page'
+    FROM raw_hits WHERE job_id = $1 AND rolled_at IS NULL AND kind <> 'page' AND received_at <= $3
     ORDER BY received_at LIMIT $2
     FOR UPDATE SKIP LOCKED
 )
@@ -222,6 +223,11 @@ ON CONFLICT (job_id, recipient_id, link_id) DO UPDATE SET
     last_click = greatest(t.last_click, excluded.last_click)
 """
 
+# A recipient counted for the first time in a scope (seen_delta) is counted in
+# the cell of their first hit of the batch that counts in it (SEEN_INSERT's
+# scopes): the age band is the age at the hit, and a recipient whose hits
+# straddle a birthday year is still one recipient, in the cell they first
+# came in, however the hits are cut into batches.
 MERGE_DEMOGRAPHICS = """
 INSERT INTO report_demographics AS t (job_id, age_band, gender, zip, recipients, opens, unique_opens,
                                       clicks, unique_clicks, machine, unknown_opens, unknown_clicks,
@@ -240,8 +246,15 @@ SELECT job_id, age_band, gender, zip, sum(r), sum(o), sum(uo), sum(c), sum(uc), 
            count(*) FILTER (WHERE d.kind = 'open'), 0, count(*) FILTER (WHERE d.kind = 'click'), 0, 0, 0,
            count(*) FILTER (WHERE d.kind = 'r:open'), count(*) FILTER (WHERE d.kind = 'r:click')
     FROM seen_delta d
-    JOIN (SELECT DISTINCT job_id, rhash, age_band, gender, zip FROM rollup_batch
-          WHERE track = 'anonymous' AND rhash IS NOT NULL) m ON m.job_id = d.job_id AND m.rhash = d.hash
+    JOIN (SELECT DISTINCT ON (job_id, rhash, scope) job_id, rhash, scope, age_band, gender, zip
+          FROM rollup_batch, LATERAL (VALUES
+              ('any', true), ('open', NOT machine AND kind IN ('open', 'click')),
+              ('click', NOT machine AND kind = 'click'),
+              ('r:open', NOT machine AND NOT unknown AND kind IN ('open', 'click')),
+              ('r:click', NOT machine AND NOT unknown AND kind = 'click')) s(scope, counts)
+          WHERE track = 'anonymous' AND rhash IS NOT NULL AND counts
+          ORDER BY job_id, rhash, scope, received_at) m
+      ON m.job_id = d.job_id AND m.rhash = d.hash AND m.scope = d.kind
     WHERE d.added GROUP BY 1, 2, 3, 4
 ) s GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
 ON CONFLICT (job_id, age_band, gender, zip) DO UPDATE SET

@@ -12,6 +12,13 @@ neither a view nor any time. The same page again within a second is one view.
 Merged at roll-up (``merge_reads``, in the roll-up's transaction) into
 aggregates per page for every mode (views only for blind jobs, whose hits
 tell no reader apart) and, for personal tracking, per reader and page.
+
+The same views give the same figures however they are split into batches:
+a reader's last view so far waits in ``doc_reading_state`` for the next
+one to time it; whether it starts a pre-load burst is told by the reader's
+views in the second after it, which the roll-up looks ahead to
+(aggregator/mail/context.py); and seconds are summed in whole microseconds
+(``MICROS``), so no sum depends on the order of its terms.
 """
 
 from __future__ import annotations
@@ -19,12 +26,13 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import asyncpg
 
 BURST_SECONDS = 1.0
+MICROS = 1_000_000  # seconds are summed as whole microseconds, stored as their seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +99,8 @@ INSERT INTO unique_seen (job_id, kind, link_id, hash)
 SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bytea[]) ON CONFLICT DO NOTHING
 RETURNING job_id, link_id
 """
+# Both terms of a seconds sum are whole microseconds: rounded back to them, the
+# sum is the same whatever came first (exact while below 30 years a page).
 MERGE_PAGES = """
 INSERT INTO doc_pages AS t (job_id, page, views, preloaded, readers, furthest, seconds, timed)
 SELECT * FROM unnest($1::bigint[], $2::integer[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[],
@@ -98,7 +108,7 @@ SELECT * FROM unnest($1::bigint[], $2::integer[], $3::bigint[], $4::bigint[], $5
 ON CONFLICT (job_id, page) DO UPDATE SET
     views = t.views + excluded.views, preloaded = t.preloaded + excluded.preloaded,
     readers = t.readers + excluded.readers, furthest = t.furthest + excluded.furthest,
-    seconds = t.seconds + excluded.seconds, timed = t.timed + excluded.timed
+    seconds = round((t.seconds + excluded.seconds) * 1e6::float8) / 1e6::float8, timed = t.timed + excluded.timed
 """
 MERGE_SECONDS = """
 INSERT INTO doc_page_seconds AS t (job_id, page, seconds, views)
@@ -109,7 +119,7 @@ MERGE_READERS = """
 INSERT INTO doc_reader_pages AS t (job_id, recipient_id, page, views, seconds)
 SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::integer[], $4::bigint[], $5::float8[])
 ON CONFLICT (job_id, recipient_id, page) DO UPDATE SET
-    views = t.views + excluded.views, seconds = t.seconds + excluded.seconds
+    views = t.views + excluded.views, seconds = round((t.seconds + excluded.seconds) * 1e6::float8) / 1e6::float8
 """
 PAGE_FIELDS = ("views", "preloaded", "readers", "furthest", "seconds", "timed")
 
@@ -126,15 +136,13 @@ class Last:
 
 @dataclass
 class Tally:
-    """One batch's additions, merged with one statement per table."""
+    """One batch's additions, merged with one statement per table (seconds as whole microseconds)."""
 
-    pages: defaultdict[tuple[int, int], dict[str, float]] = field(
+    pages: defaultdict[tuple[int, int], dict[str, int]] = field(
         default_factory=lambda: defaultdict(lambda: dict.fromkeys(PAGE_FIELDS, 0))
     )
     seconds: defaultdict[tuple[int, int, int], int] = field(default_factory=lambda: defaultdict(int))
-    readers: defaultdict[tuple[int, int, int], list[float]] = field(
-        default_factory=lambda: defaultdict(lambda: [0, 0.0])
-    )
+    readers: defaultdict[tuple[int, int, int], list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
     seen: set[tuple[int, bytes, int]] = field(default_factory=set)
 
     def view(self, job: int, rid: int | None, page: int, count: int = 1) -> None:
@@ -145,11 +153,12 @@ class Tally:
 
     def timed(self, job: int, rid: int | None, page: int, seconds: float) -> None:
         """Reading seconds of one view."""
-        self.pages[(job, page)]["seconds"] += seconds
+        micros = round(seconds * MICROS)  # a gap is whole microseconds
+        self.pages[(job, page)]["seconds"] += micros
         self.pages[(job, page)]["timed"] += 1
         self.seconds[(job, page, round(seconds))] += 1
         if rid is not None:
-            self.readers[(job, rid, page)][1] += seconds
+            self.readers[(job, rid, page)][1] += micros
 
     async def merge(self, conn: asyncpg.Connection) -> None:
         """Readers of each page first (new unique_seen rows), then every table."""
@@ -160,31 +169,43 @@ class Tally:
             for r in added:
                 self.pages[(r["job_id"], r["link_id"])]["readers"] += 1
         tables: tuple[tuple[str, list[tuple[Any, ...]]], ...] = (
-            (MERGE_PAGES, [(*k, *(v[f] for f in PAGE_FIELDS)) for k, v in self.pages.items()]),
+            (MERGE_PAGES, [(*k, *(v[f] / MICROS if f == "seconds" else v[f] for f in PAGE_FIELDS))
+                           for k, v in self.pages.items()]),
             (MERGE_SECONDS, [(*k, v) for k, v in self.seconds.items()]),
-            (MERGE_READERS, [(*k, *v) for k, v in self.readers.items()]),
-        )
+            (MERGE_READERS, [(*k, views, micros / MICROS) for k, (views, micros) in self.readers.items()]),
+        )  # fmt: skip
         for sql, rows in tables:
             if rows:
                 await conn.execute(sql, *[list(col) for col in zip(*sorted(rows), strict=True)])
 
 
+def preloads(read: Read, ahead: Sequence[PageView], idle: float) -> bool:
+    """Whether the views ``ahead`` of a reader's last view ``read`` make it the start of a pre-load burst."""
+    after = [v for v in ahead if v.at > read.at]
+    return bool(after) and reads([PageView(read.at, read.page), *after], idle)[0].preload
+
+
 def advance(
-    job: int, rid: int | None, last: Last | None, views: list[PageView], idle: float, tally: Tally
+    job: int, rid: int | None, last: Last | None, views: list[PageView], idle: float, tally: Tally,
+    ahead: Sequence[PageView] = (),
 ) -> tuple[Last, list[int]]:
-    """Add one reader's new views of a batch to ``tally``; return their new last view and the pages read."""
+    """Add one reader's new views of a batch to ``tally``; return their new last view and the pages read.
+
+    ``ahead``: the reader's views after the batch, which tell whether its last view is a pre-load.
+    """
     late = [v for v in views if last is not None and v.at <= last.at]
     for view in late:  # arrived after later views were rolled up: a view, but untimed
         tally.view(job, rid, view.page)
     on_time = [v for v in views if last is None or v.at > last.at]
     timed = reads(([PageView(last.at, last.page)] if last else []) + on_time, idle)
+    if len(timed) > (1 if last else 0) and preloads(timed[-1], ahead, idle):
+        timed[-1] = replace(timed[-1], preload=True, seconds=None)
     rest = timed
     if last is not None:
+        # The last view was judged with the views of the second after it (ahead): one
+        # that comes within that second now arrived late and leaves its verdict as it is.
         first, rest = timed[0], timed[1:]
-        if first.preload and not last.preload:  # counted as a view, then the rest of its burst came
-            tally.view(job, rid, last.page, -1)
-            tally.pages[(job, last.page)]["preloaded"] += 1
-        elif not last.preload and first.seconds is not None:
+        if not last.preload and not first.preload and first.seconds is not None:
             tally.timed(job, rid, last.page, first.seconds)
     for read in rest:
         if read.preload:
@@ -201,8 +222,14 @@ def advance(
     return Last(end.at, end.page, end.preload, furthest), counted
 
 
-async def merge_reads(conn: asyncpg.Connection, hits: Sequence[Mapping[str, Any]], idle: float) -> None:
-    """Merge the batch's human document views (rows of ``rollup_batch``) in the roll-up's transaction."""
+async def merge_reads(
+    conn: asyncpg.Connection, hits: Sequence[Mapping[str, Any]], idle: float,
+    ahead: Mapping[tuple[int, bytes], Sequence[PageView]] | None = None,
+) -> None:
+    """Merge the batch's human document views (rows of ``rollup_batch``) in the roll-up's transaction.
+
+    ``ahead``: each reader's human views not rolled up yet (aggregator.mail.context).
+    """
     pages = {h["hit_id"]: h["page"] for h in hits if h["kind"] == "doc" and h["page"] is not None}
     if not pages:
         return
@@ -221,12 +248,13 @@ async def merge_reads(conn: asyncpg.Connection, hits: Sequence[Mapping[str, Any]
         if row["recipient_id"] is not None:
             personal[key] = row["recipient_id"]
     if readers:
-        await _advance_all(conn, readers, personal, idle, tally)
+        await _advance_all(conn, readers, personal, idle, tally, ahead or {})
     await tally.merge(conn)
 
 
 async def _advance_all(conn: asyncpg.Connection, readers: Mapping[tuple[int, bytes], list[PageView]],
-                       personal: Mapping[tuple[int, bytes], int], idle: float, tally: Tally) -> None:
+                       personal: Mapping[tuple[int, bytes], int], idle: float, tally: Tally,
+                       ahead: Mapping[tuple[int, bytes], Sequence[PageView]]) -> None:  # fmt: skip
     keys = sorted(readers)
     states = {
         (r["job_id"], bytes(r["hash"])): Last(r["last_at"], r["last_page"], r["last_preload"], r["furthest"])
@@ -236,7 +264,7 @@ async def _advance_all(conn: asyncpg.Connection, readers: Mapping[tuple[int, byt
     for key in keys:
         job, rhash = key
         before = states.get(key)
-        after, counted = advance(job, personal.get(key), before, readers[key], idle, tally)
+        after, counted = advance(job, personal.get(key), before, readers[key], idle, tally, ahead.get(key, ()))
         old = before.furthest if before else 0
         if after.furthest != old:  # the reader got further: reached by one more reader from here back
             if old:
@@ -245,70 +273,3 @@ async def _advance_all(conn: asyncpg.Connection, readers: Mapping[tuple[int, byt
         tally.seen.update((job, rhash, page) for page in counted)
         saved.append((job, rhash, after.at, after.page, after.preload, after.furthest))
     await conn.execute(SAVE_STATE, *[list(col) for col in zip(*saved, strict=True)])
-
-
-# ------------------------------------------------------------------ report --
-PAGES = """
-SELECT page, views, preloaded, readers, seconds, timed,
-       sum(furthest) OVER (ORDER BY page DESC)::bigint AS reached
-FROM doc_pages WHERE job_id = $1 ORDER BY page
-"""
-HISTOGRAM = "SELECT page, seconds, views FROM doc_page_seconds WHERE job_id = $1 AND views > 0 ORDER BY page, seconds"
-READERS = """
-SELECT d.recipient_id, r.recipient, d.page, d.views, d.seconds
-FROM doc_reader_pages d
-LEFT JOIN recipients r ON r.job_id = d.job_id AND r.recipient_id = d.recipient_id
-WHERE d.job_id = $1 ORDER BY d.recipient_id, d.page
-"""
-
-
-def median(counts: Sequence[tuple[int, int]]) -> float | None:
-    """Median of a histogram given as (value, count) pairs in value order."""
-    total = sum(n for _, n in counts)
-    if not total:
-        return None
-    values = []
-    for rank in ((total - 1) // 2, total // 2):
-        seen = 0
-        for value, n in counts:
-            seen += n
-            if rank < seen:
-                values.append(value)
-                break
-    return (values[0] + values[1]) / 2
-
-
-def reader_entries(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Per reader (personal tracking): seconds in all, furthest page, and each page's views and seconds."""
-    readers: dict[int, dict[str, Any]] = {}
-    for r in rows:
-        entry = readers.setdefault(r["recipient_id"], {
-            "recipient_id": r["recipient_id"], "recipient": r["recipient"], "total_seconds": 0.0,
-            "furthest_page": 0, "pages": []})  # fmt: skip
-        entry["pages"].append({"page": r["page"], "views": r["views"], "seconds": round(r["seconds"], 1)})
-        entry["total_seconds"] = round(entry["total_seconds"] + r["seconds"], 1)
-        if r["views"] > 0:
-            entry["furthest_page"] = max(entry["furthest_page"], r["page"])
-    return list(readers.values())
-
-
-async def documents_section(conn: asyncpg.Connection, job_id: int, mode: str) -> dict[str, Any] | None:
-    """The report's ``documents``: per page views, readers, reached, median and total seconds; None without any."""
-    rows = await conn.fetch(PAGES, job_id)
-    if not rows:
-        return None
-    blind = mode == "blind"
-    hist: defaultdict[int, list[tuple[int, int]]] = defaultdict(list)
-    for h in await conn.fetch(HISTOGRAM, job_id):
-        hist[h["page"]].append((h["seconds"], h["views"]))
-    pages = [
-        {"page": r["page"], "views": r["views"], "preloaded": r["preloaded"],
-         "unique_readers": None if blind else r["readers"], "reached": None if blind else r["reached"],
-         "median_seconds": None if blind else median(hist[r["page"]]),
-         "total_seconds": None if blind else round(r["seconds"], 1), "timed_views": None if blind else r["timed"]}
-        for r in rows
-    ]  # fmt: skip
-    section: dict[str, Any] = {"pages": pages}
-    if mode in ("personal", "permission_personal"):
-        section["readers"] = reader_entries(await conn.fetch(READERS, job_id))
-    return section

@@ -23,7 +23,7 @@ from typing import Any
 import asyncpg
 
 from aggregator.figures import MACHINE, headline_of, machine_section
-from aggregator.mail.reading import documents_section
+from aggregator.mail.documents import documents_section
 
 JOB = "SELECT job_id, name, kind, mode, sent_at FROM jobs WHERE job_id = $1"
 RECIPIENT_COUNT = "SELECT count(*) FROM recipients WHERE job_id = $1"

@@ -24,7 +24,7 @@ import asyncpg
 from aggregator import claims
 from aggregator.config import AggregatorConfig
 from aggregator.enrich.enricher import Enriching, make_enricher
-from aggregator.mail import queries
+from aggregator.mail import context, queries
 from aggregator.mail import tracks as modes
 from aggregator.mail.reading import merge_reads
 from aggregator.mail.rows import BATCH_COLUMNS, BatchBuilder
@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 HASHED_TRACKS = (modes.PERSONAL, modes.UNIQUE, modes.ANONYMOUS)
 Fault = Callable[[], Awaitable[None]]
+# No hold-back: everything received so far may be claimed.
+EVER = dt.datetime.max.replace(tzinfo=dt.UTC)
 
 
 @dataclass
@@ -68,13 +70,18 @@ def sent_times(hits: Sequence[Mapping[str, Any]]) -> dict[int, dt.datetime | Non
     return {hit["job_id"]: hit["sent_at"] for hit in hits}
 
 
+async def builder_for(conn: asyncpg.Connection, hits: Sequence[Mapping[str, Any]]) -> BatchBuilder:
+    """The batch's row builder, with the keys of the jobs whose hits are hashed."""
+    return BatchBuilder(await job_keys(conn, {h["job_id"] for h in hits if modes.track_of(h) in HASHED_TRACKS}))
+
+
 async def merge(
-    conn: asyncpg.Connection, hits: Sequence[Mapping[str, Any]], enriched: Sequence[dict[str, Any]], stats: RunStats
+    conn: asyncpg.Connection, hits: Sequence[Mapping[str, Any]], enriched: Sequence[dict[str, Any]], stats: RunStats,
+    builder: BatchBuilder,
 ) -> None:
     """Under the jobs' locks: batch rows in, roll-ups merged, raw hits marked."""
     t = time.perf_counter()
-    hashed = {h["job_id"] for h in hits if modes.track_of(h) in HASHED_TRACKS}
-    rows = BatchBuilder(await job_keys(conn, hashed)).rows(hits, enriched)
+    rows = builder.rows(hits, enriched)
     t = stats.add("build", t)
     await conn.copy_records_to_table("rollup_batch", records=rows, columns=BATCH_COLUMNS)
     t = stats.add("copy", t)
@@ -98,21 +105,27 @@ async def run_batch(
     stats: RunStats,
     jobs: claims.Pending,
     fault: Fault | None = None,
+    until: dt.datetime = EVER,
 ) -> int:
-    """Roll up one batch of ``jobs`` in one transaction; return how many hits it took."""
+    """Roll up one batch of ``jobs`` (hits received up to ``until``) in one transaction; return how many it took."""
     async with conn.transaction():
         t = time.perf_counter()
         await conn.execute(queries.CREATE_BATCH)
-        hits = await claims.claim(conn, jobs, queries.CLAIM, config.batch_size)
+        hits = await claims.claim(conn, jobs, queries.CLAIM, config.batch_size, until)
+        hits = await context.whole_instants(conn, hits, config.batch_size)
         t = stats.add("claim", t)
         if not hits:
             return 0
-        enriched = enricher.enrich(hits, sent_at=sent_times(hits))
+        builder = await builder_for(conn, hits)
+        known = await context.load(conn, hits, builder, enricher, config)
+        t = stats.add("context", t)
+        enriched = enricher.enrich(hits, sent_at=sent_times(hits), context=known.outside)
         stats.add("enrich", t)
         if fault is not None:
             await fault()  # tests: a run killed between claim and merge
-        await merge(conn, hits, enriched, stats)
-        await merge_reads(conn, hits, config.reading_idle)  # document reading time, same transaction
+        await merge(conn, hits, enriched, stats, builder)
+        await context.save(conn, hits, known, config)
+        await merge_reads(conn, hits, config.reading_idle, known.views_ahead)  # reading time, same transaction
     return len(hits)
 
 
@@ -122,14 +135,20 @@ async def rollup(
     enricher: Enriching | None = None,
     fault: Fault | None = None,
     stop: asyncio.Event | None = None,
+    hold: float = 0.0,
 ) -> RunStats:
-    """Roll up every hit not yet rolled up, batch after batch (until ``stop``); return the stats."""
+    """Roll up every hit not yet rolled up, batch after batch (until ``stop``); return the stats.
+
+    ``hold``: leave the hits of the last so many seconds (the scheduled roll-up's
+    PIXELTRACK_ROLLUP_HOLD), so that what their verdicts look ahead to has arrived.
+    """
     enricher = enricher or make_enricher(config.enrich)
     stats = RunStats()
     started = time.perf_counter()
+    until = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=hold) if hold > 0 else EVER
     jobs = await claims.pending(conn, queries.PENDING)
     while jobs and (stop is None or not stop.is_set()):
-        taken = await run_batch(conn, config, enricher, stats, jobs, fault)
+        taken = await run_batch(conn, config, enricher, stats, jobs, fault, until)
         if taken:
             stats.hits += taken
             stats.batches += 1

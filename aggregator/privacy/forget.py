@@ -54,6 +54,11 @@ DELETE_RECIPIENT = "DELETE FROM report_recipients WHERE job_id = $1 AND recipien
 DELETE_RECIPIENT_LINKS = "DELETE FROM report_recipient_links WHERE job_id = $1 AND recipient_id = $2"
 JOB_KEY = "SELECT key FROM job_keys WHERE job_id = $1"
 DELETE_SEEN = "DELETE FROM unique_seen WHERE job_id = $1 AND hash = $2"
+# What the behavioural rules keep of them between batches (aggregator.mail.context).
+DELETE_RULE_STATE = (
+    "DELETE FROM mail_openers WHERE job_id = $1 AND hash = $2",
+    "DELETE FROM recent_clicks WHERE job_id = $1 AND hash = $2",
+)
 # Website tracking: the contact a mail click identified on a personal site.
 DELETE_SITE_VIEWS = "DELETE FROM site_contact_views WHERE mail_job_id = $1 AND recipient_id = $2"
 DELETE_SITE_CONTACTS = "DELETE FROM site_contacts WHERE mail_job_id = $1 AND recipient_id = $2"
@@ -74,6 +79,7 @@ class Forgotten:
     site_rows: int = 0
     page_views: int = 0
     identity: int = 0
+    rule_rows: int = 0
 
     def describe(self) -> str:
         """One line for the operator."""
@@ -81,7 +87,8 @@ class Forgotten:
         return (
             f"job {self.job_id}, recipient #{self.recipient_id}: {self.raw_hits} raw hits scrubbed, "
             f"{self.recipient_rows} recipient and {self.link_rows} per-link roll-up rows deleted, "
-            f"{self.hashes} unique-visitor hashes deleted, {self.site_rows} website contact rows deleted, "
+            f"{self.hashes} unique-visitor hashes and {self.rule_rows} machine-rule rows deleted, "
+            f"{self.site_rows} website contact rows deleted, "
             f"{self.page_views} page views of their visitor cookies scrubbed, {who}; tombstone kept"
         )
 
@@ -102,13 +109,15 @@ async def forget_one(conn: asyncpg.Connection, job_id: int, recipient_id: int) -
     rows = _count(await conn.execute(DELETE_RECIPIENT, job_id, recipient_id))
     links = _count(await conn.execute(DELETE_RECIPIENT_LINKS, job_id, recipient_id))
     key = await conn.fetchval(JOB_KEY, job_id)
-    hashes = 0
+    hashes = rule = 0
     if key is not None:
-        hashes = _count(await conn.execute(DELETE_SEEN, job_id, recipient_hash(key, recipient_id)))
+        rhash = recipient_hash(key, recipient_id)
+        hashes = _count(await conn.execute(DELETE_SEEN, job_id, rhash))
+        rule = sum([_count(await conn.execute(sql, job_id, rhash)) for sql in DELETE_RULE_STATE])
     site = _count(await conn.execute(DELETE_SITE_VIEWS, job_id, recipient_id))
     site += _count(await conn.execute(DELETE_SITE_CONTACTS, job_id, recipient_id))
     identity = _count(await conn.execute(DELETE_IDENTITY, job_id, recipient_id))
-    return Forgotten(job_id, recipient_id, raw, rows, links, hashes, site, views, identity)
+    return Forgotten(job_id, recipient_id, raw, rows, links, hashes, site, views, identity, rule)
 
 
 async def find(conn: asyncpg.Connection, key: bytes, recipient: str, job_id: int | None) -> list[tuple[int, int]]:

@@ -1,6 +1,7 @@
 """Retention: the daily purge.
 
-- per-job hash keys (and the hashes) are destroyed once the job's retention
+- per-job hash keys (and the hashes: unique_seen, and the machine rules'
+  mail_openers and recent_clicks) are destroyed once the job's retention
   has ended, so unique-visitor state can never be linked back to anyone;
 - personal raw hits older than their job's retention are scrubbed (the one
   rule of aggregator.privacy.scrub: recipient, address, headers...) when a
@@ -36,6 +37,11 @@ ON CONFLICT (job_id) DO UPDATE SET key = NULL, destroyed_at = coalesce(k.destroy
 WHERE k.key IS NOT NULL
 """
 DELETE_HASHES = "DELETE FROM unique_seen WHERE job_id = ANY($1::bigint[])"
+# The behavioural rules' state between batches is keyed by the same hashes (aggregator.mail.context).
+DELETE_RULE_STATE = (
+    "DELETE FROM mail_openers WHERE job_id = ANY($1::bigint[])",
+    "DELETE FROM recent_clicks WHERE job_id = ANY($1::bigint[])",
+)
 RETENTIONS = "SELECT job_id, retention_days FROM jobs ORDER BY job_id"
 LONGEST_RETENTION = "SELECT greatest($1::integer, coalesce(max(retention_days), 0)) FROM jobs"
 DROP_PARTITIONS = "SELECT pixeltrack_drop_partitions_before($1::date)"
@@ -64,6 +70,8 @@ async def destroy_keys(conn: asyncpg.Connection, now: dt.datetime) -> tuple[int,
             return 0, 0
         keys = _count(await conn.execute(DESTROY_KEYS, ended, now))
         hashes = _count(await conn.execute(DELETE_HASHES, ended))
+        for sql in DELETE_RULE_STATE:  # not counted: `hashes` counts the unique-visitor hashes
+            await conn.execute(sql, ended)
     return keys, hashes
 
 

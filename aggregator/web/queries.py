@@ -16,7 +16,9 @@ STORED = ("client_ip", *columns.HEADERS, *columns.PAGE_VIEW, *columns.ENRICHED)
 # Jobs with page views to roll up (aggregator.claims), and the claim of one
 # job's ($1) oldest unrolled page views (the mail roll-up leaves kind 'page'
 # alone), joined with the site's mode and settings ($1 again: one router
-# statement on Citus); SKIP LOCKED as for mail.
+# statement on Citus); SKIP LOCKED as for mail. In the order the batch is
+# worked in, hit_id breaking ties: views of one instant cut by a batch go
+# to sessions in the order one batch would take them.
 PENDING = """
 SELECT job_id, min(received_at) AS first, max(received_at) AS last FROM raw_hits
 WHERE rolled_at IS NULL AND kind = 'page' GROUP BY job_id ORDER BY job_id
@@ -25,7 +27,7 @@ CLAIM_PAGES = f"""
 WITH c AS (
     SELECT {columns.listed(columns.RAW, client_ip="host(client_ip)")}
     FROM raw_hits WHERE job_id = $1 AND rolled_at IS NULL AND kind = 'page'
-    ORDER BY received_at LIMIT $2
+    ORDER BY received_at, hit_id LIMIT $2
     FOR UPDATE SKIP LOCKED
 )
 SELECT c.*, j.mode, coalesce(s.cookieless, false) AS cookieless, coalesce(s.spa_hash, false) AS spa_hash

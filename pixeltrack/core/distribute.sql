@@ -20,7 +20,7 @@ DECLARE
         'raw_hits', 'recipients', 'links', 'job_keys', 'unique_seen', 'forgotten_recipients',
         'report_job_totals', 'report_hourly', 'report_links', 'report_recipients', 'report_recipient_links',
         'report_demographics', 'report_breakdowns', 'report_rejected', 'job_machine',
-        'doc_pages', 'doc_page_seconds', 'doc_reader_pages', 'doc_reading_state',
+        'doc_pages', 'doc_page_seconds', 'doc_reader_pages', 'doc_reading_state', 'mail_openers', 'recent_clicks',
         'site_hourly', 'site_daily', 'site_seen', 'site_sessions', 'site_pages', 'site_sources',
         'site_breakdowns', 'site_contacts', 'site_contact_views', 'site_totals'];
 BEGIN

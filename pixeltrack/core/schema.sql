@@ -792,6 +792,30 @@ CREATE TABLE IF NOT EXISTS doc_reading_state (
 );
 COMMENT ON TABLE doc_reading_state IS 'Documents: a reader''s last page view (keyed hash), to time it when the next comes.';
 
+-- What earlier roll-up batches saw of a recipient, for the behavioural
+-- machine rules (aggregator/mail/context.py), so a verdict does not depend on
+-- where batches split. Keyed by the job's keyed recipient hash (as
+-- unique_seen), never by a recipient id; `forget` and the destruction of the
+-- job key delete the rows. Jobs whose hits carry no hash (blind) have none.
+CREATE TABLE IF NOT EXISTS mail_openers (
+    job_id      bigint NOT NULL,
+    hash        bytea NOT NULL,
+    first_open  timestamptz NOT NULL,   -- the recipient's earliest open rolled up (a machine's too)
+    PRIMARY KEY (job_id, hash)
+);
+COMMENT ON TABLE mail_openers IS 'Behavioural rules: each recipient''s (keyed hash) earliest open, for clicks judged later.';
+
+-- Only the clicks a later batch can still need: those within the burst
+-- window (PIXELTRACK_SCANNER_BURST_SECONDS) of the job's newest rolled hit.
+CREATE TABLE IF NOT EXISTS recent_clicks (
+    job_id    bigint NOT NULL,
+    hash      bytea NOT NULL,
+    at        timestamptz NOT NULL,
+    link_key  bigint NOT NULL,   -- the destination as the burst rule compares it (machine.link_key)
+    PRIMARY KEY (job_id, hash, at, link_key)
+);
+COMMENT ON TABLE recent_clicks IS 'Behavioural rules: the last seconds of clicks (keyed hash, time, link), for bursts across batches.';
+
 -- Personal jobs only (consenting recipients of permission-based ones): each
 -- reader's views and seconds per page. It hangs off the reader's
 -- report_recipients row, so `forget` deletes it with that row.

@@ -130,6 +130,33 @@ class TestLateHit:
         assert hour == old.replace(minute=0)
 
 
+class TestHoldBack:
+    """The scheduled roll-up leaves the newest hits (PIXELTRACK_ROLLUP_HOLD); a click's look-ahead still reads them."""
+
+    async def test_newest_left_and_seen(self, conn: asyncpg.Connection) -> None:
+        """Hold 15 s: a click 20 s old without browser traits is rolled up, cleared by the 12 s old open it is not."""
+        job = await add_job(conn, "unique")
+        await add_recipients(conn, job, 1)
+        now = dt.datetime.now(dt.UTC)
+        await add_hits(conn, [hit("click", job, 1, link=A, ua=None, received_at=now - dt.timedelta(seconds=20)),
+                              hit("open", job, 1, received_at=now - dt.timedelta(seconds=12))])  # fmt: skip
+        cfg = AggregatorConfig()
+        assert (await rollup(conn, cfg, hold=15)).hits == 1
+        assert await conn.fetchval("SELECT traffic FROM raw_hits WHERE rolled_at IS NOT NULL") == "unknown"
+        assert (await rollup(conn, cfg, hold=15)).hits == 0
+        assert (await rollup(conn, cfg)).hits == 1  # --once and tests: no hold-back
+        assert (await build_report(conn, job))["clicks"]["unknown"] == 1
+
+    def test_setting(self) -> None:
+        """15 s by default; PIXELTRACK_ROLLUP_HOLD sets it; a negative one is refused, naming the variable."""
+        from pixeltrack.core.config import ConfigError
+
+        assert AggregatorConfig.from_env({}).rollup_hold == 15.0
+        assert AggregatorConfig.from_env({"PIXELTRACK_ROLLUP_HOLD": "2.5"}).rollup_hold == 2.5
+        with pytest.raises(ConfigError, match="PIXELTRACK_ROLLUP_HOLD"):
+            AggregatorConfig.from_env({"PIXELTRACK_ROLLUP_HOLD": "-1"})
+
+
 class TestPageViewsLeftToSites:
     """The mail roll-up never claims website page views (aggregator.web owns them)."""
 

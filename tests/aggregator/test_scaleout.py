@@ -14,7 +14,7 @@ import pytest
 from aggregator import claims
 from aggregator.config import AggregatorConfig
 from aggregator.mail.report import build_report
-from aggregator.mail.rollup import rollup
+from aggregator.mail.rollup import EVER, rollup
 from aggregator.web.report import contacts
 from aggregator.web.rollup import rollup_sites
 from aggregator.web.tracks import allowed_contacts
@@ -137,6 +137,27 @@ class TestHeldJobLock:
         assert await watcher.fetchval("SELECT pageviews FROM site_totals WHERE job_id = $1", a) == 2
 
 
+class TestNoDeadlock:
+    """A batch that locked a job drained meanwhile never waits for another job: two such batches would deadlock."""
+
+    async def test_drained_job_then_held_job(self, conn: asyncpg.Connection, other: asyncpg.Connection) -> None:
+        """Job A listed but drained by the other aggregator, B held by it: the batch comes back empty at once."""
+        from aggregator.mail import queries
+
+        a, b = await opens(conn, "blind", 2), await opens(conn, "blind", 3)
+        jobs = await claims.pending(conn, queries.PENDING)
+        await conn.execute("UPDATE raw_hits SET rolled_at = now() WHERE job_id = $1", a)
+        holder = other.transaction()
+        await holder.start()
+        await other.execute(claims.JOB_LOCK, b)
+        async with conn.transaction():
+            hits = await asyncio.wait_for(claims.claim(conn, jobs, queries.CLAIM, 5, EVER), 10)
+        assert (hits, jobs.todo, jobs.held) == ([], [], [b])
+        await holder.commit()
+        async with conn.transaction():  # holding no lock now, it waits for B (free by now) and takes its hits
+            assert len(await claims.claim(conn, jobs, queries.CLAIM, 5, EVER)) == 3
+
+
 class TestPending:
     """A run lists the jobs with unrolled hits of its kind, in job_id order, with the oldest and newest."""
 
@@ -159,7 +180,7 @@ class TestPending:
         a, b = await opens(conn, "blind", 3), await opens(conn, "blind", 4)
         jobs = await claims.pending(conn, queries.PENDING)
         async with conn.transaction():
-            hits = await claims.claim(conn, jobs, queries.CLAIM, 5)
+            hits = await claims.claim(conn, jobs, queries.CLAIM, 5, EVER)
         assert [h["job_id"] for h in hits] == [a, a, a, b, b]
         assert jobs.todo == [b]
 

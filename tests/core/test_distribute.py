@@ -26,10 +26,10 @@ class TestLayout:
     """Every table of the schema is a reference table or distributed by job_id, none twice."""
 
     async def test_every_table_once(self, conn: asyncpg.Connection) -> None:
-        """39 tables: 10 reference (no job of their own, or global), 29 distributed, each with a job_id."""
+        """41 tables: 10 reference (no job of their own, or global), 31 distributed, each with a job_id."""
         tables = {r["relname"]: r["by_job"] for r in await conn.fetch(TABLES)}
         reference, by_job = listed("reference"), listed("by_job")
-        assert sorted(reference + by_job) == sorted(tables) and len(set(reference + by_job)) == 39
+        assert sorted(reference + by_job) == sorted(tables) and len(set(reference + by_job)) == 41
         assert reference == ["jobs", "sites", "erasure_key", "site_salts", "dashboard_users", "dashboard_sessions",
                              "dashboard_api_tokens", "triggers", "trigger_events", "trigger_attempts"]
         assert by_job[0] == "raw_hits" and all(tables[t] for t in by_job)

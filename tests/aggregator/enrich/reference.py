@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from aggregator.enrich import EnrichConfig, Enricher
@@ -85,9 +85,23 @@ def group_scanner_clicks(events: Sequence[Event], members: list[int], config: En
         flagged = burst_clicks(clicks, config.scanner_burst_seconds, config.scanner_burst_links)
     except TypeError:  # naive and aware times mixed: no burst can be told
         flagged = set()
-    if not any(events[i].kind == "open" for i in members):
-        flagged.update(i for i in members if events[i].kind == "click" and lacks_browser(events[i]))
+    opens = [events[i].at for i in members if events[i].kind == "open"]
+    flagged.update(
+        i for i in members
+        if events[i].kind == "click" and lacks_browser(events[i]) and not any(
+            open_counts(at, events[i].at, config.scanner_open_ahead) for at in opens)
+    )  # fmt: skip
     return flagged
+
+
+def open_counts(opened: datetime | None, clicked: datetime | None, ahead: float) -> bool:
+    """An open clears a click when it came no later than ``ahead`` seconds after it (unknown times: it does)."""
+    if opened is None or clicked is None:
+        return True
+    try:
+        return opened <= clicked + timedelta(seconds=ahead)
+    except TypeError:  # naive against aware
+        return True
 
 
 def event(hit: Mapping[str, Any], client: Client) -> Event:

@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 
 from aggregator.enrich import EnrichConfig, Enricher
+from aggregator.enrich.machine import Outside, link_key
 from tests.support.fixtures.enrich_hits import IPHONE_MAIL, T0, click, hit
 
 LINKS = ["https://shop.example/a", "https://shop.example/b", "https://shop.example/c"]
@@ -73,6 +74,51 @@ class TestNoOpenNoBrowser:
         assert (out[0]["traffic"], out[0]["machine_reason"]) == ("human", None)
 
 
+class TestOpenLookAhead:
+    """An open clears a click without browser traits if it came no later than A seconds after it (default 10)."""
+
+    def test_open_seconds_later_clears(self, enricher: Enricher) -> None:
+        rows = [click(600, LINKS[0], accept_language=None), hit(609.5)]
+        assert reasons(enricher, rows) == [None, None]
+
+    def test_open_a_minute_later_does_not(self, enricher: Enricher) -> None:
+        """In one call or two, the open a minute after the click comes too late to clear it."""
+        rows = [click(600, LINKS[0], accept_language=None), hit(660)]
+        assert reasons(enricher, rows) == ["scanner", None]
+
+    def test_look_ahead_is_configurable(self) -> None:
+        rows = [click(600, LINKS[0], accept_language=None), hit(660)]
+        assert reasons(Enricher(EnrichConfig(scanner_open_ahead=60.0)), rows) == [None, None]
+
+
+class TestContext:
+    """With a context, a recipient's events beyond the hits given count; recipients missing from it are not grouped."""
+
+    def test_earlier_open_clears(self, enricher: Enricher) -> None:
+        rows = [click(600, LINKS[0], accept_language=None)]
+        context = {(7, 1): Outside(opens=[T0])}
+        assert reasons(enricher, rows, context=context) == [None]
+
+    def test_open_too_late_does_not(self, enricher: Enricher) -> None:
+        rows = [click(600, LINKS[0], accept_language=None)]
+        context = {(7, 1): Outside(opens=[T0 + timedelta(seconds=611)])}
+        assert reasons(enricher, rows, context=context) == ["scanner"]
+
+    def test_burst_with_clicks_beyond(self, enricher: Enricher) -> None:
+        """A click 1.5 s after one on another link (rolled up before): both a burst; only the given one is told."""
+        rows = [hit(0), click(301.5, LINKS[1])]
+        context = {(7, 1): Outside(clicks=[(T0 + timedelta(seconds=300), link_key(LINKS[0]))])}
+        assert reasons(enricher, rows, context=context) == [None, "scanner"]
+        same_link = {(7, 1): Outside(clicks=[(T0 + timedelta(seconds=300), link_key(LINKS[1]))])}
+        assert reasons(enricher, rows, context=same_link) == [None, None]
+
+    def test_unlinked_recipient_gets_one_hit_rules_only(self, enricher: Enricher) -> None:
+        """Recipient 2 is not in the context (blind, erased, key destroyed): no burst, no no-open rule."""
+        rows = [click(300.0, LINKS[0], recipient_id=2, accept_language=None), click(300.5, LINKS[1], recipient_id=2)]
+        assert reasons(enricher, rows, context={(7, 1): Outside()}) == [None, None]
+        assert reasons(enricher, rows) == ["scanner", "scanner"]
+
+
 class TestClickRightAfterSend:
     """A click within seconds of the job's send time is a scanner's."""
 
@@ -129,6 +175,7 @@ class TestConfigFromEnv:
                 "PIXELTRACK_SCANNER_BURST_SECONDS": "5",
                 "PIXELTRACK_SCANNER_BURST_LINKS": "3",
                 "PIXELTRACK_SCANNER_SEND_SECONDS": "30",
+                "PIXELTRACK_SCANNER_OPEN_AHEAD": "20",
                 "PIXELTRACK_SCANNER_AGENTS": "AcmeGuard, linkcheck",
                 "PIXELTRACK_SCANNER_NETWORKS": "192.0.2.0/24",
                 "PIXELTRACK_IPV4_PREFIX": "16",
@@ -140,6 +187,7 @@ class TestConfigFromEnv:
             3,
             30.0,
         )
+        assert (config.scanner_open_ahead, config.context_seconds) == (20.0, 20.0)
         assert config.scanner_agents == ("acmeguard", "linkcheck")
         assert [str(net) for net in config.scanner_networks] == ["192.0.2.0/24"]
         assert (config.ipv4_prefix, [str(p) for p in config.geoip_paths]) == (16, ["/a.mmdb", "/b.mmdb"])

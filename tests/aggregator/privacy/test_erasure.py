@@ -97,7 +97,7 @@ class TestForgetEverywhere:
     """forget leaves nothing of the recipient in any table, only the tombstone; later hits are not attributed."""
 
     async def test_nothing_left(self, conn: asyncpg.Connection) -> None:
-        """Before: Ann in 15 columns of 7 tables; after: only her number in the tombstone, also once a later hit is rolled up."""
+        """Before: Ann in 16 columns of 8 tables; after: only her number in the tombstone, also once a later hit is rolled up."""
         mail, _ = await personal_job(conn)
         key = await conn.fetchval("SELECT key FROM job_keys WHERE job_id = $1", mail)
         rhash = recipient_hash(key, RID)
@@ -107,12 +107,12 @@ class TestForgetEverywhere:
             ("recipients", "recipient"), ("recipients", "recipient_id"), ("recipients", "zip"),
             ("report_recipient_links", "recipient_id"), ("report_recipients", "recipient_id"),
             ("site_contact_views", "recipient_id"), ("site_contacts", "recipient_id"),
-            ("site_contacts", "visitor_id"), ("unique_seen", "hash"),
+            ("site_contacts", "visitor_id"), ("unique_seen", "hash"), ("mail_openers", "hash"),
         }  # fmt: skip
         [done] = await forget(conn, ADDRESS)
         # hashes: open, click and link, each also in the recognised-people scope (r:open, r:click, r:link)
         assert (done.raw_hits, done.recipient_rows, done.link_rows, done.hashes) == (4, 1, 1, 6)
-        assert (done.site_rows, done.page_views, done.identity) == (4, 2, 1)
+        assert (done.site_rows, done.page_views, done.identity, done.rule_rows) == (4, 2, 1, 1)
         assert await everything_of_ann(conn, mail, rhash) == {("forgotten_recipients", "recipient_id")}
 
         await add_hits(conn, [hit("open", mail, RID, ANN_LATER, ip=IP, ua=UA)])  # her old token, e.g. from a spool

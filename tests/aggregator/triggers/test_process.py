@@ -20,7 +20,8 @@ CLICKS = 5
 def aggregator_env(db_url: str) -> dict[str, str]:
     """Short hold-back, interval and retries, so the test runs in seconds."""
     return {
-        "DATABASE_URL": db_url, "PIXELTRACK_ROLLUP_INTERVAL": "1", "PIXELTRACK_TRIGGER_HOLD": "0",
+        "DATABASE_URL": db_url, "PIXELTRACK_ROLLUP_INTERVAL": "1", "PIXELTRACK_ROLLUP_HOLD": "0",
+        "PIXELTRACK_TRIGGER_HOLD": "0",
         "PIXELTRACK_TRIGGER_SCAN_INTERVAL": "0.2", "PIXELTRACK_TRIGGER_ALLOW_PRIVATE": "1",
         "PIXELTRACK_TRIGGER_RETRY_BASE": "0.2", "PIXELTRACK_TRIGGER_RETRY_MAX": "0.4",
         "PIXELTRACK_TRIGGER_TIMEOUT": "1", "PIXELTRACK_TRIGGER_LEASE": "2", "PIXELTRACK_TRIGGER_POLL": "0.05",

@@ -9,7 +9,8 @@ import asyncpg
 from aggregator.config import AggregatorConfig
 from aggregator.enrich import EnrichConfig
 from aggregator.enrich.enricher import make_enricher
-from aggregator.mail.reading import PageView, Read, median, reads
+from aggregator.mail.documents import median
+from aggregator.mail.reading import PageView, Read, reads
 from aggregator.mail.report import build_report
 from aggregator.mail.rollup import rollup
 from tests.support.hits import T0, add_hits, add_job, add_recipients, hit
@@ -132,7 +133,7 @@ class TestDocumentsReport:
         assert page_rows(await build_report(conn, job)) == PAGES
 
     async def test_burst_split_by_a_batch(self, conn: asyncpg.Connection) -> None:
-        """A batch ending inside the pre-load: its first page is taken back as a view."""
+        """A batch ending inside the pre-load: its first page is a pre-load at once (the roll-up looks a second ahead)."""
         job = await reading_job(conn, "personal", batch=6)
         rows = page_rows(await build_report(conn, job))
         assert [(r[0], r[1], r[2]) for r in rows] == [(1, 1, 1), (2, 2, 1), (3, 2, 1), (4, 1, 1)]

@@ -123,7 +123,12 @@ class TestHoldBack:
         assert await scan_at(conn, 600) == 1
 
     async def test_burst_split_between_roll_ups(self, conn: asyncpg.Connection) -> None:
-        """Two links clicked 0.8 s apart, rolled up separately (each looks human alone): no event."""
+        """Two links clicked 0.8 s apart, rolled up separately: no event.
+
+        The second click, rolled up later, is judged with the first (kept in
+        recent_clicks): machine. The first, merged before the second arrived,
+        stays human (a verdict merged is never changed); the trigger's own
+        burst check over the raw hits still leaves both out."""
         job = await add_job(conn, "personal")
         await add_recipients(conn, job, 1)
         await make_trigger(conn, job, "click", "http://127.0.0.1:9/hook")
@@ -132,7 +137,7 @@ class TestHoldBack:
         await add_hits(conn, [raw("click", job, 1, 100.8, link=B)])
         await roll(conn)
         verdicts = await conn.fetch("SELECT traffic FROM raw_hits WHERE kind = 'click' ORDER BY received_at")
-        assert [r["traffic"] for r in verdicts] == ["human", "human"]
+        assert [r["traffic"] for r in verdicts] == ["human", "machine"]
         assert await scan_at(conn, 600) == 0
 
     async def test_late_hit_within_lookback(self, conn: asyncpg.Connection) -> None:

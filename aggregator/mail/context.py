@@ -1,0 +1,226 @@
+"""What a roll-up batch knows beyond its own hits, so that no verdict depends on where batches split.
+
+The behavioural rules (aggregator/enrich/machine.py) judge a click by its
+recipient's events around it: their clicks within W seconds either side
+(PIXELTRACK_SCANNER_BURST_SECONDS), and whether they opened the mail by A
+seconds after it (PIXELTRACK_SCANNER_OPEN_AHEAD). Document reading
+(reading.py) must know whether a reader's last view in the batch is followed
+within a second by another page (then it was a pre-load). A batch holds only
+some of those events; the others are
+
+- earlier, in hits rolled up by earlier batches, whose recipient ids may be
+  gone (non-personal tracks): the roll-up keeps, by the job's keyed
+  recipient hash, each recipient's earliest open (``mail_openers``) and
+  their clicks in the last W seconds of the job's rolled-up time
+  (``recent_clicks``);
+- later, in hits not rolled up yet, which still carry their recipient id:
+  the job's unclaimed hits up to ``look_ahead`` after the batch's newest.
+
+Batches of a job are claimed in time order, so that is all of them. The
+scheduled roll-up claims only hits older than PIXELTRACK_ROLLUP_HOLD, by
+when the later ones have arrived; a hit that arrives after that is judged
+with what is known then, and never changes a verdict already merged.
+
+Only recipients with a keyed hash (personal, unique and anonymous tracks,
+while the job key lives) are linked to their other events: a blind hit's
+recipient, one erased with ``forget``, or one whose job key is destroyed
+gets the rules that need one hit only (and the send-time rule).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from aggregator import claims
+from aggregator.config import AggregatorConfig
+from aggregator.enrich.enricher import Enriching
+from aggregator.enrich.machine import Outside, link_key
+from aggregator.mail import queries
+from aggregator.mail import tracks as modes
+from aggregator.mail.reading import BURST_SECONDS, PageView
+from aggregator.mail.rows import BatchBuilder
+from pixeltrack.core import columns
+
+LINKED_TRACKS = (modes.PERSONAL, modes.UNIQUE, modes.ANONYMOUS)
+Recipient = tuple[int, int]  # (job_id, recipient_id)
+Reader = tuple[int, bytes]  # (job_id, keyed hash)
+
+# One job ($1): its unclaimed mail hits of some recipients ($2) received in [$3, $4].
+AHEAD = f"""
+SELECT {columns.listed(columns.HIT, client_ip="host(client_ip)")} FROM raw_hits
+WHERE job_id = $1 AND rolled_at IS NULL AND kind IN ('open', 'click', 'doc') AND reject_reason IS NULL
+  AND received_at BETWEEN $3 AND $4 AND recipient_id = ANY($2::bigint[])
+"""
+OPENERS = """
+SELECT s.job_id, s.hash, s.first_open FROM unnest($1::bigint[], $2::bytea[]) AS k(job_id, hash)
+JOIN mail_openers s ON s.job_id = k.job_id AND s.hash = k.hash
+"""
+RECENT = """
+SELECT s.job_id, s.hash, s.at, s.link_key FROM unnest($1::bigint[], $2::bytea[]) AS k(job_id, hash)
+JOIN recent_clicks s ON s.job_id = k.job_id AND s.hash = k.hash
+"""
+SAVE_OPENERS = """
+INSERT INTO mail_openers AS t (job_id, hash, first_open)
+SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::timestamptz[])
+ON CONFLICT (job_id, hash) DO UPDATE SET first_open = least(t.first_open, excluded.first_open)
+"""
+SAVE_CLICKS = """
+INSERT INTO recent_clicks (job_id, hash, at, link_key)
+SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::timestamptz[], $4::bigint[]) ON CONFLICT DO NOTHING
+"""
+# One job a statement (on Citus, one shard).
+PRUNE = "DELETE FROM recent_clicks WHERE job_id = $1 AND at < $2"
+# How many of one job's ($1) mail hits not rolled up were received at one instant ($2).
+AT_INSTANT = """
+SELECT count(*) FROM raw_hits WHERE job_id = $1 AND rolled_at IS NULL AND kind <> 'page' AND received_at = $2
+"""
+# The limit of a claim that takes every hit of one instant.
+WHOLE = 2**62
+
+
+async def whole_instants(conn: asyncpg.Connection, hits: list[asyncpg.Record], limit: int) -> list[asyncpg.Record]:
+    """A full claim (queries.CLAIM) with the rest of its newest instant: batches never split one.
+
+    Reading time orders a reader's views by time; views of one instant cut
+    in two by a batch would be ordered by where the cut fell. Only the job
+    claimed last can have filled the batch.
+    """
+    if len(hits) < limit:
+        return hits
+    job = hits[-1]["job_id"]
+    newest = max(h["received_at"] for h in hits if h["job_id"] == job)
+    claimed = sum(1 for h in hits if h["job_id"] == job and h["received_at"] == newest)
+    if await conn.fetchval(AT_INSTANT, job, newest) <= claimed:
+        return hits
+    return [h for h in hits if h["job_id"] != job] + list(await conn.fetch(queries.CLAIM, job, WHOLE, newest))
+
+
+def look_ahead(config: AggregatorConfig) -> dt.timedelta:
+    """How far past a batch's newest hit its verdicts look: the rules' windows, and a pre-load's second."""
+    return dt.timedelta(seconds=max(config.enrich.context_seconds, BURST_SECONDS))
+
+
+@dataclass
+class Known:
+    """A batch's linked recipients and what is known of them beyond it."""
+
+    hashes: dict[Recipient, bytes] = field(default_factory=dict)
+    outside: dict[Recipient, Outside] = field(default_factory=dict)  # recipients with clicks: the rules' context
+    views_ahead: defaultdict[Reader, list[PageView]] = field(default_factory=lambda: defaultdict(list))
+
+
+def linked(hits: Sequence[Mapping[str, Any]], builder: BatchBuilder) -> dict[Recipient, bytes]:
+    """The keyed hash of every recipient of the batch whose events may be linked."""
+    out: dict[Recipient, bytes] = {}
+    for hit in hits:
+        key = (hit["job_id"], hit["recipient_id"])
+        if key not in out and modes.track_of(hit) in LINKED_TRACKS:
+            rhash = builder.rhash(*key)
+            if rhash is not None:
+                out[key] = rhash
+    return out
+
+
+async def load(
+    conn: asyncpg.Connection,
+    hits: Sequence[Mapping[str, Any]],
+    builder: BatchBuilder,
+    enricher: Enriching,
+    config: AggregatorConfig,
+) -> Known:
+    """What the batch's rules and reading need to know of its recipients beyond the batch."""
+    known = Known(linked(hits, builder))
+    wanted = {(h["job_id"], h["recipient_id"]) for h in hits if h["kind"] in ("click", "doc")} & known.hashes.keys()
+    if not wanted:
+        return known
+    clickers = sorted({(h["job_id"], h["recipient_id"]) for h in hits if h["kind"] == "click"} & wanted)
+    known.outside = {key: Outside() for key in clickers}
+    await _earlier(conn, known, clickers)
+    await _later(conn, known, hits, sorted(wanted), enricher, config)
+    return known
+
+
+async def _earlier(conn: asyncpg.Connection, known: Known, clickers: list[Recipient]) -> None:
+    """Opens and recent clicks of the batch's clickers that earlier batches rolled up."""
+    if not clickers:
+        return
+    by_hash = {(job, known.hashes[(job, rid)]): (job, rid) for job, rid in clickers}
+    args = [job for job, _ in by_hash], [h for _, h in by_hash]
+    for r in await conn.fetch(OPENERS, *args):
+        known.outside[by_hash[(r["job_id"], bytes(r["hash"]))]].opens.append(r["first_open"])
+    for r in await conn.fetch(RECENT, *args):
+        known.outside[by_hash[(r["job_id"], bytes(r["hash"]))]].clicks.append((r["at"], r["link_key"]))
+
+
+async def _later(
+    conn: asyncpg.Connection,
+    known: Known,
+    hits: Sequence[Mapping[str, Any]],
+    wanted: list[Recipient],
+    enricher: Enriching,
+    config: AggregatorConfig,
+) -> None:
+    """Unclaimed hits of the batch's clickers and readers, up to ``look_ahead`` after each job's newest."""
+    claimed = {h["hit_id"] for h in hits}
+    spans = claims.spans(hits)
+    recipients: defaultdict[int, list[int]] = defaultdict(list)
+    for job, rid in wanted:
+        recipients[job].append(rid)
+    docs: list[Mapping[str, Any]] = []
+    for job, rids in sorted(recipients.items()):
+        newest = spans[job][1]
+        for hit in await conn.fetch(AHEAD, job, rids, newest, newest + look_ahead(config)):
+            if hit["hit_id"] not in claimed:
+                _note(known, hit, docs)
+    if docs:
+        for hit, row in zip(docs, enricher.enrich(docs, {}), strict=True):
+            if row.get("traffic") != "machine" and hit["page"] is not None:
+                reader = (hit["job_id"], known.hashes[(hit["job_id"], hit["recipient_id"])])
+                known.views_ahead[reader].append(PageView(hit["received_at"], hit["page"]))
+
+
+def _note(known: Known, hit: Mapping[str, Any], docs: list[Mapping[str, Any]]) -> None:
+    """One unclaimed hit: an open or click for the rules, a page view for reading."""
+    outside = known.outside.get((hit["job_id"], hit["recipient_id"]))
+    if hit["kind"] == "doc":
+        docs.append(hit)
+    elif outside is None:
+        return
+    elif hit["kind"] == "open":
+        outside.opens.append(hit["received_at"])
+    elif (link := link_key(hit["link"])) is not None:
+        outside.clicks.append((hit["received_at"], link))
+
+
+async def save(conn: asyncpg.Connection, hits: Sequence[Mapping[str, Any]], known: Known,
+               config: AggregatorConfig) -> None:  # fmt: skip
+    """Keep what later batches need of this one: earliest opens, and the clicks of the last W seconds."""
+    window = dt.timedelta(seconds=config.enrich.scanner_burst_seconds)
+    spans = claims.spans(hits)
+    opens: dict[Reader, dt.datetime] = {}
+    clicks: set[tuple[int, bytes, dt.datetime, int]] = set()
+    clicked: set[int] = set()  # jobs whose recent clicks are pruned
+    for hit in hits:
+        rhash = known.hashes.get((hit["job_id"], hit["recipient_id"]))
+        if rhash is None:
+            continue
+        job, at = hit["job_id"], hit["received_at"]
+        if hit["kind"] == "open":
+            opens[(job, rhash)] = min(at, opens.get((job, rhash), at))
+        elif hit["kind"] == "click":
+            clicked.add(job)
+            if at >= spans[job][1] - window and (link := link_key(hit["link"])) is not None:
+                clicks.add((job, rhash, at, link))
+    if opens:
+        rows = sorted((*k, v) for k, v in opens.items())
+        await conn.execute(SAVE_OPENERS, *[list(col) for col in zip(*rows, strict=True)])
+    if clicks:
+        await conn.execute(SAVE_CLICKS, *[list(col) for col in zip(*sorted(clicks), strict=True)])
+    for job in sorted(clicked):
+        await conn.execute(PRUNE, job, spans[job][1] - window)
