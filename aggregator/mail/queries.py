@@ -17,9 +17,9 @@ PENDING = """
 SELECT job_id, min(received_at) AS first, max(received_at) AS last FROM raw_hits
 WHERE rolled_at IS NULL AND kind <> 'page' GROUP BY job_id ORDER BY job_id
 """
-# Claims the oldest unrolled hits of one job ($1; on Citus a row-locking
-# query must name its shard); SKIP LOCKED passes over rows an erasure holds.
-# Joined with what the mode needs to know, each table named by $1 too, so
+# Claims the oldest unrolled hits of one job ($1), under the job's lock
+# (aggregator.claims: no row lock needed, MARK_ROLLED checks they are still
+# unrolled). Joined with what the mode needs to know, each table named by $1 too, so
 # Citus runs the whole statement on the job's worker (joined through the CTE
 # alone, it would fetch every job's recipients). Page views of websites are
 # left to aggregator.web (its own claim and merge).
@@ -28,7 +28,6 @@ WITH c AS (
     SELECT {columns.listed(columns.HIT, client_ip="host(client_ip)")}
     FROM raw_hits WHERE job_id = $1 AND rolled_at IS NULL AND kind <> 'page'
     ORDER BY received_at LIMIT $2
-    FOR UPDATE SKIP LOCKED
 )
 SELECT c.*, j.mode, j.sent_at,
        coalesce(r.consent AND r.consent_changed_at <= c.received_at, false) AS consenting,
@@ -290,15 +289,15 @@ MERGES = (
 # Marks the claimed hits of one job ($2) rolled and leaves only what their
 # track may keep. The job's time range in the batch prunes the day
 # partitions it cannot touch, and the batch's rows find theirs by primary
-# key, so the cost follows the batch, not the history. (No `rolled_at IS
-# NULL` here: its estimate comes from statistics taken when few hits were
-# pending, and after a backlog it led the planner to scan the whole batch
-# once per raw hit.) One job a statement: on Citus a join of the batch (a
+# key, so the cost follows the batch, not the history. Only hits still
+# unrolled (claims.mark counts them: exactly once); with statistics taken
+# when few hits were pending the planner walks raw_hits_unrolled_job and
+# looks each one's batch row up by the batch's key. One job a statement: on Citus a join of the batch (a
 # temporary table) with one shard ships that job's rows to one worker; with
 # all of raw_hits it would ship the whole batch to every shard.
 MARK_ROLLED = f"""
 UPDATE raw_hits r SET rolled_at = $1, {columns.assigned(("recipient_id", *STORED), "b")}
 FROM rollup_batch b
 WHERE r.job_id = $2 AND b.job_id = $2 AND r.received_at BETWEEN $3 AND $4
-  AND r.received_at = b.received_at AND r.hit_id = b.hit_id
+  AND r.received_at = b.received_at AND r.hit_id = b.hit_id AND r.rolled_at IS NULL
 """

@@ -1,11 +1,10 @@
 """One roll-up run: claim, enrich, merge and mark, a transaction per batch.
 
-Exactly once: the claim (FOR UPDATE SKIP LOCKED), the merges into the report
-tables and the marking of the claimed hits (rolled_at, scrubbing) commit
-together or not at all, so a run killed half-way leaves nothing applied and
-a concurrent run never takes the same hits. A batch takes whole jobs under
-their per-job locks (aggregator.claims), so concurrent runs share the work
-by job.
+Exactly once: the claim, the merges into the report tables and the marking
+of the claimed hits (rolled_at, scrubbing) commit together or not at all,
+so a run killed half-way leaves nothing applied; a batch claims and marks
+a job's hits under the job's lock (aggregator.claims), so a concurrent run
+never takes the same hits and the runs share the work by job.
 """
 
 from __future__ import annotations
@@ -84,10 +83,8 @@ async def merge(
     for name, sql in queries.MERGES:
         await conn.execute(sql)
         t = stats.add(f"merge_{name}", t)
-    now = dt.datetime.now(dt.UTC)
     await conn.execute(queries.ANALYZE_BATCH)
-    for job, (first, last) in sorted(claims.spans(hits).items()):
-        await conn.execute(queries.MARK_ROLLED, now, job, first, last)
+    await claims.mark(conn, queries.MARK_ROLLED, hits)
     stats.add("mark", t)
 
 
