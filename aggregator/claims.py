@@ -127,7 +127,10 @@ def spans(hits: Sequence[Mapping[str, Any]]) -> dict[int, Span]:
             out[job] = Span(1, at, at)
             continue
         span.hits += 1
-        span.first, span.last = min(span.first, at), max(span.last, at)
+        if at < span.first:
+            span.first = at
+        elif at > span.last:
+            span.last = at
     return out
 
 

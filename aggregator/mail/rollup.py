@@ -26,11 +26,10 @@ from aggregator.enrich.enricher import Enriching, make_enricher
 from aggregator.mail import queries
 from aggregator.mail import tracks as modes
 from aggregator.mail.reading import merge_reads
-from aggregator.mail.rows import BATCH_COLUMNS, BatchBuilder
+from aggregator.mail.rows import BATCH_COLUMNS, HASHED, BatchBuilder
 
 log = logging.getLogger(__name__)
 
-HASHED_TRACKS = (modes.PERSONAL, modes.UNIQUE, modes.ANONYMOUS)
 Fault = Callable[[], Awaitable[None]]
 
 
@@ -72,8 +71,9 @@ async def merge(
 ) -> None:
     """Under the jobs' locks: batch rows in, roll-ups merged, raw hits marked."""
     t = time.perf_counter()
-    hashed = {h["job_id"] for h in hits if modes.track_of(h) in HASHED_TRACKS}
-    rows = BatchBuilder(await job_keys(conn, hashed)).rows(hits, enriched)
+    tracks = [modes.track_of(h) for h in hits]
+    hashed = {h["job_id"] for h, track in zip(hits, tracks, strict=True) if track in HASHED}
+    rows = BatchBuilder(await job_keys(conn, hashed)).rows(hits, enriched, tracks)
     t = stats.add("build", t)
     await conn.copy_records_to_table("rollup_batch", records=rows, columns=BATCH_COLUMNS)
     t = stats.add("copy", t)

@@ -21,6 +21,10 @@ def classify_machine(hit: Mapping[str, Any], enriched: dict[str, Any]) -> bool:
     return enriched.get("traffic") == "machine"
 
 
+HASHED = frozenset((modes.PERSONAL, modes.UNIQUE, modes.ANONYMOUS))  # tracks with a keyed recipient hash
+NO_CELL = (None, None, None)
+
+
 def figure(enriched: Mapping[str, Any]) -> tuple[bool, bool]:
     """(machine, unknown): which of the three figures a hit counts in (neither: human)."""
     traffic = enriched.get("traffic")
@@ -52,23 +56,23 @@ class BatchBuilder:
             self._hashes[cache_key] = None if key is None else modes.recipient_hash(key, recipient_id)
         return self._hashes[cache_key]
 
-    def row(self, hit: Mapping[str, Any], enriched: dict[str, Any]) -> tuple[Any, ...]:
-        """The batch row of one hit."""
-        track = modes.track_of(hit)
+    def row(self, hit: Mapping[str, Any], enriched: dict[str, Any], track: str) -> tuple[Any, ...]:
+        """The batch row of one hit on ``track`` (tracks.track_of)."""
         machine, unknown = figure(enriched)
-        rid = hit["recipient_id"]
-        personal = track == modes.PERSONAL
-        rhash = self.rhash(hit["job_id"], rid) if track in (modes.PERSONAL, modes.UNIQUE, modes.ANONYMOUS) else None
-        cell = modes.cell_of(hit) if track == modes.ANONYMOUS else (None, None, None)
-        is_click = hit["kind"] == "click" and track != modes.REJECTED
+        job, rid, kind = hit["job_id"], hit["recipient_id"], hit["kind"]
+        link = hit["link"] if kind == "click" and track != modes.REJECTED else None
         return (
-            hit["hit_id"], hit["received_at"], hit["job_id"], hit["kind"], track, machine, unknown,
-            enriched.get("machine_family") if machine else None, rid if personal else None, rhash,
-            self.link_id(hit["link"]) if is_click else None, hit["link"] if is_click else None,
+            hit["hit_id"], hit["received_at"], job, kind, track, machine, unknown,
+            enriched.get("machine_family") if machine else None, rid if track == modes.PERSONAL else None,
+            self.rhash(job, rid) if track in HASHED else None, self.link_id(link), link,
             modes.reject_reason(hit) if track == modes.REJECTED else None,
-            *cell, *modes.stored_columns(track, hit, enriched),
+            *(modes.cell_of(hit) if track == modes.ANONYMOUS else NO_CELL),
+            *modes.stored_columns(track, hit, enriched),
         )  # fmt: skip
 
-    def rows(self, hits: Sequence[Mapping[str, Any]], enriched: Sequence[dict[str, Any]]) -> list[tuple]:
-        """Batch rows of all hits, in order."""
-        return [self.row(hit, extra) for hit, extra in zip(hits, enriched, strict=True)]
+    def rows(
+        self, hits: Sequence[Mapping[str, Any]], enriched: Sequence[dict[str, Any]], tracks: Sequence[str]
+    ) -> list[tuple]:
+        """Batch rows of all hits, in order (``tracks``: each hit's track)."""
+        row = self.row
+        return [row(hit, extra, track) for hit, extra, track in zip(hits, enriched, tracks, strict=True)]

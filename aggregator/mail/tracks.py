@@ -38,6 +38,12 @@ KEPT: dict[str, frozenset[str]] = {
     REJECTED: frozenset(columns.MACHINE),
 }
 _headers = itemgetter(*columns.HEADERS)  # C-level: the roll-up calls it once per hit
+# Per track, the enrichment key each enrichment column of STORED takes its
+# value from: the column's own name where the track keeps it, else a key no
+# enrichment has (so None), for a C-level map over each hit's dict.
+_NOTHING = ""
+STORED_FROM = {track: tuple(n if n in kept else _NOTHING for n in columns.ENRICHED) for track, kept in KEPT.items()}
+_NO_HEAD = (None,) * (1 + len(columns.HEADERS))
 AGE_BANDS = ((18, "<18"), (25, "18-24"), (35, "25-34"), (45, "35-44"), (55, "45-54"), (65, "55-64"))
 UNKNOWN = "unknown"
 
@@ -84,13 +90,10 @@ def recipient_hash(key: bytes, recipient_id: int) -> bytes:
     return hashlib.blake2b(recipient_id.to_bytes(8, "big", signed=True), key=key, digest_size=16).digest()
 
 
-def stored_columns(track: str, hit: Mapping[str, Any], enriched: Mapping[str, Any]) -> list[Any]:
+def stored_columns(track: str, hit: Mapping[str, Any], enriched: Mapping[str, Any]) -> tuple[Any, ...]:
     """The values of queries.STORED (address, headers, enrichment) as the track allows."""
-    kept = KEPT[track]
-    values = [enriched.get(name) if name in kept else None for name in columns.ENRICHED]
+    values = map(enriched.get, STORED_FROM[track])
     if track == PERSONAL:
         # Personal hits keep the masked address, never the full one.
-        head = [enriched.get("client_ip_masked"), *_headers(hit)]
-    else:
-        head = [None] * (1 + len(columns.HEADERS))
-    return head + values
+        return (enriched.get("client_ip_masked"), *_headers(hit), *values)
+    return (*_NO_HEAD, *values)
