@@ -28,7 +28,7 @@ from aggregator.enrich.enricher import Enriching, make_enricher
 from aggregator.mail import queries
 from aggregator.mail import tracks as modes
 from aggregator.mail.reading import merge_reads
-from aggregator.mail.rows import BATCH_COLUMNS, HASHED, BatchBuilder
+from aggregator.mail.rows import BATCH_COLUMNS, HASHED, PROFILE_COLUMNS, BatchBuilder
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +77,12 @@ async def merge(
     t = time.perf_counter()
     tracks = [modes.track_of(h) for h in hits]
     hashed = {h["job_id"] for h, track in zip(hits, tracks, strict=True) if track in HASHED}
-    rows = BatchBuilder(await job_keys(conn, hashed)).rows(hits, enriched, tracks)
+    builder = BatchBuilder(await job_keys(conn, hashed))
+    rows = builder.rows(hits, enriched, tracks)
     t = stats.add("build", t)
+    await conn.copy_records_to_table("rollup_profile", records=builder.profile_rows(), columns=PROFILE_COLUMNS)
     await conn.copy_records_to_table("rollup_batch", records=rows, columns=BATCH_COLUMNS)
+    await conn.execute(queries.ANALYZE_BATCH)
     t = stats.add("copy", t)
     await conn.execute(queries.SEEN_UPGRADE)
     await conn.execute(queries.SEEN_INSERT)
@@ -87,7 +90,6 @@ async def merge(
     for name, sql in queries.MERGES:
         await conn.execute(sql)
         t = stats.add(f"merge_{name}", t)
-    await conn.execute(queries.ANALYZE_BATCH)
     await claims.mark(conn, queries.MARK_ROLLED, hits)
     stats.add("mark", t)
 

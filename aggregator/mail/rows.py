@@ -1,7 +1,8 @@
-"""Turns claimed hits into rows of the rollup_batch table.
+"""Turns claimed hits into rows of the rollup_batch and rollup_profile tables.
 
 Pure Python, no I/O: enrichment results and job keys come in, one tuple per
-hit comes out in queries.BATCH_COLUMNS order, already reduced to what the hit's track may keep.
+hit comes out in queries.BATCH_COLUMNS order, already reduced to what the hit's track may keep;
+the enrichment it keeps is numbered once per distinct profile (queries.PROFILE_COLUMNS).
 """
 
 from __future__ import annotations
@@ -10,10 +11,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aggregator.mail import tracks as modes
-from aggregator.mail.queries import BATCH_COLUMNS
+from aggregator.mail.queries import BATCH_COLUMNS, PROFILE_COLUMNS
 from pixeltrack.core.tokens import link_id_for
 
-__all__ = ["BATCH_COLUMNS", "BatchBuilder", "classify_machine"]
+__all__ = ["BATCH_COLUMNS", "PROFILE_COLUMNS", "BatchBuilder", "classify_machine"]
 
 
 def classify_machine(hit: Mapping[str, Any], enriched: dict[str, Any]) -> bool:
@@ -32,12 +33,13 @@ def figure(enriched: Mapping[str, Any]) -> tuple[bool, bool]:
 
 
 class BatchBuilder:
-    """Builds batch rows; caches link ids and recipient hashes within a run."""
+    """Builds one batch's rows; caches link ids and recipient hashes, numbers the profiles."""
 
     def __init__(self, keys: Mapping[int, bytes | None]) -> None:
         self.keys = keys
         self._links: dict[str, int] = {}
         self._hashes: dict[tuple[int, int], bytes | None] = {}
+        self._profiles: dict[tuple[Any, ...], int] = {}
 
     def link_id(self, url: str | None) -> int | None:
         """Stable id of a clicked URL."""
@@ -56,6 +58,18 @@ class BatchBuilder:
             self._hashes[cache_key] = None if key is None else modes.recipient_hash(key, recipient_id)
         return self._hashes[cache_key]
 
+    def profile(self, track: str, enriched: Mapping[str, Any]) -> int:
+        """Number of the enrichment the hit keeps on its track (tracks.stored_enrichment)."""
+        values = modes.stored_enrichment(track, enriched)
+        found = self._profiles.get(values)
+        if found is None:
+            found = self._profiles[values] = len(self._profiles)
+        return found
+
+    def profile_rows(self) -> list[tuple[Any, ...]]:
+        """The rollup_profile rows of the profiles numbered so far."""
+        return [(number, *values) for values, number in self._profiles.items()]
+
     def row(self, hit: Mapping[str, Any], enriched: dict[str, Any], track: str) -> tuple[Any, ...]:
         """The batch row of one hit on ``track`` (tracks.track_of)."""
         machine, unknown = figure(enriched)
@@ -67,7 +81,7 @@ class BatchBuilder:
             self.rhash(job, rid) if track in HASHED else None, self.link_id(link), link,
             modes.reject_reason(hit) if track == modes.REJECTED else None,
             *(modes.cell_of(hit) if track == modes.ANONYMOUS else NO_CELL),
-            *modes.stored_columns(track, hit, enriched),
+            self.profile(track, enriched), *modes.stored_inline(track, hit, enriched),
         )  # fmt: skip
 
     def rows(

@@ -11,7 +11,7 @@ Each claimed hit gets a *track*, the mode that applies to that very event:
 - ``rejected``: refused tokens and unknown jobs; never an open or a click.
 
 The track decides which columns of the raw hit survive the roll-up
-(`stored_columns`) and whether a keyed hash lets repeats be recognised.
+(`stored_inline`, `stored_enrichment`) and whether a keyed hash lets repeats be recognised.
 """
 
 from __future__ import annotations
@@ -90,10 +90,14 @@ def recipient_hash(key: bytes, recipient_id: int) -> bytes:
     return hashlib.blake2b(recipient_id.to_bytes(8, "big", signed=True), key=key, digest_size=16).digest()
 
 
-def stored_columns(track: str, hit: Mapping[str, Any], enriched: Mapping[str, Any]) -> tuple[Any, ...]:
-    """The values of queries.STORED (address, headers, enrichment) as the track allows."""
-    values = map(enriched.get, STORED_FROM[track])
+def stored_inline(track: str, hit: Mapping[str, Any], enriched: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The values of queries.STORED_INLINE (address, headers) as the track allows."""
     if track == PERSONAL:
         # Personal hits keep the masked address, never the full one.
-        return (enriched.get("client_ip_masked"), *_headers(hit), *values)
-    return (*_NO_HEAD, *values)
+        return (enriched.get("client_ip_masked"), *_headers(hit))
+    return _NO_HEAD
+
+
+def stored_enrichment(track: str, enriched: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The values of columns.ENRICHED as the track allows (None for what it may not keep)."""
+    return tuple(map(enriched.get, STORED_FROM[track]))
