@@ -61,25 +61,20 @@ def children_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def tree_env(url: str, tree: Path | None) -> dict[str, str]:
-    """Environment of a `pixeltrack` run on ``url``, with ``tree``'s code first (None: this tree's)."""
-    env = {**os.environ, "DATABASE_URL": url}
-    if tree is not None:
-        env["PYTHONPATH"] = str(tree)
-    return env
+def pixeltrack(url: str, tree: Path | None, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run `pixeltrack ARGS` on ``url`` with ``tree``'s code (None: this one's); it must succeed.
 
-
-def initdb(url: str, tree: Path | None) -> None:
-    """Apply ``tree``'s schema to ``url`` (`pixeltrack initdb`)."""
-    subprocess.run([sys.executable, "-m", "pixeltrack.cli", "initdb"], env=tree_env(url, tree), capture_output=True,
-                   timeout=300, check=True)
+    In ``tree`` itself: `python -m` puts the working directory before PYTHONPATH.
+    """
+    env = {**os.environ, "DATABASE_URL": url} | ({"PYTHONPATH": str(tree)} if tree is not None else {})
+    return subprocess.run([sys.executable, "-m", "pixeltrack.cli", *args], capture_output=True, text=True, env=env,
+                          cwd=tree, timeout=1800, check=True)
 
 
 def aggregate_once(url: str, tree: Path | None = None) -> tuple[float, str]:
     """Run `pixeltrack aggregator --once`; its CPU seconds and its line."""
     before = children_cpu()
-    done = subprocess.run([sys.executable, "-m", "pixeltrack.cli", "aggregator", "--once"], capture_output=True,
-                          text=True, env=tree_env(url, tree), timeout=1800, check=True)
+    done = pixeltrack(url, tree, "aggregator", "--once")
     return children_cpu() - before, done.stdout.strip()
 
 
@@ -99,7 +94,7 @@ async def roll_up(server_url: str, url: str, postmaster: psutil.Process, tree: P
     """
     copy = await support.create_database(server_url, "pt_cost_copy", template=url)
     try:
-        initdb(copy, tree)
+        pixeltrack(copy, tree, "initdb")
         p0 = pg_cpu(postmaster)
         app, line = aggregate_once(copy, tree)
         pg = pg_cpu(postmaster) - p0
