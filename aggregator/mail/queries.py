@@ -109,11 +109,10 @@ INSERT INTO seen_delta SELECT job_id, kind, 0, hash, true, false FROM up
 """
 
 # Recipients seen for the first time, per scope. A human click also makes its
-# recipient an (inferred) opener: images may have been blocked; a plain
-# sighting of the same scope in the batch wins (bool_and, grouped by hashing:
-# sorting on the text and bytea keys cost a quarter of the statement). (A
-# plain INSERT ... WHERE NOT EXISTS would save the speculative insertion too,
-# but Citus refuses the correlated subquery next to a CTE.)
+# recipient an (inferred) opener: images may have been blocked. Sorted, so
+# unique_seen's index takes the new rows in its own order: grouped by hashing
+# (cheaper on its own) they went in at random places, which cost more once
+# the table is large.
 SEEN_INSERT = """
 WITH h AS (
     SELECT job_id, kind, link_id, rhash, track, machine, NOT machine AND NOT unknown AS recognised
@@ -133,7 +132,8 @@ WITH h AS (
     UNION ALL
     SELECT job_id, 'any', 0, rhash, false FROM h WHERE track = 'anonymous'
 ), pick AS (
-    SELECT job_id, kind, link_id, hash, bool_and(inferred) AS inferred FROM cand GROUP BY 1, 2, 3, 4
+    SELECT DISTINCT ON (job_id, kind, link_id, hash) * FROM cand
+    ORDER BY job_id, kind, link_id, hash, inferred
 ), new AS (
     INSERT INTO unique_seen (job_id, kind, link_id, hash, inferred)
     SELECT * FROM pick ON CONFLICT DO NOTHING
