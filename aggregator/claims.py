@@ -15,14 +15,22 @@ coordinator of a Citus cluster). Work is shared by job:
   drained (a lock held until the transaction ends) returns empty instead,
   and the next batch, holding nothing, waits.
 
-Exactly once does not rest on these locks but on the claim (FOR UPDATE SKIP
-LOCKED) and the marking of the claimed hits, which commit with the merges.
-The per-job lock serialises the merges into one job's roll-up rows (unique
-counts, sessions), which two batches of the same job must not interleave.
+Exactly once rests on the per-job lock: only the batch holding a job's lock
+reads (claims) and marks that job's unrolled hits, and it takes its snapshot
+after the lock, so it sees the hits the job's previous batch marked (a commit
+is visible before its locks are released). The claim is a plain read, no row
+lock (FOR UPDATE would write every claimed row once more, with WAL, before
+the marking rewrites it). As a safety net the marking takes only hits still
+unrolled and ``mark`` refuses a batch in which any claimed hit was marked by
+someone else (``ClaimLost``: the batch rolls back, nothing is counted
+twice). The same lock serialises the merges into one job's roll-up rows
+(unique counts, sessions), which two batches of the same job must not
+interleave.
 
 Every batch also holds the shared gate; erasure, key destruction and salt
-destruction take it exclusively, so they wait for the batches in flight and
-a batch never merges what they have just removed.
+destruction take it exclusively before they write anything, so they wait for
+the batches in flight, a batch never waits for them, and a batch never merges
+what they have just removed.
 """
 
 from __future__ import annotations
@@ -102,11 +110,44 @@ async def _claim_job(
     return rows
 
 
-def spans(hits: Sequence[Mapping[str, Any]]) -> dict[int, tuple[dt.datetime, dt.datetime]]:
-    """(first, last) received_at of each job's claimed hits: statements that write raw_hits go job by job."""
-    out: dict[int, tuple[dt.datetime, dt.datetime]] = {}
+class ClaimLost(RuntimeError):
+    """Claimed hits were no longer unrolled when marked: the batch must roll back."""
+
+
+@dataclass
+class Span:
+    """A job's claimed hits in a batch: how many, and their first and last received_at."""
+
+    hits: int
+    first: dt.datetime
+    last: dt.datetime
+
+
+def spans(hits: Sequence[Mapping[str, Any]]) -> dict[int, Span]:
+    """Each job's claimed hits: statements that write raw_hits go job by job."""
+    out: dict[int, Span] = {}
     for hit in hits:
         job, at = hit["job_id"], hit["received_at"]
-        first, last = out.get(job, (at, at))
-        out[job] = (min(first, at), max(last, at))
+        span = out.get(job)
+        if span is None:
+            out[job] = Span(1, at, at)
+            continue
+        span.hits += 1
+        if at < span.first:
+            span.first = at
+        elif at > span.last:
+            span.last = at
     return out
+
+
+async def mark(conn: asyncpg.Connection, sql: str, hits: Sequence[Mapping[str, Any]]) -> None:
+    """Mark the claimed ``hits`` rolled, one statement a job (``sql``: $1 now, $2 job, $3 first, $4 last).
+
+    ``sql`` updates only hits still unrolled; one fewer than claimed means
+    another transaction rolled it up meanwhile, and the batch is refused.
+    """
+    now = dt.datetime.now(dt.UTC)
+    for job, span in sorted(spans(hits).items()):
+        marked = int((await conn.execute(sql, now, job, span.first, span.last)).split()[-1])
+        if marked != span.hits:
+            raise ClaimLost(f"job {job}: {span.hits} hits claimed, {marked} still unrolled when marked")

@@ -11,6 +11,12 @@ PostgreSQL is a private server (pgserver, in a temporary folder), so no
 other session's work is counted: its CPU is its postmaster's and every
 process it started, live and exited (children's times, as the kernel sums
 them when they are reaped). Measures and prints; asserts nothing.
+
+With ``--rounds N`` the collected hits are rolled up N times, each time in a
+fresh copy of the collected database; with ``--against DIR`` (another source
+tree, e.g. ``git worktree add /tmp/base <commit>``) that tree's aggregator
+rolls up copies of the same hits too, alternating with this tree's, so the
+two are compared on the same hits in the same session.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import asyncio
 import os
 import resource
 import secrets
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -54,11 +61,20 @@ def children_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def aggregate_once(url: str) -> tuple[float, str]:
+def pixeltrack(url: str, tree: Path | None, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run `pixeltrack ARGS` on ``url`` with ``tree``'s code (None: this one's); it must succeed.
+
+    In ``tree`` itself: `python -m` puts the working directory before PYTHONPATH.
+    """
+    env = {**os.environ, "DATABASE_URL": url} | ({"PYTHONPATH": str(tree)} if tree is not None else {})
+    return subprocess.run([sys.executable, "-m", "pixeltrack.cli", *args], capture_output=True, text=True, env=env,
+                          cwd=tree, timeout=1800, check=True)
+
+
+def aggregate_once(url: str, tree: Path | None = None) -> tuple[float, str]:
     """Run `pixeltrack aggregator --once`; its CPU seconds and its line."""
     before = children_cpu()
-    done = subprocess.run([sys.executable, "-m", "pixeltrack.cli", "aggregator", "--once"], capture_output=True,
-                          text=True, env={**os.environ, "DATABASE_URL": url}, timeout=1800, check=True)
+    done = pixeltrack(url, tree, "aggregator", "--once")
     return children_cpu() - before, done.stdout.strip()
 
 
@@ -71,7 +87,44 @@ async def count_hits(url: str) -> int:
         await conn.close()
 
 
-async def bench(server_url: str, postmaster: psutil.Process, seconds: float, tmp: Path) -> None:
+async def roll_up(server_url: str, url: str, postmaster: psutil.Process, tree: Path | None) -> tuple[float, float, str]:
+    """Roll up a fresh copy of ``url`` with ``tree``'s aggregator: its CPU seconds, PostgreSQL's, its line.
+
+    The copy gets ``tree``'s schema first; start-up and an empty run are subtracted.
+    """
+    copy = await support.create_database(server_url, "pt_cost_copy", template=url)
+    try:
+        pixeltrack(copy, tree, "initdb")
+        p0 = pg_cpu(postmaster)
+        app, line = aggregate_once(copy, tree)
+        pg = pg_cpu(postmaster) - p0
+        p0 = pg_cpu(postmaster)
+        idle_app, _ = aggregate_once(copy, tree)  # start-up and an empty run: not per hit
+        idle_pg = pg_cpu(postmaster) - p0
+    finally:
+        await support.drop_database(server_url, copy)
+    return app - idle_app, pg - idle_pg, line
+
+
+async def compare(server_url: str, url: str, postmaster: psutil.Process, hits: int, collect: float,
+                  rounds: int, against: Path | None) -> None:
+    """Roll up copies of the collected hits ``rounds`` times with this tree (and ``against``), alternating."""
+    trees: dict[str, Path | None] = {"this tree": None} | ({f"against {against}": against} if against else {})
+    totals: dict[str, list[float]] = {name: [] for name in trees}
+    for n in range(rounds):
+        for name, tree in trees.items():
+            app, pg, line = await roll_up(server_url, url, postmaster, tree)
+            totals[name].append((app + pg) / hits * 1e6)
+            print(f"round {n + 1} {name}: aggregator {app / hits * 1e6:5.1f} + PostgreSQL {pg / hits * 1e6:5.1f} = "
+                  f"{totals[name][-1]:5.1f} us per hit, {totals[name][-1] / collect:.2f}x collect [{line}]", flush=True)
+    for name, values in totals.items():
+        middle = statistics.median(values)
+        print(f"{name}: median {middle:.1f} us per hit = {middle / collect:.2f}x collect ({collect:.1f} us); "
+              f"all {', '.join(f'{v:.1f}' for v in values)}")
+
+
+async def bench(server_url: str, postmaster: psutil.Process, seconds: float, tmp: Path, rounds: int = 1,
+                against: Path | None = None) -> None:
     """Collect for ``seconds``, then roll up; print both costs and their ratio."""
     url = await support.create_database(server_url, "pt_cost")
     secret = secrets.token_urlsafe(32)
@@ -95,6 +148,12 @@ async def bench(server_url: str, postmaster: psutil.Process, seconds: float, tmp
         collector.stop()
     collect_pg = pg_cpu(postmaster) - p0
     hits = await count_hits(url)
+    if rounds > 1 or against is not None:
+        print(f"{hits:,} hits collected at {result.rate:,.0f}/s ({result.driver}); collect: collector "
+              f"{collect_app / hits * 1e6:.1f} + PostgreSQL {collect_pg / hits * 1e6:.1f} us per hit")
+        await compare(server_url, url, postmaster, hits, (collect_app + collect_pg) / hits * 1e6, rounds, against)
+        await support.drop_database(server_url, url)
+        return
     p0 = pg_cpu(postmaster)
     started = time.perf_counter()
     roll_app, line = aggregate_once(url)
@@ -122,6 +181,8 @@ def main() -> None:
     """A private PostgreSQL in a temporary folder; the benchmark; stop it."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of traffic (default 10)")
+    parser.add_argument("--rounds", type=int, default=1, help="roll-ups of copies of the collected hits (default 1)")
+    parser.add_argument("--against", type=Path, help="another source tree whose aggregator rolls up copies too")
     args = parser.parse_args()
     import pgserver
 
@@ -131,7 +192,7 @@ def main() -> None:
         postmaster = psutil.Process(server.get_pid())
         lines = server.psql("SHOW server_version").splitlines()
         print(f"PostgreSQL {lines[2].strip() if len(lines) > 2 else '?'} (private, pgserver)")
-        asyncio.run(bench(server.get_uri(), postmaster, args.duration, tmp))
+        asyncio.run(bench(server.get_uri(), postmaster, args.duration, tmp, args.rounds, args.against))
 
 
 if __name__ == "__main__":

@@ -174,7 +174,7 @@ async def _later(
         recipients[job].append(rid)
     docs: list[Mapping[str, Any]] = []
     for job, rids in sorted(recipients.items()):
-        newest = spans[job][1]
+        newest = spans[job].last
         for hit in await conn.fetch(AHEAD, job, rids, newest, newest + look_ahead(config)):
             if hit["hit_id"] not in claimed:
                 _note(known, hit, docs)
@@ -215,7 +215,7 @@ async def save(conn: asyncpg.Connection, hits: Sequence[Mapping[str, Any]], know
             opens[(job, rhash)] = min(at, opens.get((job, rhash), at))
         elif hit["kind"] == "click":
             clicked.add(job)
-            if at >= spans[job][1] - window and (link := link_key(hit["link"])) is not None:
+            if at >= spans[job].last - window and (link := link_key(hit["link"])) is not None:
                 clicks.add((job, rhash, at, link))
     if opens:
         rows = sorted((*k, v) for k, v in opens.items())
@@ -223,4 +223,4 @@ async def save(conn: asyncpg.Connection, hits: Sequence[Mapping[str, Any]], know
     if clicks:
         await conn.execute(SAVE_CLICKS, *[list(col) for col in zip(*sorted(clicks), strict=True)])
     for job in sorted(clicked):
-        await conn.execute(PRUNE, job, spans[job][1] - window)
+        await conn.execute(PRUNE, job, spans[job].last - window)

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 from pixeltrack.core import columns
 
-# What the roll-up writes back to each raw hit (tracks.stored_columns makes the values).
-STORED = ("client_ip", *columns.HEADERS, *columns.ENRICHED)
+# What the roll-up writes back to each raw hit, as its track allows (aggregator.mail.tracks
+# makes the values): the address and headers in the hit's batch row (personal hits only), the
+# enrichment in a profile row that the batch's hits share (rollup_profile).
+STORED_INLINE = ("client_ip", *columns.HEADERS)
+STORED = (*STORED_INLINE, *columns.ENRICHED)
 
 # ------------------------------------------------------------------ claim --
 # The jobs with hits to roll up (aggregator.claims), through the partial
@@ -17,9 +20,9 @@ PENDING = """
 SELECT job_id, min(received_at) AS first, max(received_at) AS last FROM raw_hits
 WHERE rolled_at IS NULL AND kind <> 'page' GROUP BY job_id ORDER BY job_id
 """
-# Claims the oldest unrolled hits of one job ($1; on Citus a row-locking
-# query must name its shard); SKIP LOCKED passes over rows an erasure holds.
-# Joined with what the mode needs to know, each table named by $1 too, so
+# Claims the oldest unrolled hits of one job ($1), under the job's lock
+# (aggregator.claims: no row lock needed, MARK_ROLLED checks they are still
+# unrolled). Joined with what the mode needs to know, each table named by $1 too, so
 # Citus runs the whole statement on the job's worker (joined through the CTE
 # alone, it would fetch every job's recipients). Page views of websites are
 # left to aggregator.web (its own claim and merge). $3: the newest receive
@@ -29,7 +32,6 @@ WITH c AS (
     SELECT {columns.listed(columns.HIT, client_ip="host(client_ip)")}
     FROM raw_hits WHERE job_id = $1 AND rolled_at IS NULL AND kind <> 'page' AND received_at <= $3
     ORDER BY received_at LIMIT $2
-    FOR UPDATE SKIP LOCKED
 )
 SELECT c.*, j.mode, j.sent_at,
        coalesce(r.consent AND r.consent_changed_at <= c.received_at, false) AS consenting,
@@ -56,24 +58,35 @@ SELECT * FROM unnest($1::bigint[], $2::bytea[]) ON CONFLICT (job_id) DO NOTHING
 # not analyzed yet looks nearly empty to the planner, which then joined the
 # batch by a nested loop that rescanned it per raw hit (12.6 s for 10k hits);
 # knowing the batch's size, it looks each raw hit's row up by the key.
+# The enrichment each hit keeps is a profile: its track's share of its
+# client, place, language and source columns, numbered once per distinct
+# combination in the batch (a mailing repeats a few hundred), so a hit's
+# row carries its number instead of 23 values. The (masked) address goes in
+# as text, cast by MARK_ROLLED: asyncpg encodes an inet with Python's
+# ipaddress, PostgreSQL parses it in C (1.5 us a personal hit less).
 BATCH_TYPES = {
     "track": "text", "machine": "boolean", "unknown": "boolean", "family": "text", "rhash": "bytea",
     "link_id": "bigint", "reason": "text", "age_band": "text", "gender": "text", "zip": "text",
+    "profile": "integer", "client_ip": "text",
 }  # fmt: skip
 BATCH_COLUMNS = (
     "hit_id", "received_at", "job_id", "kind", "track", "machine", "unknown", "family", "recipient_id", "rhash",
-    "link_id", "link", "reason", "age_band", "gender", "zip", *STORED,
+    "link_id", "link", "reason", "age_band", "gender", "zip", "profile", *STORED_INLINE,
 )  # fmt: skip
+PROFILE_COLUMNS = ("profile", *columns.ENRICHED)
 CREATE_BATCH = f"""
 CREATE TEMP TABLE IF NOT EXISTS rollup_batch (
     {columns.typed(BATCH_COLUMNS, BATCH_TYPES)},
     PRIMARY KEY (job_id, received_at, hit_id)
 ) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS rollup_profile (
+    {columns.typed(PROFILE_COLUMNS, BATCH_TYPES)}, PRIMARY KEY (profile)
+) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS seen_delta (
     job_id bigint, kind text, link_id bigint, hash bytea, inferred boolean, added boolean
 ) ON COMMIT DELETE ROWS;
 """
-ANALYZE_BATCH = "ANALYZE rollup_batch (job_id, received_at, hit_id)"
+ANALYZE_BATCH = "ANALYZE rollup_batch (job_id, received_at, hit_id), rollup_profile (profile)"
 
 # ---------------------------------------------------------------- uniques --
 # Scopes 'open', 'click', 'link' count recipients with a hit that is not a
@@ -97,7 +110,10 @@ INSERT INTO seen_delta SELECT job_id, kind, 0, hash, true, false FROM up
 """
 
 # Recipients seen for the first time, per scope. A human click also makes its
-# recipient an (inferred) opener: images may have been blocked.
+# recipient an (inferred) opener: images may have been blocked. Sorted, so
+# unique_seen's index takes the new rows in its own order: grouped by hashing
+# (cheaper on its own) they went in at random places, which cost more once
+# the table is large.
 SEEN_INSERT = """
 WITH h AS (
     SELECT job_id, kind, link_id, rhash, track, machine, NOT machine AND NOT unknown AS recognised
@@ -267,12 +283,15 @@ ON CONFLICT (job_id, age_band, gender, zip) DO UPDATE SET
     unique_clicks_recognised = t.unique_clicks_recognised + excluded.unique_clicks_recognised
 """
 
+# Counted per profile first (integers), then by the profiles' columns.
 MERGE_BREAKDOWNS = """
 INSERT INTO report_breakdowns AS t (job_id, kind, traffic, machine_reason, device_class, os, browser,
                                     mail_client, country, hits)
 SELECT job_id, kind, coalesce(traffic, ''), coalesce(machine_reason, ''), coalesce(device_class, ''),
-       coalesce(os, ''), coalesce(browser, ''), coalesce(mail_client, ''), coalesce(country, ''), count(*)
-FROM rollup_batch WHERE track <> 'rejected' GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9 ORDER BY 1, 2, 3, 4, 5, 6, 7, 8, 9
+       coalesce(os, ''), coalesce(browser, ''), coalesce(mail_client, ''), coalesce(country, ''), sum(hits)
+FROM (SELECT job_id, kind, profile, count(*) AS hits FROM rollup_batch WHERE track <> 'rejected' GROUP BY 1, 2, 3) b
+JOIN rollup_profile USING (profile)
+GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9 ORDER BY 1, 2, 3, 4, 5, 6, 7, 8, 9
 ON CONFLICT (job_id, kind, traffic, machine_reason, device_class, os, browser, mail_client, country)
 DO UPDATE SET hits = t.hits + excluded.hits
 """
@@ -288,8 +307,11 @@ ON CONFLICT (job_id, hour, kind, reason) DO UPDATE SET hits = t.hits + excluded.
 # the family comes from the enrichment of the batch, never from raw hits).
 MERGE_MACHINE = """
 INSERT INTO job_machine AS t (job_id, kind, reason, family, hits)
-SELECT job_id, kind, coalesce(machine_reason, 'unknown'), coalesce(family, ''), count(*)
-FROM rollup_batch WHERE machine AND track <> 'rejected' GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+SELECT job_id, kind, coalesce(machine_reason, 'unknown'), coalesce(family, ''), sum(hits)
+FROM (SELECT job_id, kind, profile, family, count(*) AS hits FROM rollup_batch
+      WHERE machine AND track <> 'rejected' GROUP BY 1, 2, 3, 4) b
+JOIN rollup_profile USING (profile)
+GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
 ON CONFLICT (job_id, kind, reason, family) DO UPDATE SET hits = t.hits + excluded.hits
 """
 
@@ -303,15 +325,16 @@ MERGES = (
 # Marks the claimed hits of one job ($2) rolled and leaves only what their
 # track may keep. The job's time range in the batch prunes the day
 # partitions it cannot touch, and the batch's rows find theirs by primary
-# key, so the cost follows the batch, not the history. (No `rolled_at IS
-# NULL` here: its estimate comes from statistics taken when few hits were
-# pending, and after a backlog it led the planner to scan the whole batch
-# once per raw hit.) One job a statement: on Citus a join of the batch (a
+# key, so the cost follows the batch, not the history. Only hits still
+# unrolled (claims.mark counts them: exactly once); with statistics taken
+# when few hits were pending the planner walks raw_hits_unrolled_job and
+# looks each one's batch row up by the batch's key. One job a statement: on Citus a join of the batch (a
 # temporary table) with one shard ships that job's rows to one worker; with
 # all of raw_hits it would ship the whole batch to every shard.
 MARK_ROLLED = f"""
-UPDATE raw_hits r SET rolled_at = $1, {columns.assigned(("recipient_id", *STORED), "b")}
-FROM rollup_batch b
+UPDATE raw_hits r SET rolled_at = $1, client_ip = b.client_ip::inet,
+    {columns.assigned(("recipient_id", *columns.HEADERS), "b")}, {columns.assigned(columns.ENRICHED, "p")}
+FROM rollup_batch b JOIN rollup_profile p ON p.profile = b.profile
 WHERE r.job_id = $2 AND b.job_id = $2 AND r.received_at BETWEEN $3 AND $4
-  AND r.received_at = b.received_at AND r.hit_id = b.hit_id
+  AND r.received_at = b.received_at AND r.hit_id = b.hit_id AND r.rolled_at IS NULL
 """

@@ -1,7 +1,8 @@
-"""Turns claimed hits into rows of the rollup_batch table.
+"""Turns claimed hits into rows of the rollup_batch and rollup_profile tables.
 
 Pure Python, no I/O: enrichment results and job keys come in, one tuple per
-hit comes out in queries.BATCH_COLUMNS order, already reduced to what the hit's track may keep.
+hit comes out in queries.BATCH_COLUMNS order, already reduced to what the hit's track may keep;
+the enrichment it keeps is numbered once per distinct profile (queries.PROFILE_COLUMNS).
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ from typing import Any
 
 from aggregator.figures import figure
 from aggregator.mail import tracks as modes
-from aggregator.mail.queries import BATCH_COLUMNS
+from aggregator.mail.queries import BATCH_COLUMNS, PROFILE_COLUMNS
 from pixeltrack.core.tokens import link_id_for
 
-__all__ = ["BATCH_COLUMNS", "BatchBuilder", "classify_machine"]
+__all__ = ["BATCH_COLUMNS", "PROFILE_COLUMNS", "BatchBuilder", "classify_machine"]
 
 
 def classify_machine(hit: Mapping[str, Any], enriched: dict[str, Any]) -> bool:
@@ -22,13 +23,18 @@ def classify_machine(hit: Mapping[str, Any], enriched: dict[str, Any]) -> bool:
     return enriched.get("traffic") == "machine"
 
 
+HASHED = frozenset((modes.PERSONAL, modes.UNIQUE, modes.ANONYMOUS))  # tracks with a keyed recipient hash
+NO_CELL = (None, None, None)
+
+
 class BatchBuilder:
-    """Builds batch rows; caches link ids and recipient hashes within a run."""
+    """Builds one batch's rows; caches link ids and recipient hashes, numbers the profiles."""
 
     def __init__(self, keys: Mapping[int, bytes | None]) -> None:
         self.keys = keys
         self._links: dict[str, int] = {}
         self._hashes: dict[tuple[int, int], bytes | None] = {}
+        self._profiles: dict[tuple[Any, ...], int] = {}
 
     def link_id(self, url: str | None) -> int | None:
         """Stable id of a clicked URL."""
@@ -47,23 +53,35 @@ class BatchBuilder:
             self._hashes[cache_key] = None if key is None else modes.recipient_hash(key, recipient_id)
         return self._hashes[cache_key]
 
-    def row(self, hit: Mapping[str, Any], enriched: dict[str, Any]) -> tuple[Any, ...]:
-        """The batch row of one hit."""
-        track = modes.track_of(hit)
+    def profile(self, track: str, enriched: Mapping[str, Any]) -> int:
+        """Number of the enrichment the hit keeps on its track (tracks.stored_enrichment)."""
+        values = modes.stored_enrichment(track, enriched)
+        found = self._profiles.get(values)
+        if found is None:
+            found = self._profiles[values] = len(self._profiles)
+        return found
+
+    def profile_rows(self) -> list[tuple[Any, ...]]:
+        """The rollup_profile rows of the profiles numbered so far."""
+        return [(number, *values) for values, number in self._profiles.items()]
+
+    def row(self, hit: Mapping[str, Any], enriched: dict[str, Any], track: str) -> tuple[Any, ...]:
+        """The batch row of one hit on ``track`` (tracks.track_of)."""
         machine, unknown = figure(enriched)
-        rid = hit["recipient_id"]
-        personal = track == modes.PERSONAL
-        rhash = self.rhash(hit["job_id"], rid) if track in (modes.PERSONAL, modes.UNIQUE, modes.ANONYMOUS) else None
-        cell = modes.cell_of(hit) if track == modes.ANONYMOUS else (None, None, None)
-        is_click = hit["kind"] == "click" and track != modes.REJECTED
+        job, rid, kind = hit["job_id"], hit["recipient_id"], hit["kind"]
+        link = hit["link"] if kind == "click" and track != modes.REJECTED else None
         return (
-            hit["hit_id"], hit["received_at"], hit["job_id"], hit["kind"], track, machine, unknown,
-            enriched.get("machine_family") if machine else None, rid if personal else None, rhash,
-            self.link_id(hit["link"]) if is_click else None, hit["link"] if is_click else None,
+            hit["hit_id"], hit["received_at"], job, kind, track, machine, unknown,
+            enriched.get("machine_family") if machine else None, rid if track == modes.PERSONAL else None,
+            self.rhash(job, rid) if track in HASHED else None, self.link_id(link), link,
             modes.reject_reason(hit) if track == modes.REJECTED else None,
-            *cell, *modes.stored_columns(track, hit, enriched),
+            *(modes.cell_of(hit) if track == modes.ANONYMOUS else NO_CELL),
+            self.profile(track, enriched), *modes.stored_inline(track, hit, enriched),
         )  # fmt: skip
 
-    def rows(self, hits: Sequence[Mapping[str, Any]], enriched: Sequence[dict[str, Any]]) -> list[tuple]:
-        """Batch rows of all hits, in order."""
-        return [self.row(hit, extra) for hit, extra in zip(hits, enriched, strict=True)]
+    def rows(
+        self, hits: Sequence[Mapping[str, Any]], enriched: Sequence[dict[str, Any]], tracks: Sequence[str]
+    ) -> list[tuple]:
+        """Batch rows of all hits, in order (``tracks``: each hit's track)."""
+        row = self.row
+        return [row(hit, extra, track) for hit, extra, track in zip(hits, enriched, tracks, strict=True)]

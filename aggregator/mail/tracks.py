@@ -11,7 +11,7 @@ Each claimed hit gets a *track*, the mode that applies to that very event:
 - ``rejected``: refused tokens and unknown jobs; never an open or a click.
 
 The track decides which columns of the raw hit survive the roll-up
-(`stored_columns`) and whether a keyed hash lets repeats be recognised.
+(`stored_inline`, `stored_enrichment`) and whether a keyed hash lets repeats be recognised.
 """
 
 from __future__ import annotations
@@ -38,6 +38,12 @@ KEPT: dict[str, frozenset[str]] = {
     REJECTED: frozenset(columns.MACHINE),
 }
 _headers = itemgetter(*columns.HEADERS)  # C-level: the roll-up calls it once per hit
+# Per track, the enrichment key each enrichment column of STORED takes its
+# value from: the column's own name where the track keeps it, else a key no
+# enrichment has (so None), for a C-level map over each hit's dict.
+_NOTHING = ""
+STORED_FROM = {track: tuple(n if n in kept else _NOTHING for n in columns.ENRICHED) for track, kept in KEPT.items()}
+_NO_HEAD = (None,) * (1 + len(columns.HEADERS))
 AGE_BANDS = ((18, "<18"), (25, "18-24"), (35, "25-34"), (45, "35-44"), (55, "45-54"), (65, "55-64"))
 UNKNOWN = "unknown"
 
@@ -84,13 +90,14 @@ def recipient_hash(key: bytes, recipient_id: int) -> bytes:
     return hashlib.blake2b(recipient_id.to_bytes(8, "big", signed=True), key=key, digest_size=16).digest()
 
 
-def stored_columns(track: str, hit: Mapping[str, Any], enriched: Mapping[str, Any]) -> list[Any]:
-    """The values of queries.STORED (address, headers, enrichment) as the track allows."""
-    kept = KEPT[track]
-    values = [enriched.get(name) if name in kept else None for name in columns.ENRICHED]
+def stored_inline(track: str, hit: Mapping[str, Any], enriched: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The values of queries.STORED_INLINE (address, headers) as the track allows."""
     if track == PERSONAL:
         # Personal hits keep the masked address, never the full one.
-        head = [enriched.get("client_ip_masked"), *_headers(hit)]
-    else:
-        head = [None] * (1 + len(columns.HEADERS))
-    return head + values
+        return (enriched.get("client_ip_masked"), *_headers(hit))
+    return _NO_HEAD
+
+
+def stored_enrichment(track: str, enriched: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The values of columns.ENRICHED as the track allows (None for what it may not keep)."""
+    return tuple(map(enriched.get, STORED_FROM[track]))

@@ -99,13 +99,13 @@ def _count(status: str) -> int:
 
 async def forget_one(conn: asyncpg.Connection, job_id: int, recipient_id: int) -> Forgotten:
     """Erase one tombstoned recipient of one job (inside the caller's transaction)."""
-    # Row locks first, the exclusive gate after: it waits for the roll-up
-    # batches in flight (one holding these hits claimed among them), which
-    # never wait for us.
+    # The exclusive gate before any write: it waits for the roll-up batches
+    # in flight (one may have claimed these hits, without a row lock, and
+    # would wait for ours to mark them), and no batch starts until we commit.
+    await conn.execute(claims.GATE_EXCLUSIVE)
     raw = await scrub(conn, Scope.RECIPIENT, job_id, recipient_id)
     raw += await scrub(conn, Scope.CONTACT, job_id, recipient_id)
     views = await scrub(conn, Scope.CONTACT_VISITORS, job_id, recipient_id)
-    await conn.execute(claims.GATE_EXCLUSIVE)
     rows = _count(await conn.execute(DELETE_RECIPIENT, job_id, recipient_id))
     links = _count(await conn.execute(DELETE_RECIPIENT_LINKS, job_id, recipient_id))
     key = await conn.fetchval(JOB_KEY, job_id)

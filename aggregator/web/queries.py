@@ -16,9 +16,9 @@ STORED = ("client_ip", *columns.HEADERS, *columns.PAGE_VIEW, *columns.ENRICHED)
 # Jobs with page views to roll up (aggregator.claims), and the claim of one
 # job's ($1) oldest unrolled page views (the mail roll-up leaves kind 'page'
 # alone), joined with the site's mode and settings ($1 again: one router
-# statement on Citus); SKIP LOCKED as for mail. In the order the batch is
-# worked in, hit_id breaking ties: views of one instant cut by a batch go
-# to sessions in the order one batch would take them.
+# statement on Citus); under the job's lock, no row lock, as for mail. In
+# the order the batch is worked in, hit_id breaking ties: views of one
+# instant cut by a batch go to sessions in the order one batch would take them.
 PENDING = """
 SELECT job_id, min(received_at) AS first, max(received_at) AS last FROM raw_hits
 WHERE rolled_at IS NULL AND kind = 'page' GROUP BY job_id ORDER BY job_id
@@ -28,7 +28,6 @@ WITH c AS (
     SELECT {columns.listed(columns.RAW, client_ip="host(client_ip)")}
     FROM raw_hits WHERE job_id = $1 AND rolled_at IS NULL AND kind = 'page'
     ORDER BY received_at, hit_id LIMIT $2
-    FOR UPDATE SKIP LOCKED
 )
 SELECT c.*, j.mode, coalesce(s.cookieless, false) AS cookieless, coalesce(s.spa_hash, false) AS spa_hash
 FROM c
@@ -158,10 +157,11 @@ CREATE TEMP TABLE IF NOT EXISTS site_batch (
 # Keyed and analyzed for MARK_ROLLED, as the mail batch (aggregator.mail.queries.ANALYZE_BATCH).
 ANALYZE_BATCH = "ANALYZE site_batch (job_id, received_at, hit_id)"
 # Marks the claimed page views of one job ($2) rolled, keeping only what the
-# site's mode allows; job by job and within the job's time range, as for mail.
+# site's mode allows; job by job, within the job's time range and only
+# views still unrolled (claims.mark counts them), as for mail.
 MARK_ROLLED = f"""
 UPDATE raw_hits r SET rolled_at = $1, {columns.assigned(STORED, "b")}
 FROM site_batch b
 WHERE r.job_id = $2 AND b.job_id = $2 AND r.received_at BETWEEN $3 AND $4
-  AND r.received_at = b.received_at AND r.hit_id = b.hit_id
+  AND r.received_at = b.received_at AND r.hit_id = b.hit_id AND r.rolled_at IS NULL
 """

@@ -205,10 +205,8 @@ def _entries(views: list[View], started: list[Session], counts: WebCounts) -> No
 async def _mark(conn: asyncpg.Connection, hits: Sequence[Mapping[str, Any]], rows: list[tuple]) -> None:
     await conn.execute(queries.CREATE_BATCH)
     await conn.copy_records_to_table("site_batch", records=rows, columns=queries.BATCH_COLUMNS)
-    now = dt.datetime.now(dt.UTC)
     await conn.execute(queries.ANALYZE_BATCH)
-    for job, (first, last) in sorted(claims.spans(hits).items()):
-        await conn.execute(queries.MARK_ROLLED, now, job, first, last)
+    await claims.mark(conn, queries.MARK_ROLLED, hits)
 
 
 async def _contacts(conn: asyncpg.Connection, hits: Sequence[Mapping[str, Any]], tracks: list[str],

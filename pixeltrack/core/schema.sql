@@ -143,7 +143,7 @@ END $$;
 -- ============================================================ aggregator ====
 -- Everything below is written by the aggregator (`pixeltrack aggregator`).
 -- A hit is rolled up exactly once: a run claims unrolled raw hits of a job
--- with FOR UPDATE SKIP LOCKED, merges them into these tables with
+-- under the job's advisory lock, merges them into these tables with
 -- INSERT ... ON CONFLICT DO UPDATE and marks them rolled (rolled_at), all in
 -- one transaction. Every key starts with job_id (Citus distribution by job,
 -- see distribute.sql).

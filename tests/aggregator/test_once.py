@@ -8,6 +8,7 @@ import datetime as dt
 import asyncpg
 import pytest
 
+from aggregator import claims
 from aggregator.config import AggregatorConfig
 from aggregator.mail.report import build_report
 from aggregator.mail.rollup import rollup
@@ -104,6 +105,33 @@ class TestKilledRun:
         assert report["opens"] == {"total": 121, "human": 0, "unknown": 121, "machine": 0, "headline": 121, "unique": 41,
                                   "inferred": 1}
         assert report["clicks"] == {"total": 61, "human": 0, "unknown": 61, "machine": 0, "headline": 61, "unique": 41}
+
+
+class TestClaimLost:
+    """A claimed hit that someone else marks before the batch does: the batch is refused, nothing counts twice."""
+
+    async def test_refused_then_rest_counted(self, db_url: str, conn: asyncpg.Connection) -> None:
+        """The batch rolls back (180 unrolled, nothing counted); the next run counts the other 179 once."""
+        job = await busy_job(conn)
+        other = await db.connect(db_url)
+
+        async def meddle() -> None:  # a writer outside the job lock marks the earliest claimed hit
+            await other.execute(
+                "UPDATE raw_hits SET rolled_at = now() WHERE (received_at, hit_id) = "
+                "(SELECT received_at, hit_id FROM raw_hits WHERE job_id = $1 ORDER BY received_at LIMIT 1)",
+                job,
+            )
+
+        try:
+            with pytest.raises(claims.ClaimLost, match="180 hits claimed, 179 still unrolled"):
+                await rollup(conn, AggregatorConfig(batch_size=500), FlagEnricher(), fault=meddle)
+        finally:
+            await other.close()
+        assert await conn.fetchval("SELECT count(*) FROM raw_hits WHERE rolled_at IS NULL") == 179
+        assert await conn.fetchval("SELECT count(*) FROM report_job_totals") == 0
+        stats = await rollup(conn, AggregatorConfig(batch_size=500), FlagEnricher())
+        assert stats.hits == 179
+        assert await conn.fetchval("SELECT sum(total) FROM report_job_totals") == 179
 
 
 class TestLateHit:

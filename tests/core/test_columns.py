@@ -77,16 +77,22 @@ class TestUsers:
         assert page_claim[: len(columns.RAW)] == list(columns.RAW)
 
     async def test_batch_tables(self, conn: asyncpg.Connection) -> None:
-        """The batch tables hold what the roll-ups write back, typed as in raw_hits; nothing enriched is left out."""
+        """The batch tables (mail: batch and profiles) hold what the roll-ups write back, typed as in raw_hits; nothing enriched is left out."""
         raw = await types_of(conn, "raw_hits")
         async with conn.transaction():
             await conn.execute(mail.CREATE_BATCH)
             await conn.execute(web.CREATE_BATCH)
-            for table, batch_columns, stored in (
-                ("rollup_batch", MAIL_BATCH_COLUMNS, mail.STORED), ("site_batch", web.BATCH_COLUMNS, web.STORED),
-            ):
-                found = await types_of(conn, table)
-                assert list(found) == list(batch_columns)
-                assert {n: t for n, t in found.items() if n in raw} == {n: raw[n] for n in found if n in raw}
-                assert set(stored) <= set(batch_columns) and set(columns.ENRICHED) <= set(stored)
+            for tables, stored, as_text in (
+                ((("rollup_batch", MAIL_BATCH_COLUMNS), ("rollup_profile", mail.PROFILE_COLUMNS)), mail.STORED,
+                 {"client_ip"}),  # text in the batch, cast when written back
+                ((("site_batch", web.BATCH_COLUMNS),), web.STORED, set()),
+            ):  # fmt: skip
+                held: set[str] = set()
+                for table, batch_columns in tables:
+                    found = await types_of(conn, table)
+                    assert list(found) == list(batch_columns)
+                    typed = {n: t for n, t in found.items() if n in raw}
+                    assert typed == {n: "text" if n in as_text else raw[n] for n in typed}
+                    held |= set(batch_columns)
+                assert set(stored) <= held and set(columns.ENRICHED) <= set(stored)
         assert set(columns.PAGE_VIEW) <= set(web.STORED)

@@ -12,10 +12,11 @@ import asyncpg
 import pytest
 
 from aggregator.config import AggregatorConfig
+from aggregator.mail.rollup import rollup
 from aggregator.mail.tracks import recipient_hash
 from aggregator.privacy.forget import forget
 from aggregator.rollup import rollup_all
-from pixeltrack.core import erasure, jobs
+from pixeltrack.core import db, erasure, jobs
 from pixeltrack.core.websites import create_site
 from tests.conftest import TEST_SECRET
 from tests.support.hits import add_hits, at, hit
@@ -121,6 +122,33 @@ class TestForgetEverywhere:
         assert await conn.fetchval("SELECT count(*) FROM raw_hits WHERE job_id = $1 AND rolled_at IS NULL", mail) == 0
         assert [r[0] for r in await conn.fetch("SELECT recipient_id FROM report_recipients")] == [OTHER]
         assert await everything_of_ann(conn, mail, rhash) == {("forgotten_recipients", "recipient_id")}
+
+    async def test_during_a_batch(self, db_url: str, conn: asyncpg.Connection) -> None:
+        """A batch claimed Ann's pending open: forget waits for it (no deadlock), then removes what it merged."""
+        mail, _ = await personal_job(conn)
+        key = await conn.fetchval("SELECT key FROM job_keys WHERE job_id = $1", mail)
+        claimed, release = asyncio.Event(), asyncio.Event()
+
+        async def pause() -> None:  # the batch holds Ann's hit, claimed, not yet merged
+            claimed.set()
+            await release.wait()
+
+        batch = asyncio.create_task(rollup(conn, CFG, fault=pause))
+        await claimed.wait()
+        other = await db.connect(db_url)
+        try:
+            erasing = asyncio.create_task(forget(other, ADDRESS))
+            await asyncio.sleep(0.5)
+            assert not erasing.done()  # it waits for the gate the batch holds
+            release.set()
+            assert (await batch).hits == 1
+            [done] = await erasing
+        finally:
+            await other.close()
+        assert (done.raw_hits, done.recipient_rows, done.link_rows, done.hashes) == (4, 1, 1, 6)
+        assert await totals(conn, mail) == [("click", 1, 1), ("open", 3, 2)]
+        left = await everything_of_ann(conn, mail, recipient_hash(key, RID))
+        assert left == {("forgotten_recipients", "recipient_id")}
 
     async def test_again_by_tombstone(self, conn: asyncpg.Connection) -> None:
         """forget on an erased recipient finds her by the tombstone, in any case, and has nothing more to remove."""
