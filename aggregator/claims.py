@@ -3,7 +3,9 @@
 Several aggregators may run on one database (plain PostgreSQL or the
 coordinator of a Citus cluster). Work is shared by job:
 
-- a run lists the jobs with hits to roll up (``Pending``), in job_id order;
+- a run lists the jobs with hits to roll up (``Pending``), in job_id order,
+  and takes them in turn: a job whose batch was full goes to the back of the
+  list, so under a backlog every job's roll-up moves, not the first job's alone;
 - a batch takes jobs one after another with ``pg_try_advisory_xact_lock``
   on the job and claims each job's oldest unrolled hits with ``job_id = $1``
   (on Citus a row-locking claim must name its shard), until the batch is
@@ -79,8 +81,8 @@ async def pending(conn: asyncpg.Connection, sql: str) -> Pending:
 async def claim(conn: asyncpg.Connection, jobs: Pending, sql: str, limit: int, *more: object) -> list[asyncpg.Record]:
     """In the caller's transaction: up to ``limit`` hits of jobs this batch may lock (``sql``: $1 job, $2 limit).
 
-    Jobs drained leave ``jobs``; a job whose batch was full stays for the next batch, and comes
-    last in the hits. ``more``: further parameters of ``sql`` ($3 ...).
+    Jobs drained leave ``jobs``; a job whose batch was full goes to the back of ``jobs.todo`` (it
+    comes last in the hits), so the next batch starts with the next job in turn. ``more``: further parameters of ``sql`` ($3 ...).
     """
     await conn.execute(GATE_SHARED)
     hits: list[asyncpg.Record] = []
@@ -106,7 +108,7 @@ async def _claim_job(
 ) -> list[asyncpg.Record]:
     rows = list(await conn.fetch(sql, job, room, *more))
     if len(rows) == room:
-        jobs.todo.insert(0, job)  # maybe more: the next batch starts with it
+        jobs.todo.append(job)  # maybe more: after the other jobs' turn (a backlog never starves them)
     return rows
 
 

@@ -184,6 +184,25 @@ class TestPending:
         assert [h["job_id"] for h in hits] == [a, a, a, b, b]
         assert jobs.todo == [b]
 
+    async def test_jobs_take_turns(self, conn: asyncpg.Connection) -> None:
+        """5 hits in A, 3 in B, batches of 2: A's first two, then B's, then A's; B's last and A's last together.
+
+        (A job that filled a batch goes to the back; A, filling the fourth batch, is listed once more and
+        found drained by a fifth, empty batch.)
+        """
+        from aggregator.mail import queries
+
+        a, b = await opens(conn, "blind", 5), await opens(conn, "blind", 3)
+        jobs = await claims.pending(conn, queries.PENDING)
+        batches = []
+        while jobs:
+            async with conn.transaction():
+                hits = await claims.claim(conn, jobs, queries.CLAIM, 2, EVER)
+                await conn.execute("UPDATE raw_hits SET rolled_at = now() WHERE hit_id = ANY($1)",
+                                   [h["hit_id"] for h in hits])
+            batches.append([h["job_id"] for h in hits])
+        assert batches == [[a, a], [b, b], [a, a], [b, a], []]
+
 
 # ---------------------------------------------------- rewritten statements --
 # The statements as they were before the Citus rewrite, to compare with.
