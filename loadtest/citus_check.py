@@ -193,8 +193,9 @@ async def rollup_one(t: Target, hits: int) -> None:
         t.rates["rollup"] = (stats.hits + pages) / (time.perf_counter() - started)
     finally:
         await conn.close()
+    stages = ", ".join(f"{name} {sec:.2f}" for name, sec in sorted(stats.seconds.items(), key=lambda kv: -kv[1]))
     t.check(f"roll-up (one aggregator): {t.rates['rollup']:,.0f} hits/s", stats.hits + pages == hits,
-            f"{stats.hits} hits + {pages} page views of {hits}")
+            f"{stats.hits} hits + {pages} page views of {hits}; mail stages, s: {stages}")
     await exactly_once(t, "one aggregator")
 
 

@@ -330,11 +330,21 @@ MERGES = (
 # when few hits were pending the planner walks raw_hits_unrolled_job and
 # looks each one's batch row up by the batch's key. One job a statement: on Citus a join of the batch (a
 # temporary table) with one shard ships that job's rows to one worker; with
-# all of raw_hits it would ship the whole batch to every shard.
+# all of raw_hits it would ship the whole batch to every shard. The batch is
+# joined with its profiles first, in a materialized CTE: one result shipped
+# and joined by key. Joined on the worker instead, two intermediate results
+# without statistics made a nested loop over every profile per hit (Citus,
+# 62k hits: marking 14.4 s -> 1.1 s; plain PostgreSQL unchanged).
+_MARKED_FROM_BATCH = ", ".join(f"b.{n}" for n in ("recipient_id", *columns.HEADERS))
+_MARKED_FROM_PROFILE = ", ".join(f"p.{n}" for n in columns.ENRICHED)
 MARK_ROLLED = f"""
+WITH b AS MATERIALIZED (
+    SELECT b.hit_id, b.received_at, b.client_ip, {_MARKED_FROM_BATCH}, {_MARKED_FROM_PROFILE}
+    FROM rollup_batch b JOIN rollup_profile p ON p.profile = b.profile WHERE b.job_id = $2
+)
 UPDATE raw_hits r SET rolled_at = $1, client_ip = b.client_ip::inet,
-    {columns.assigned(("recipient_id", *columns.HEADERS), "b")}, {columns.assigned(columns.ENRICHED, "p")}
-FROM rollup_batch b JOIN rollup_profile p ON p.profile = b.profile
-WHERE r.job_id = $2 AND b.job_id = $2 AND r.received_at BETWEEN $3 AND $4
+    {columns.assigned(("recipient_id", *columns.HEADERS, *columns.ENRICHED), "b")}
+FROM b
+WHERE r.job_id = $2 AND r.received_at BETWEEN $3 AND $4
   AND r.received_at = b.received_at AND r.hit_id = b.hit_id AND r.rolled_at IS NULL
 """
