@@ -82,7 +82,8 @@ async def claim(conn: asyncpg.Connection, jobs: Pending, sql: str, limit: int, *
     """In the caller's transaction: up to ``limit`` hits of jobs this batch may lock (``sql``: $1 job, $2 limit).
 
     Jobs drained leave ``jobs``; a job whose batch was full goes to the back of ``jobs.todo`` (it
-    comes last in the hits), so the next batch starts with the next job in turn. ``more``: further parameters of ``sql`` ($3 ...).
+    comes last in the hits), so the next batch starts with the next job in turn. ``more``: further
+    parameters of ``sql`` ($3 ...).
     """
     await conn.execute(GATE_SHARED)
     hits: list[asyncpg.Record] = []
