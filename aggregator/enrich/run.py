@@ -46,9 +46,14 @@ LIMIT = 65_536
 GEO_KEYS = ("country", "region", "city", "asn", "network")
 # What one address contributes: geo columns, masked address, in Apple's relay, in a scanner network.
 Spot = tuple[dict[str, Any], str | None, bool, bool]
-# One agent: its client and its client columns: not a machine (key None), or
-# per (machine reason, family).
-Agent = tuple[Client, dict[tuple[str, str | None] | None, dict[str, Any]]]
+# One agent: its client, its client columns (not a machine: key None, or per
+# (machine reason, family)) and its verdicts: (machine reason, client columns)
+# per (kind, prefetch, address in Apple's relay, in a scanner network).
+Agent = tuple[
+    Client,
+    dict[tuple[str, str | None] | None, dict[str, Any]],
+    dict[tuple[object, bool, bool, bool], tuple[str | None, dict[str, Any]]],
+]
 # A hit's enrichment as the cached parts it merges: client part, geo columns,
 # language, source columns, masked address (``merged`` makes the row).
 Parts = tuple[dict[str, Any], dict[str, Any], str | None, dict[str, Any], str | None]
@@ -138,15 +143,29 @@ class Run:
         agent = self.agent(get("user_agent"))
         geo, masked, apple, scanner = self.spot(get("client_ip"))
         kind = get("kind")
-        reason = hit_reason(hit, agent[0], apple, scanner)
-        family = None if reason is None else machine_family(agent[0], reason, kind, scanner)
+        reason, client = self.verdict(agent, hit, kind, apple, scanner)
         lang = self.language(get("accept_language"))
         if kind == "click":
             clicks.append(self.click(index, hit, agent, reason, lang))
         elif kind == "open" and (recipient := get("recipient_id")) is not None:
             at = get("received_at")
             opened[(get("job_id"), recipient)].append(at if isinstance(at, datetime) else None)
-        return self.client_part(agent, reason, family), geo, lang, self.source(hit, kind), masked
+        return client, geo, lang, self.source(hit, kind), masked
+
+    def verdict(
+        self, agent: Agent, hit: Mapping[str, Any], kind: object, apple: bool, scanner: bool
+    ) -> tuple[str | None, dict[str, Any]]:
+        """Machine reason and client part of a hit by ``agent``, once per (kind, prefetch, address tests)."""
+        key = (kind, hit.get("prefetch") is True, apple, scanner)
+        cached = kind is None or type(kind) is str
+        found = agent[2].get(key) if cached else None
+        if found is None:
+            reason = hit_reason(hit, agent[0], apple, scanner)
+            family = None if reason is None else machine_family(agent[0], reason, kind, scanner)
+            found = (reason, self.client_part(agent, reason, family))
+            if cached:
+                remember(agent[2], key, found)
+        return found
 
     def shared(self, part: dict[str, Any]) -> dict[str, Any]:
         """One object for equal parts within the run, so that a hit's parts are known by identity."""
@@ -179,15 +198,15 @@ class Run:
     def agent(self, user_agent: object) -> Agent:
         """Parsed agent, once per distinct text (other types are not cached)."""
         if not (user_agent is None or isinstance(user_agent, str | bytes)):
-            return self.enricher.parse_agent(user_agent), {}
+            return self.enricher.parse_agent(user_agent), {}, {}
         found = self.agents.get(user_agent)
         if found is None:
-            found = remember(self.agents, user_agent, (self.enricher.parse_agent(user_agent), {}))
+            found = remember(self.agents, user_agent, (self.enricher.parse_agent(user_agent), {}, {}))
         return found
 
     def client_part(self, agent: Agent, reason: str | None, family: str | None) -> dict[str, Any]:
         """Client columns, traffic, machine reason and family of an agent under ``reason``."""
-        client, parts = agent
+        client, parts, _ = agent
         key = None if reason is None else (reason, family)
         found = parts.get(key)
         if found is None:
