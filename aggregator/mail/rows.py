@@ -28,6 +28,9 @@ def classify_machine(hit: Mapping[str, Any], enriched: dict[str, Any]) -> bool:
 
 HASHED = frozenset((modes.PERSONAL, modes.UNIQUE, modes.ANONYMOUS))  # tracks with a keyed recipient hash
 NO_CELL = (None, None, None)
+_UNSEEN = b""  # no recipient hash worked out yet (None: the job key is destroyed)
+# What a hit's track and parts decide of its row: profile number, machine, unknown, machine family.
+Described = tuple[int, bool, bool, str | None]
 
 
 class BatchBuilder:
@@ -38,8 +41,8 @@ class BatchBuilder:
         self._links: dict[str, int] = {}
         self._hashes: dict[tuple[int, int], bytes | None] = {}
         self._profiles: dict[tuple[Any, ...], int] = {}
-        # Profile number by (track, part identities); the parts are held so that no identity is reused.
-        self._known: dict[tuple[Any, ...], int] = {}
+        # By (track, part identities); the parts are held so that no identity is reused.
+        self._known: dict[tuple[Any, ...], Described] = {}
         self._held: list[Parts] = []
 
     def link_id(self, url: str | None) -> int | None:
@@ -53,23 +56,24 @@ class BatchBuilder:
 
     def rhash(self, job_id: int, recipient_id: int) -> bytes | None:
         """Keyed hash of a recipient, None once the job key is destroyed."""
-        cache_key = (job_id, recipient_id)
-        if cache_key not in self._hashes:
+        found = self._hashes.get(cache_key := (job_id, recipient_id), _UNSEEN)
+        if found is _UNSEEN:
             key = self.keys.get(job_id)
-            self._hashes[cache_key] = None if key is None else modes.recipient_hash(key, recipient_id)
-        return self._hashes[cache_key]
+            found = self._hashes[cache_key] = None if key is None else modes.recipient_hash(key, recipient_id)
+        return found
 
-    def profile(self, track: str, parts: Parts) -> int:
-        """Number of the enrichment the hit keeps on its track (tracks.stored_enrichment)."""
+    def describe(self, track: str, parts: Parts) -> Described:
+        """Profile number (the enrichment the hit keeps on its track, tracks.stored_enrichment) and figures."""
         client, geo, lang, source, _ = parts
         key = (track, id(client), id(geo), lang, id(source))
         found = self._known.get(key)
         if found is None:
             values = modes.stored_enrichment(track, merged(parts))
-            found = self._profiles.get(values)
-            if found is None:
-                found = self._profiles[values] = len(self._profiles)
-            self._known[key] = found
+            number = self._profiles.get(values)
+            if number is None:
+                number = self._profiles[values] = len(self._profiles)
+            machine, unknown = figure(client)
+            found = self._known[key] = (number, machine, unknown, client.get("machine_family") if machine else None)
             self._held.append(parts)
         return found
 
@@ -79,17 +83,16 @@ class BatchBuilder:
 
     def row(self, hit: Mapping[str, Any], parts: Parts, track: str) -> tuple[Any, ...]:
         """The batch row of one hit on ``track`` (tracks.track_of)."""
-        client = parts[0]
-        machine, unknown = figure(client)
+        number, machine, unknown, family = self.describe(track, parts)
         job, rid, kind = hit["job_id"], hit["recipient_id"], hit["kind"]
         link = hit["link"] if kind == "click" and track != modes.REJECTED else None
         return (
             hit["hit_id"], hit["received_at"], job, kind, track, machine, unknown,
-            client.get("machine_family") if machine else None, rid if track == modes.PERSONAL else None,
-            self.rhash(job, rid) if track in HASHED else None, self.link_id(link), link,
+            family, rid if track == modes.PERSONAL else None,
+            self.rhash(job, rid) if track in HASHED else None, None if link is None else self.link_id(link), link,
             modes.reject_reason(hit) if track == modes.REJECTED else None,
             *(modes.cell_of(hit) if track == modes.ANONYMOUS else NO_CELL),
-            self.profile(track, parts), *modes.stored_inline(track, hit, parts[4]),
+            number, *modes.stored_inline(track, hit, parts[4]),
         )  # fmt: skip
 
     def rows(self, hits: Sequence[Mapping[str, Any]], parts: Sequence[Parts], tracks: Sequence[str]) -> list[tuple]:
