@@ -197,6 +197,8 @@ class Run:
 
     def agent(self, user_agent: object) -> Agent:
         """Parsed agent, once per distinct text (other types are not cached)."""
+        if type(user_agent) is str and (known := self.agents.get(user_agent)) is not None:
+            return known  # the usual case first
         if not (user_agent is None or isinstance(user_agent, str | bytes)):
             return self.enricher.parse_agent(user_agent), {}, {}
         found = self.agents.get(user_agent)
@@ -215,6 +217,8 @@ class Run:
 
     def spot(self, raw: object) -> Spot:
         """Geo columns, masked address and network tests, once per distinct address value."""
+        if type(raw) is str and (known := self.spots.get(raw)) is not None:
+            return known  # the usual case first
         if not (raw is None or isinstance(raw, str | IPv4Address | IPv6Address)):
             return self.locate(parse_ip(raw))
         found = self.spots.get(raw)
@@ -240,6 +244,8 @@ class Run:
 
     def language(self, header: object) -> str | None:
         """Primary language, once per distinct header text."""
+        if type(header) is str and header in self.languages:
+            return self.languages[header]  # the usual case first
         if not (header is None or isinstance(header, str)):
             return language(header)
         if header in self.languages:
