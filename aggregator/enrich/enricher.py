@@ -20,7 +20,7 @@ from aggregator.enrich.client import Client, parse_client
 from aggregator.enrich.config import EnrichConfig
 from aggregator.enrich.geo import GeoLookup
 from aggregator.enrich.machine import Context
-from aggregator.enrich.run import Agent, Run
+from aggregator.enrich.run import Agent, Parts, Run, whole
 from aggregator.enrich.source import Source, classify
 from pixeltrack.core import columns
 
@@ -67,6 +67,12 @@ class Enricher:
         """One output dict per input hit, same order (``context``: what the roll-up knows beyond them)."""
         return Run(self).enrich(hits, sent_at or {}, context)
 
+    def parts(
+        self, hits: Sequence[Mapping[str, Any]], sent_at: Mapping[int, datetime | None], context: Context | None = None
+    ) -> list[Parts]:
+        """``enrich`` as each hit's cached parts (run.Parts, run.merged makes the row)."""
+        return Run(self).parts(hits, sent_at, context)
+
     def parse_agent(self, user_agent: object) -> Client:
         """What one user-agent value says, with the configured scanner names."""
         return parse_client(user_agent, self.config.scanner_agents)
@@ -107,3 +113,15 @@ class Enriching(Protocol):
 def make_enricher(config: EnrichConfig | None = None) -> Enriching:
     """The production enricher (cached path) for ``config`` (defaults when None)."""
     return Enricher(config if config is not None else EnrichConfig())
+
+
+def enrich_parts(
+    enricher: Enriching,
+    hits: Sequence[Mapping[str, Any]],
+    sent_at: Mapping[int, datetime | None],
+    context: Context | None = None,
+) -> list[Parts]:
+    """Each hit's enrichment as parts: the Enricher's cached ones, any other enricher's rows as one part each."""
+    if isinstance(enricher, Enricher):
+        return enricher.parts(hits, sent_at, context)
+    return [whole(row) for row in enricher.enrich(hits, sent_at, context)]

@@ -3,9 +3,11 @@
 Each input decides its share of the row once per run: an agent its client
 columns (per machine reason and family), an address its geo columns, masked address and network
 tests, an Accept-Language its language, a (kind, URL, referrer) its source
-columns. A hit's row is then a merge of those parts. The behavioural rules
+columns. A hit's row is then a merge of those parts (``Parts``: the mail
+roll-up keeps them apart and knows a hit's profile by their identities; equal
+parts are one object within a run). The behavioural rules
 (burst, no open, send time) only ever flag clicks, so only clicks are kept
-for them, and flagged rows get the scanner's three columns afterwards. The
+for them, and flagged rows get the scanner's client part afterwards. The
 roll-up passes a ``Context``: what it knows of the batch's recipients
 beyond the batch (machine.Outside).
 
@@ -44,9 +46,17 @@ LIMIT = 65_536
 GEO_KEYS = ("country", "region", "city", "asn", "network")
 # What one address contributes: geo columns, masked address, in Apple's relay, in a scanner network.
 Spot = tuple[dict[str, Any], str | None, bool, bool]
-# One agent: its client and its client columns: not a machine (key None), or
-# per (machine reason, family).
-Agent = tuple[Client, dict[tuple[str, str | None] | None, dict[str, Any]]]
+# One agent: its client, its client columns (not a machine: key None, or per
+# (machine reason, family)) and its verdicts: (machine reason, client columns)
+# per (kind, prefetch, address in Apple's relay, in a scanner network).
+Agent = tuple[
+    Client,
+    dict[tuple[str, str | None] | None, dict[str, Any]],
+    dict[tuple[object, bool, bool, bool], tuple[str | None, dict[str, Any]]],
+]
+# A hit's enrichment as the cached parts it merges: client part, geo columns,
+# language, source columns, masked address (``merged`` makes the row).
+Parts = tuple[dict[str, Any], dict[str, Any], str | None, dict[str, Any], str | None]
 Opened = defaultdict[tuple[Any, Any], list[datetime | None]]  # open times per (job_id, recipient_id)
 NOWHERE_SPOT: Spot = (dict.fromkeys(GEO_KEYS), None, False, False)
 
@@ -57,6 +67,17 @@ def remember(table: dict[Any, Any], key: object, value: Any) -> Any:
         table.clear()
     table[key] = value
     return value
+
+
+def merged(parts: Parts) -> dict[str, Any]:
+    """The enrichment row of a hit's parts (enricher.OUTPUT_KEYS order)."""
+    client, geo, lang, source, masked = parts
+    return {**client, **geo, "language": lang, **source, "client_ip_masked": masked}
+
+
+def whole(row: dict[str, Any]) -> Parts:
+    """An enrichment row taken as one part (enrichers that give rows only): ``merged`` gives its values back."""
+    return row, {}, row.get("language"), {}, row.get("client_ip_masked")
 
 
 def mask_v4(address: IPv4Address, prefix: int) -> str:
@@ -91,6 +112,7 @@ class Run:
         self.languages: dict[object, str | None] = {}
         self.links: dict[str, int | None] = {}
         self.sources: dict[tuple[object, ...], dict[str, Any]] = {}
+        self.common: dict[tuple[tuple[str, Any], ...], dict[str, Any]] = {}
         self.apple = network_masks(self.config.apple_networks)
         self.scanner = network_masks(self.config.scanner_networks)
 
@@ -98,37 +120,60 @@ class Run:
         self, hits: Sequence[Mapping[str, Any]], sent_at: Mapping[Any, datetime | None], context: Context | None = None
     ) -> list[dict[str, Any]]:
         """One output dict per input hit, same order."""
-        rows: list[dict[str, Any]] = []
+        return [merged(parts) for parts in self.parts(hits, sent_at, context)]
+
+    def parts(
+        self, hits: Sequence[Mapping[str, Any]], sent_at: Mapping[Any, datetime | None], context: Context | None = None
+    ) -> list[Parts]:
+        """The parts of each input hit, same order."""
+        rows: list[Parts] = []
         clicks: list[Click] = []
         opened: Opened = defaultdict(list)
         for index, hit in enumerate(hits):
             rows.append(self.row(index, hit, clicks, opened))
         for click in scanner_click_indexes(clicks, opened, sent_at, self.config, context):
             if click.reason is None:
-                rows[click.index].update(self.client_part(click.agent, "scanner", BEHAVIOUR))  # type: ignore[arg-type]
+                flagged = self.client_part(click.agent, "scanner", BEHAVIOUR)  # type: ignore[arg-type]
+                rows[click.index] = (flagged, *rows[click.index][1:])  # type: ignore[assignment]
         return rows
 
-    def row(self, index: int, hit: Mapping[str, Any], clicks: list[Click], opened: Opened) -> dict[str, Any]:
-        """The columns of one hit; a click is noted for the behavioural rules."""
+    def row(self, index: int, hit: Mapping[str, Any], clicks: list[Click], opened: Opened) -> Parts:
+        """The parts of one hit; a click is noted for the behavioural rules."""
         get = hit.get
         agent = self.agent(get("user_agent"))
         geo, masked, apple, scanner = self.spot(get("client_ip"))
         kind = get("kind")
-        reason = hit_reason(hit, agent[0], apple, scanner)
-        family = None if reason is None else machine_family(agent[0], reason, kind, scanner)
+        reason, client = self.verdict(agent, hit, kind, apple, scanner)
         lang = self.language(get("accept_language"))
         if kind == "click":
             clicks.append(self.click(index, hit, agent, reason, lang))
         elif kind == "open" and (recipient := get("recipient_id")) is not None:
             at = get("received_at")
             opened[(get("job_id"), recipient)].append(at if isinstance(at, datetime) else None)
-        return {
-            **self.client_part(agent, reason, family),
-            **geo,
-            "language": lang,
-            **self.source(hit, kind),
-            "client_ip_masked": masked,
-        }
+        return client, geo, lang, self.source(hit, kind), masked
+
+    def verdict(
+        self, agent: Agent, hit: Mapping[str, Any], kind: object, apple: bool, scanner: bool
+    ) -> tuple[str | None, dict[str, Any]]:
+        """Machine reason and client part of a hit by ``agent``, once per (kind, prefetch, address tests)."""
+        key = (kind, hit.get("prefetch") is True, apple, scanner)
+        cached = kind is None or type(kind) is str
+        found = agent[2].get(key) if cached else None
+        if found is None:
+            reason = hit_reason(hit, agent[0], apple, scanner)
+            family = None if reason is None else machine_family(agent[0], reason, kind, scanner)
+            found = (reason, self.client_part(agent, reason, family))
+            if cached:
+                remember(agent[2], key, found)
+        return found
+
+    def shared(self, part: dict[str, Any]) -> dict[str, Any]:
+        """One object for equal parts within the run, so that a hit's parts are known by identity."""
+        try:
+            found = self.common.get(key := tuple(part.items()))
+        except TypeError:  # an unhashable value
+            return part
+        return remember(self.common, key, part) if found is None else found
 
     def click(self, index: int, hit: Mapping[str, Any], agent: Agent, reason: str | None, lang: str | None) -> Click:
         """What the behavioural rules need from one click."""
@@ -152,24 +197,28 @@ class Run:
 
     def agent(self, user_agent: object) -> Agent:
         """Parsed agent, once per distinct text (other types are not cached)."""
+        if type(user_agent) is str and (known := self.agents.get(user_agent)) is not None:
+            return known  # the usual case first
         if not (user_agent is None or isinstance(user_agent, str | bytes)):
-            return self.enricher.parse_agent(user_agent), {}
+            return self.enricher.parse_agent(user_agent), {}, {}
         found = self.agents.get(user_agent)
         if found is None:
-            found = remember(self.agents, user_agent, (self.enricher.parse_agent(user_agent), {}))
+            found = remember(self.agents, user_agent, (self.enricher.parse_agent(user_agent), {}, {}))
         return found
 
     def client_part(self, agent: Agent, reason: str | None, family: str | None) -> dict[str, Any]:
         """Client columns, traffic, machine reason and family of an agent under ``reason``."""
-        client, parts = agent
+        client, parts, _ = agent
         key = None if reason is None else (reason, family)
         found = parts.get(key)
         if found is None:
-            found = parts[key] = self.enricher.client_columns(client, reason, family)
+            found = parts[key] = self.shared(self.enricher.client_columns(client, reason, family))
         return found
 
     def spot(self, raw: object) -> Spot:
         """Geo columns, masked address and network tests, once per distinct address value."""
+        if type(raw) is str and (known := self.spots.get(raw)) is not None:
+            return known  # the usual case first
         if not (raw is None or isinstance(raw, str | IPv4Address | IPv6Address)):
             return self.locate(parse_ip(raw))
         found = self.spots.get(raw)
@@ -184,7 +233,8 @@ class Run:
         if address is None:
             return NOWHERE_SPOT
         geo = self.enricher.geo.lookup(address, text)
-        columns = dict(zip(GEO_KEYS, (geo.country, geo.region, geo.city, geo.asn, geo.network), strict=True))
+        place = (geo.country, geo.region, geo.city, geo.asn, geo.network)
+        columns = self.shared(dict(zip(GEO_KEYS, place, strict=True)))
         masked: str | None
         if type(address) is IPv4Address:
             masked = mask_v4(address, self.config.ipv4_prefix)
@@ -194,6 +244,8 @@ class Run:
 
     def language(self, header: object) -> str | None:
         """Primary language, once per distinct header text."""
+        if type(header) is str and header in self.languages:
+            return self.languages[header]  # the usual case first
         if not (header is None or isinstance(header, str)):
             return language(header)
         if header in self.languages:
@@ -210,7 +262,7 @@ class Run:
         except TypeError:  # an unhashable part
             found = None
         if found is None:
-            found = self.enricher.source_columns(hit)
+            found = self.shared(self.enricher.source_columns(hit))
             if all(part is None or type(part) is str for part in key):
                 remember(self.sources, key, found)
         return found

@@ -24,7 +24,8 @@ import asyncpg
 
 from aggregator import claims
 from aggregator.config import AggregatorConfig
-from aggregator.enrich.enricher import Enriching, make_enricher
+from aggregator.enrich.enricher import Enriching, enrich_parts, make_enricher
+from aggregator.enrich.run import Parts
 from aggregator.mail import context, queries
 from aggregator.mail import tracks as modes
 from aggregator.mail.reading import merge_reads
@@ -78,7 +79,7 @@ async def builder_for(conn: asyncpg.Connection, hits: Sequence[Mapping[str, Any]
 
 
 async def merge(
-    conn: asyncpg.Connection, hits: Sequence[Mapping[str, Any]], enriched: Sequence[dict[str, Any]], stats: RunStats,
+    conn: asyncpg.Connection, hits: Sequence[Mapping[str, Any]], enriched: Sequence[Parts], stats: RunStats,
     builder: BatchBuilder,
 ) -> None:
     """Under the jobs' locks: batch rows in, roll-ups merged, raw hits marked."""
@@ -123,7 +124,7 @@ async def run_batch(
         builder = await builder_for(conn, hits)
         known = await context.load(conn, hits, builder, enricher, config)
         t = stats.add("context", t)
-        enriched = enricher.enrich(hits, sent_at=sent_times(hits), context=known.outside)
+        enriched = enrich_parts(enricher, hits, sent_times(hits), known.outside)
         stats.add("enrich", t)
         if fault is not None:
             await fault()  # tests: a run killed between claim and merge

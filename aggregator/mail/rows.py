@@ -1,8 +1,10 @@
 """Turns claimed hits into rows of the rollup_batch and rollup_profile tables.
 
-Pure Python, no I/O: enrichment results and job keys come in, one tuple per
+Pure Python, no I/O: enrichment parts (aggregator.enrich.run.Parts) and job keys come in, one tuple per
 hit comes out in queries.BATCH_COLUMNS order, already reduced to what the hit's track may keep;
-the enrichment it keeps is numbered once per distinct profile (queries.PROFILE_COLUMNS).
+the enrichment it keeps is numbered once per distinct profile (queries.PROFILE_COLUMNS). A hit's
+profile is looked up by its track and the identities of its parts; only a new combination is
+merged and reduced to its values (``tracks.stored_enrichment``).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from aggregator.enrich.run import Parts, merged
 from aggregator.figures import figure
 from aggregator.mail import tracks as modes
 from aggregator.mail.queries import BATCH_COLUMNS, PROFILE_COLUMNS
@@ -25,6 +28,9 @@ def classify_machine(hit: Mapping[str, Any], enriched: dict[str, Any]) -> bool:
 
 HASHED = frozenset((modes.PERSONAL, modes.UNIQUE, modes.ANONYMOUS))  # tracks with a keyed recipient hash
 NO_CELL = (None, None, None)
+_UNSEEN = b""  # no recipient hash worked out yet (None: the job key is destroyed)
+# What a hit's track and parts decide of its row: profile number, machine, unknown, machine family.
+Described = tuple[int, bool, bool, str | None]
 
 
 class BatchBuilder:
@@ -35,6 +41,9 @@ class BatchBuilder:
         self._links: dict[str, int] = {}
         self._hashes: dict[tuple[int, int], bytes | None] = {}
         self._profiles: dict[tuple[Any, ...], int] = {}
+        # By (track, part identities); the parts are held so that no identity is reused.
+        self._known: dict[tuple[Any, ...], Described] = {}
+        self._held: list[Parts] = []
 
     def link_id(self, url: str | None) -> int | None:
         """Stable id of a clicked URL."""
@@ -47,41 +56,46 @@ class BatchBuilder:
 
     def rhash(self, job_id: int, recipient_id: int) -> bytes | None:
         """Keyed hash of a recipient, None once the job key is destroyed."""
-        cache_key = (job_id, recipient_id)
-        if cache_key not in self._hashes:
+        found = self._hashes.get(cache_key := (job_id, recipient_id), _UNSEEN)
+        if found is _UNSEEN:
             key = self.keys.get(job_id)
-            self._hashes[cache_key] = None if key is None else modes.recipient_hash(key, recipient_id)
-        return self._hashes[cache_key]
+            found = self._hashes[cache_key] = None if key is None else modes.recipient_hash(key, recipient_id)
+        return found
 
-    def profile(self, track: str, enriched: Mapping[str, Any]) -> int:
-        """Number of the enrichment the hit keeps on its track (tracks.stored_enrichment)."""
-        values = modes.stored_enrichment(track, enriched)
-        found = self._profiles.get(values)
+    def describe(self, track: str, parts: Parts) -> Described:
+        """Profile number (the enrichment the hit keeps on its track, tracks.stored_enrichment) and figures."""
+        client, geo, lang, source, _ = parts
+        key = (track, id(client), id(geo), lang, id(source))
+        found = self._known.get(key)
         if found is None:
-            found = self._profiles[values] = len(self._profiles)
+            values = modes.stored_enrichment(track, merged(parts))
+            number = self._profiles.get(values)
+            if number is None:
+                number = self._profiles[values] = len(self._profiles)
+            machine, unknown = figure(client)
+            found = self._known[key] = (number, machine, unknown, client.get("machine_family") if machine else None)
+            self._held.append(parts)
         return found
 
     def profile_rows(self) -> list[tuple[Any, ...]]:
         """The rollup_profile rows of the profiles numbered so far."""
         return [(number, *values) for values, number in self._profiles.items()]
 
-    def row(self, hit: Mapping[str, Any], enriched: dict[str, Any], track: str) -> tuple[Any, ...]:
+    def row(self, hit: Mapping[str, Any], parts: Parts, track: str) -> tuple[Any, ...]:
         """The batch row of one hit on ``track`` (tracks.track_of)."""
-        machine, unknown = figure(enriched)
+        number, machine, unknown, family = self.describe(track, parts)
         job, rid, kind = hit["job_id"], hit["recipient_id"], hit["kind"]
         link = hit["link"] if kind == "click" and track != modes.REJECTED else None
         return (
             hit["hit_id"], hit["received_at"], job, kind, track, machine, unknown,
-            enriched.get("machine_family") if machine else None, rid if track == modes.PERSONAL else None,
-            self.rhash(job, rid) if track in HASHED else None, self.link_id(link), link,
+            family, rid if track == modes.PERSONAL else None,
+            self.rhash(job, rid) if track in HASHED else None, None if link is None else self.link_id(link), link,
             modes.reject_reason(hit) if track == modes.REJECTED else None,
             *(modes.cell_of(hit) if track == modes.ANONYMOUS else NO_CELL),
-            self.profile(track, enriched), *modes.stored_inline(track, hit, enriched),
+            number, *modes.stored_inline(track, hit, parts[4]),
         )  # fmt: skip
 
-    def rows(
-        self, hits: Sequence[Mapping[str, Any]], enriched: Sequence[dict[str, Any]], tracks: Sequence[str]
-    ) -> list[tuple]:
-        """Batch rows of all hits, in order (``tracks``: each hit's track)."""
+    def rows(self, hits: Sequence[Mapping[str, Any]], parts: Sequence[Parts], tracks: Sequence[str]) -> list[tuple]:
+        """Batch rows of all hits, in order (``parts``: each hit's enrichment, ``tracks``: its track)."""
         row = self.row
-        return [row(hit, extra, track) for hit, extra, track in zip(hits, enriched, tracks, strict=True)]
+        return [row(hit, each, track) for hit, each, track in zip(hits, parts, tracks, strict=True)]

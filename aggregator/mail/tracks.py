@@ -90,11 +90,11 @@ def recipient_hash(key: bytes, recipient_id: int) -> bytes:
     return hashlib.blake2b(recipient_id.to_bytes(8, "big", signed=True), key=key, digest_size=16).digest()
 
 
-def stored_inline(track: str, hit: Mapping[str, Any], enriched: Mapping[str, Any]) -> tuple[Any, ...]:
-    """The values of queries.STORED_INLINE (address, headers) as the track allows."""
+def stored_inline(track: str, hit: Mapping[str, Any], masked: str | None) -> tuple[Any, ...]:
+    """The values of queries.STORED_INLINE (address, headers) as the track allows (``masked``: the masked address)."""
     if track == PERSONAL:
         # Personal hits keep the masked address, never the full one.
-        return (enriched.get("client_ip_masked"), *_headers(hit))
+        return (masked, *_headers(hit))
     return _NO_HEAD
 
 
