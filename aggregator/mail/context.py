@@ -68,7 +68,8 @@ JOIN recent_clicks s ON s.job_id = k.job_id AND s.hash = k.hash
 SAVE_OPENERS = """
 INSERT INTO mail_openers AS t (job_id, hash, first_open)
 SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::timestamptz[])
-ON CONFLICT (job_id, hash) DO UPDATE SET first_open = least(t.first_open, excluded.first_open)
+ON CONFLICT (job_id, hash) DO UPDATE SET first_open = excluded.first_open
+WHERE excluded.first_open < t.first_open
 """
 SAVE_CLICKS = """
 INSERT INTO recent_clicks (job_id, hash, at, link_key)
