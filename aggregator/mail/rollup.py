@@ -129,8 +129,11 @@ async def run_batch(
         if fault is not None:
             await fault()  # tests: a run killed between claim and merge
         await merge(conn, hits, enriched, stats, builder)
+        t = time.perf_counter()
         await context.save(conn, hits, known, config)
+        t = stats.add("context_save", t)
         await merge_reads(conn, hits, config.reading_idle, known.views_ahead)  # reading time, same transaction
+        stats.add("reading", t)
     return len(hits)
 
 
