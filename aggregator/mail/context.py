@@ -47,7 +47,6 @@ from aggregator.mail.reading import BURST_SECONDS, PageView
 from aggregator.mail.rows import BatchBuilder
 from pixeltrack.core import columns
 
-LINKED_TRACKS = (modes.PERSONAL, modes.UNIQUE, modes.ANONYMOUS)
 Recipient = tuple[int, int]  # (job_id, recipient_id)
 Reader = tuple[int, bytes]  # (job_id, keyed hash)
 
@@ -116,12 +115,12 @@ class Known:
     views_ahead: defaultdict[Reader, list[PageView]] = field(default_factory=lambda: defaultdict(list))
 
 
-def linked(hits: Sequence[Mapping[str, Any]], builder: BatchBuilder) -> dict[Recipient, bytes]:
+def linked(hits: Sequence[Mapping[str, Any]], tracks: Sequence[str], builder: BatchBuilder) -> dict[Recipient, bytes]:
     """The keyed hash of every recipient of the batch whose events may be linked."""
     out: dict[Recipient, bytes] = {}
-    for hit in hits:
+    for hit, track in zip(hits, tracks, strict=True):
         key = (hit["job_id"], hit["recipient_id"])
-        if key not in out and modes.track_of(hit) in LINKED_TRACKS:
+        if key not in out and track in modes.HASHED:
             rhash = builder.rhash(*key)
             if rhash is not None:
                 out[key] = rhash
@@ -131,12 +130,13 @@ def linked(hits: Sequence[Mapping[str, Any]], builder: BatchBuilder) -> dict[Rec
 async def load(
     conn: asyncpg.Connection,
     hits: Sequence[Mapping[str, Any]],
+    tracks: Sequence[str],
     builder: BatchBuilder,
     enricher: Enriching,
     config: AggregatorConfig,
 ) -> Known:
     """What the batch's rules and reading need to know of its recipients beyond the batch."""
-    known = Known(linked(hits, builder))
+    known = Known(linked(hits, tracks, builder))
     wanted = {(h["job_id"], h["recipient_id"]) for h in hits if h["kind"] in ("click", "doc")} & known.hashes.keys()
     if not wanted:
         return known

@@ -29,7 +29,7 @@ from aggregator.enrich.run import Parts
 from aggregator.mail import context, queries
 from aggregator.mail import tracks as modes
 from aggregator.mail.reading import merge_reads
-from aggregator.mail.rows import BATCH_COLUMNS, HASHED, PROFILE_COLUMNS, BatchBuilder
+from aggregator.mail.rows import BATCH_COLUMNS, PROFILE_COLUMNS, BatchBuilder
 
 log = logging.getLogger(__name__)
 
@@ -73,18 +73,20 @@ def sent_times(hits: Sequence[Mapping[str, Any]]) -> dict[int, dt.datetime | Non
     return {hit["job_id"]: hit["sent_at"] for hit in hits}
 
 
-async def builder_for(conn: asyncpg.Connection, hits: Sequence[Mapping[str, Any]]) -> BatchBuilder:
-    """The batch's row builder, with the keys of the jobs whose hits are hashed."""
-    return BatchBuilder(await job_keys(conn, {h["job_id"] for h in hits if modes.track_of(h) in HASHED}))
+async def builder_for(
+    conn: asyncpg.Connection, hits: Sequence[Mapping[str, Any]], tracks: Sequence[str]
+) -> BatchBuilder:
+    """The batch's row builder, with the keys of the jobs whose hits are hashed (``tracks``: each hit's)."""
+    hashed = {h["job_id"] for h, track in zip(hits, tracks, strict=True) if track in modes.HASHED}
+    return BatchBuilder(await job_keys(conn, hashed))
 
 
 async def merge(
     conn: asyncpg.Connection, hits: Sequence[Mapping[str, Any]], enriched: Sequence[Parts], stats: RunStats,
-    builder: BatchBuilder,
+    builder: BatchBuilder, tracks: Sequence[str],
 ) -> None:
-    """Under the jobs' locks: batch rows in, roll-ups merged, raw hits marked."""
+    """Under the jobs' locks: batch rows in, roll-ups merged, raw hits marked (``tracks``: each hit's)."""
     t = time.perf_counter()
-    tracks = [modes.track_of(h) for h in hits]
     rows = builder.rows(hits, enriched, tracks)
     t = stats.add("build", t)
     await conn.copy_records_to_table("rollup_profile", records=builder.profile_rows(), columns=PROFILE_COLUMNS)
@@ -121,14 +123,15 @@ async def run_batch(
         t = stats.add("claim", t)
         if not hits:
             return 0
-        builder = await builder_for(conn, hits)
-        known = await context.load(conn, hits, builder, enricher, config)
+        tracks = [modes.track_of(h) for h in hits]  # once a hit, for the keys, the context and the rows
+        builder = await builder_for(conn, hits, tracks)
+        known = await context.load(conn, hits, tracks, builder, enricher, config)
         t = stats.add("context", t)
         enriched = enrich_parts(enricher, hits, sent_times(hits), known.outside)
         stats.add("enrich", t)
         if fault is not None:
             await fault()  # tests: a run killed between claim and merge
-        await merge(conn, hits, enriched, stats, builder)
+        await merge(conn, hits, enriched, stats, builder, tracks)
         t = time.perf_counter()
         await context.save(conn, hits, known, config)
         t = stats.add("context_save", t)

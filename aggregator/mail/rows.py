@@ -18,15 +18,9 @@ from aggregator.mail import tracks as modes
 from aggregator.mail.queries import BATCH_COLUMNS, PROFILE_COLUMNS
 from pixeltrack.core.tokens import link_id_for
 
-__all__ = ["BATCH_COLUMNS", "PROFILE_COLUMNS", "BatchBuilder", "classify_machine"]
+__all__ = ["BATCH_COLUMNS", "PROFILE_COLUMNS", "BatchBuilder"]
 
 
-def classify_machine(hit: Mapping[str, Any], enriched: dict[str, Any]) -> bool:
-    """Machine traffic, as the enrichment's verdict says (prefetch and HEAD included)."""
-    return enriched.get("traffic") == "machine"
-
-
-HASHED = frozenset((modes.PERSONAL, modes.UNIQUE, modes.ANONYMOUS))  # tracks with a keyed recipient hash
 NO_CELL = (None, None, None)
 _UNSEEN = b""  # no recipient hash worked out yet (None: the job key is destroyed)
 # What a hit's track and parts decide of its row: profile number, machine, unknown, machine family.
@@ -89,7 +83,7 @@ class BatchBuilder:
         return (
             hit["hit_id"], hit["received_at"], job, kind, track, machine, unknown,
             family, rid if track == modes.PERSONAL else None,
-            self.rhash(job, rid) if track in HASHED else None, None if link is None else self.link_id(link), link,
+            self.rhash(job, rid) if track in modes.HASHED else None, None if link is None else self.link_id(link), link,
             modes.reject_reason(hit) if track == modes.REJECTED else None,
             *(modes.cell_of(hit) if track == modes.ANONYMOUS else NO_CELL),
             number, *modes.stored_inline(track, hit, parts[4]),

@@ -25,6 +25,8 @@ from typing import Any
 from pixeltrack.core import columns
 
 PERSONAL, UNIQUE, ANONYMOUS, BLIND, REJECTED = "personal", "unique", "anonymous", "blind", "rejected"
+# Tracks whose recipient has a keyed hash (repeats recognised, events linked across batches).
+HASHED = frozenset((PERSONAL, UNIQUE, ANONYMOUS))
 
 # Enrichment columns stored on the raw hit, per track. Non-personal hits keep
 # what describes the event but nothing that narrows it down to a person or
