@@ -35,6 +35,9 @@ from pathlib import Path
 
 import psutil
 
+from aggregator.config import AggregatorConfig
+from aggregator.enrich.enricher import make_enricher
+from aggregator.mail.rollup import RunStats, rollup
 from loadtest import campaign as campaigns
 from loadtest import driver_asyncio, driver_wrk, procs, support
 from loadtest.bench_figures import plan
@@ -106,6 +109,51 @@ async def roll_up(server_url: str, url: str, postmaster: psutil.Process, tree: P
     return app - idle_app, pg - idle_pg, line
 
 
+class StageCPU(RunStats):
+    """RunStats that also splits each stage's CPU between this process and its PostgreSQL backend."""
+
+    def __init__(self, backend: psutil.Process) -> None:
+        super().__init__()
+        self.backend = backend
+        self.cpu: dict[str, list[float]] = {}
+        self._mark = self._now()
+
+    def _now(self) -> tuple[float, float]:
+        b = self.backend.cpu_times()
+        return time.process_time(), b.user + b.system
+
+    def add(self, stage: str, started: float) -> float:
+        """As RunStats.add, and the CPU of both since the previous stage ended (or the batch began)."""
+        now = self._now()
+        spent = self.cpu.setdefault(stage, [0.0, 0.0])
+        spent[0] += now[0] - self._mark[0]
+        spent[1] += now[1] - self._mark[1]
+        self._mark = now
+        return super().add(stage, started)
+
+
+async def stages(server_url: str, url: str, hits: int) -> None:
+    """Roll up a fresh copy of ``url`` in this process; print each stage's CPU per hit, ours and the backend's."""
+    copy = await support.create_database(server_url, "pt_cost_stages", template=url)
+    conn = await db.connect(copy)
+    try:
+        config = AggregatorConfig.from_env({})
+        enricher = make_enricher(config.enrich)
+        stats = StageCPU(psutil.Process(await conn.fetchval("SELECT pg_backend_pid()")))
+        await rollup(conn, config, enricher, stats=stats)
+        print(f"stages of one in-process roll-up of {stats.hits:,} hits in {stats.batches} batches, µs per hit "
+              "(aggregator / PostgreSQL backend; 'claim' includes the previous batch's commit):")
+        total = [0.0, 0.0]
+        for stage, (app, pg) in sorted(stats.cpu.items(), key=lambda kv: -sum(kv[1])):
+            total[0] += app
+            total[1] += pg
+            print(f"  {stage:<22} {app / hits * 1e6:6.2f} / {pg / hits * 1e6:6.2f}")
+        print(f"  {'total':<22} {total[0] / hits * 1e6:6.2f} / {total[1] / hits * 1e6:6.2f}")
+    finally:
+        await conn.close()
+        await support.drop_database(server_url, copy)
+
+
 async def compare(server_url: str, url: str, postmaster: psutil.Process, hits: int, collect: float,
                   rounds: int, against: Path | None) -> None:
     """Roll up copies of the collected hits ``rounds`` times with this tree (and ``against``), alternating."""
@@ -124,7 +172,7 @@ async def compare(server_url: str, url: str, postmaster: psutil.Process, hits: i
 
 
 async def bench(server_url: str, postmaster: psutil.Process, seconds: float, tmp: Path, rounds: int = 1,
-                against: Path | None = None) -> None:
+                against: Path | None = None, by_stage: bool = False) -> None:
     """Collect for ``seconds``, then roll up; print both costs and their ratio."""
     url = await support.create_database(server_url, "pt_cost")
     secret = secrets.token_urlsafe(32)
@@ -148,6 +196,12 @@ async def bench(server_url: str, postmaster: psutil.Process, seconds: float, tmp
         collector.stop()
     collect_pg = pg_cpu(postmaster) - p0
     hits = await count_hits(url)
+    if by_stage:
+        print(f"{hits:,} hits collected at {result.rate:,.0f}/s ({result.driver})")
+        for _ in range(rounds):
+            await stages(server_url, url, hits)
+        await support.drop_database(server_url, url)
+        return
     if rounds > 1 or against is not None:
         print(f"{hits:,} hits collected at {result.rate:,.0f}/s ({result.driver}); collect: collector "
               f"{collect_app / hits * 1e6:.1f} + PostgreSQL {collect_pg / hits * 1e6:.1f} us per hit")
@@ -183,6 +237,8 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of traffic (default 10)")
     parser.add_argument("--rounds", type=int, default=1, help="roll-ups of copies of the collected hits (default 1)")
     parser.add_argument("--against", type=Path, help="another source tree whose aggregator rolls up copies too")
+    parser.add_argument("--stages", action="store_true",
+                        help="instead: roll up in this process and print each stage's CPU (``--rounds`` times)")
     args = parser.parse_args()
     import pgserver
 
@@ -192,7 +248,7 @@ def main() -> None:
         postmaster = psutil.Process(server.get_pid())
         lines = server.psql("SHOW server_version").splitlines()
         print(f"PostgreSQL {lines[2].strip() if len(lines) > 2 else '?'} (private, pgserver)")
-        asyncio.run(bench(server.get_uri(), postmaster, args.duration, tmp, args.rounds, args.against))
+        asyncio.run(bench(server.get_uri(), postmaster, args.duration, tmp, args.rounds, args.against, args.stages))
 
 
 if __name__ == "__main__":

@@ -164,14 +164,16 @@ async def rollup(
     fault: Fault | None = None,
     stop: asyncio.Event | None = None,
     hold: float = 0.0,
+    stats: RunStats | None = None,
 ) -> RunStats:
     """Roll up every hit not yet rolled up, batch after batch (until ``stop``); return the stats.
 
     ``hold``: leave the hits of the last so many seconds (the scheduled roll-up's
     PIXELTRACK_ROLLUP_HOLD), so that what their verdicts look ahead to has arrived.
+    ``stats``: where to account the stages (benchmarks pass one that splits CPU).
     """
     enricher = enricher or make_enricher(config.enrich)
-    stats = RunStats()
+    stats = stats if stats is not None else RunStats()
     started = time.perf_counter()
     until = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=hold) if hold > 0 else EVER
     jobs = await claims.pending(conn, queries.PENDING)
