@@ -133,7 +133,7 @@ async def run_batch(
             await fault()  # tests: a run killed between claim and merge
         await merge(conn, hits, enriched, stats, builder, tracks)
         t = time.perf_counter()
-        await context.save(conn, hits, known, config)
+        await context.save(conn, known, config)
         t = stats.add("context_save", t)
         await merge_reads(conn, hits, config.reading_idle, known.views_ahead)  # reading time, same transaction
         stats.add("reading", t)
