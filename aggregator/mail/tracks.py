@@ -39,7 +39,7 @@ KEPT: dict[str, frozenset[str]] = {
     BLIND: frozenset(columns.MACHINE),
     REJECTED: frozenset(columns.MACHINE),
 }
-_headers = itemgetter(*columns.HEADERS)  # C-level: the roll-up calls it once per hit
+headers = itemgetter(*columns.HEADERS)  # a hit's headers; C-level: the roll-up calls it once per personal hit
 # Per track, the enrichment key each enrichment column of STORED takes its
 # value from: the column's own name where the track keeps it, else a key no
 # enrichment has (so None), for a C-level map over each hit's dict.
@@ -96,7 +96,7 @@ def stored_inline(track: str, hit: Mapping[str, Any], masked: str | None) -> tup
     """The values of queries.STORED_INLINE (address, headers) as the track allows (``masked``: the masked address)."""
     if track == PERSONAL:
         # Personal hits keep the masked address, never the full one.
-        return (masked, *_headers(hit))
+        return (masked, *headers(hit))
     return _NO_HEAD
 
 
