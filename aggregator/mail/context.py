@@ -33,6 +33,7 @@ import datetime as dt
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 import asyncpg
@@ -79,6 +80,7 @@ PRUNE = "DELETE FROM recent_clicks WHERE job_id = $1 AND at < $2"
 AT_INSTANT = """
 SELECT count(*) FROM raw_hits WHERE job_id = $1 AND rolled_at IS NULL AND kind <> 'page' AND received_at = $2
 """
+_LATE = "late"  # _gather: a hit's second round
 # The limit of a claim that takes every hit of one instant.
 WHOLE = 2**62
 
@@ -158,10 +160,12 @@ def _gather(
     the recipients whose clicks or views need the context (readers and clickers, sorted)."""
     hashes, newest, opens = known.hashes, known.newest, known.opens
     clicks: list[tuple[int, bytes, dt.datetime, str | None]] = []
-    wanted: set[Recipient] = set()
+    readers: set[Recipient] = set()
     clickers: set[Recipient] = set()
-    later: list[tuple[Recipient, Mapping[str, Any]]] = []  # not hashed themselves: known once all hashes are
-    for hit, track in zip(hits, tracks, strict=True):
+    # A hit not hashed itself (e.g. a rejected one) of a recipient whose other hits are: known
+    # once all hashes are, so it comes round again after the batch, as _LATE.
+    late: list[tuple[Mapping[str, Any], str]] = []
+    for hit, track in chain(zip(hits, tracks, strict=True), late):
         job, at = hit["job_id"], hit["received_at"]
         if job not in newest or at > newest[job]:
             newest[job] = at
@@ -169,42 +173,29 @@ def _gather(
         rhash = hashes.get(key)
         if rhash is None:
             if track not in modes.HASHED:
-                if key[1] is not None:
-                    later.append((key, hit))  # e.g. a rejected hit of a recipient whose other hits are hashed
+                if key[1] is not None and track is not _LATE:
+                    late.append((hit, _LATE))
                 continue
             rhash = builder.rhash(*key)
             if rhash is None:
                 continue
             hashes[key] = rhash
-        _one(hit, key, rhash, opens, clicks, wanted, clickers)
-    for key, hit in later:
-        if (rhash := hashes.get(key)) is not None:
-            _one(hit, key, rhash, opens, clicks, wanted, clickers)
+        kind = hit["kind"]
+        if kind == "open":
+            first = opens.get(reader := (job, rhash))
+            if first is None or at < first:
+                opens[reader] = at
+        elif kind == "click":
+            clickers.add(key)
+            clicks.append((job, rhash, at, hit["link"]))
+        elif kind == "doc":
+            readers.add(key)
     window = dt.timedelta(seconds=config.enrich.scanner_burst_seconds)
     for job, rhash, at, link in clicks:
         known.clicked.add(job)
         if at >= newest[job] - window and (found := known.link_key(link)) is not None:
             known.clicks.add((job, rhash, at, found))
-    return wanted, sorted(clickers)
-
-
-def _one(
-    hit: Mapping[str, Any], key: Recipient, rhash: bytes, opens: dict[Reader, dt.datetime],
-    clicks: list[tuple[int, bytes, dt.datetime, str | None]], wanted: set[Recipient], clickers: set[Recipient],
-) -> None:
-    """One hit of a linked recipient: an open kept if earliest, a click or a view that needs the context."""
-    kind = hit["kind"]
-    if kind == "open":
-        at, reader = hit["received_at"], (key[0], rhash)
-        first = opens.get(reader)
-        if first is None or at < first:
-            opens[reader] = at
-    elif kind == "click":
-        wanted.add(key)
-        clickers.add(key)
-        clicks.append((key[0], rhash, hit["received_at"], hit["link"]))
-    elif kind == "doc":
-        wanted.add(key)
+    return readers | clickers, sorted(clickers)
 
 
 async def _earlier(conn: asyncpg.Connection, known: Known, clickers: list[Recipient]) -> None:

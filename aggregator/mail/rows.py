@@ -34,6 +34,7 @@ class BatchBuilder:
         self.keys = keys
         self._links: dict[str, int] = {}
         self._hashes: dict[tuple[int, int], bytes | None] = {}
+        self._hashers = {job: modes.recipient_hasher(key) for job, key in keys.items() if key is not None}
         self._profiles: dict[tuple[Any, ...], int] = {}
         # By (track, part identities); the parts are held so that no identity is reused.
         self._known: dict[tuple[Any, ...], Described] = {}
@@ -52,8 +53,8 @@ class BatchBuilder:
         """Keyed hash of a recipient, None once the job key is destroyed."""
         found = self._hashes.get(cache_key := (job_id, recipient_id), _UNSEEN)
         if found is _UNSEEN:
-            key = self.keys.get(job_id)
-            found = self._hashes[cache_key] = None if key is None else modes.recipient_hash(key, recipient_id)
+            hasher = self._hashers.get(job_id)
+            found = self._hashes[cache_key] = None if hasher is None else hasher(recipient_id)
         return found
 
     def describe(self, track: str, parts: Parts) -> Described:

