@@ -50,11 +50,16 @@ from pixeltrack.core import columns
 Recipient = tuple[int, int]  # (job_id, recipient_id)
 Reader = tuple[int, bytes]  # (job_id, keyed hash)
 
-# One job ($1): its unclaimed mail hits of some recipients ($2) received in [$3, $4].
+# One job ($1): its unclaimed mail hits received in [$3, $4] that the batch's verdicts look at, the
+# opens and clicks of its clickers ($2) and the document views of its readers ($5). Only a view is
+# enriched (a machine's is no reading): opens and clicks come without the headers (less to decode).
+_VIEW_ONLY = {name: f"CASE WHEN kind = 'doc' THEN {name} END" for name in (*columns.HEADERS, "method", "prefetch")}
 AHEAD = f"""
-SELECT {columns.listed(columns.HIT, client_ip="host(client_ip)")} FROM raw_hits
-WHERE job_id = $1 AND rolled_at IS NULL AND kind IN ('open', 'click', 'doc') AND reject_reason IS NULL
-  AND received_at BETWEEN $3 AND $4 AND recipient_id = ANY($2::bigint[])
+SELECT {columns.listed(columns.HIT, client_ip="CASE WHEN kind = 'doc' THEN host(client_ip) END", **_VIEW_ONLY)}
+FROM raw_hits
+WHERE job_id = $1 AND rolled_at IS NULL AND reject_reason IS NULL AND received_at BETWEEN $3 AND $4
+  AND (kind IN ('open', 'click') AND recipient_id = ANY($2::bigint[])
+       OR kind = 'doc' AND recipient_id = ANY($5::bigint[]))
 """
 OPENERS = """
 SELECT s.job_id, s.hash, s.first_open FROM unnest($1::bigint[], $2::bytea[]) AS k(job_id, hash)
@@ -143,12 +148,12 @@ async def load(
 ) -> Known:
     """What the batch's rules and reading need to know of its recipients beyond the batch."""
     known = Known()
-    wanted, clickers = _gather(known, hits, tracks, builder, config)
-    if not wanted:
+    readers, clickers = _gather(known, hits, tracks, builder, config)
+    if not (readers or clickers):
         return known
     known.outside = {key: Outside() for key in clickers}
     await _earlier(conn, known, clickers)
-    await _later(conn, known, hits, sorted(wanted), enricher, config)
+    await _later(conn, known, hits, clickers, readers, enricher, config)
     return known
 
 
@@ -157,7 +162,7 @@ def _gather(
     config: AggregatorConfig,
 ) -> tuple[set[Recipient], list[Recipient]]:
     """One pass over the batch: the linked recipients' hashes (``known``), what ``save`` keeps, and
-    the recipients whose clicks or views need the context (readers and clickers, sorted)."""
+    the recipients whose views or clicks need the context (readers, and clickers sorted)."""
     hashes, newest, opens = known.hashes, known.newest, known.opens
     clicks: list[tuple[int, bytes, dt.datetime, str | None]] = []
     readers: set[Recipient] = set()
@@ -195,7 +200,7 @@ def _gather(
         known.clicked.add(job)
         if at >= newest[job] - window and (found := known.link_key(link)) is not None:
             known.clicks.add((job, rhash, at, found))
-    return readers | clickers, sorted(clickers)
+    return readers, sorted(clickers)
 
 
 async def _earlier(conn: asyncpg.Connection, known: Known, clickers: list[Recipient]) -> None:
@@ -214,19 +219,22 @@ async def _later(
     conn: asyncpg.Connection,
     known: Known,
     hits: Sequence[Mapping[str, Any]],
-    wanted: list[Recipient],
+    clickers: list[Recipient],
+    readers: set[Recipient],
     enricher: Enriching,
     config: AggregatorConfig,
 ) -> None:
     """Unclaimed hits of the batch's clickers and readers, up to ``look_ahead`` after each job's newest."""
     claimed: set[Any] | None = None
-    recipients: defaultdict[int, list[int]] = defaultdict(list)
-    for job, rid in wanted:
-        recipients[job].append(rid)
+    wanted: defaultdict[int, tuple[list[int], list[int]]] = defaultdict(lambda: ([], []))
+    for job, rid in clickers:
+        wanted[job][0].append(rid)
+    for job, rid in sorted(readers):
+        wanted[job][1].append(rid)
     docs: list[Mapping[str, Any]] = []
-    for job, rids in sorted(recipients.items()):
+    for job, (clicking, reading) in sorted(wanted.items()):
         newest = known.newest[job]
-        for hit in await conn.fetch(AHEAD, job, rids, newest, newest + look_ahead(config)):
+        for hit in await conn.fetch(AHEAD, job, clicking, newest, newest + look_ahead(config), reading):
             # Of the hits found, only those of the job's newest instant can be the batch's own.
             if hit["received_at"] == newest:
                 claimed = {h["hit_id"] for h in hits} if claimed is None else claimed
