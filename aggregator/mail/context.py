@@ -85,7 +85,6 @@ PRUNE = "DELETE FROM recent_clicks WHERE job_id = $1 AND at < $2"
 AT_INSTANT = """
 SELECT count(*) FROM raw_hits WHERE job_id = $1 AND rolled_at IS NULL AND kind <> 'page' AND received_at = $2
 """
-_LATE = "late"  # _gather: a hit's second round
 # The limit of a claim that takes every hit of one instant.
 WHOLE = 2**62
 
@@ -155,6 +154,9 @@ async def load(
     await _earlier(conn, known, clickers)
     await _later(conn, known, hits, clickers, readers, enricher, config)
     return known
+
+
+_LATE = "late"  # a hit's second round in _gather
 
 
 def _gather(
