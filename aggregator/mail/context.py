@@ -33,13 +33,13 @@ import datetime as dt
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 import asyncpg
 
-from aggregator import claims
 from aggregator.config import AggregatorConfig
-from aggregator.enrich.enricher import Enriching
+from aggregator.enrich.enricher import Enriching, enrich_parts
 from aggregator.enrich.machine import Outside, link_key
 from aggregator.mail import queries
 from aggregator.mail import tracks as modes
@@ -50,11 +50,16 @@ from pixeltrack.core import columns
 Recipient = tuple[int, int]  # (job_id, recipient_id)
 Reader = tuple[int, bytes]  # (job_id, keyed hash)
 
-# One job ($1): its unclaimed mail hits of some recipients ($2) received in [$3, $4].
+# One job ($1): its unclaimed mail hits received in [$3, $4] that the batch's verdicts look at, the
+# opens and clicks of its clickers ($2) and the document views of its readers ($5). Only a view is
+# enriched (a machine's is no reading): opens and clicks come without the headers (less to decode).
+_VIEW_ONLY = {name: f"CASE WHEN kind = 'doc' THEN {name} END" for name in (*columns.HEADERS, "method", "prefetch")}
 AHEAD = f"""
-SELECT {columns.listed(columns.HIT, client_ip="host(client_ip)")} FROM raw_hits
-WHERE job_id = $1 AND rolled_at IS NULL AND kind IN ('open', 'click', 'doc') AND reject_reason IS NULL
-  AND received_at BETWEEN $3 AND $4 AND recipient_id = ANY($2::bigint[])
+SELECT {columns.listed(columns.HIT, client_ip="CASE WHEN kind = 'doc' THEN host(client_ip) END", **_VIEW_ONLY)}
+FROM raw_hits
+WHERE job_id = $1 AND rolled_at IS NULL AND reject_reason IS NULL AND received_at BETWEEN $3 AND $4
+  AND (kind IN ('open', 'click') AND recipient_id = ANY($2::bigint[])
+       OR kind = 'doc' AND recipient_id = ANY($5::bigint[]))
 """
 OPENERS = """
 SELECT s.job_id, s.hash, s.first_open FROM unnest($1::bigint[], $2::bytea[]) AS k(job_id, hash)
@@ -108,23 +113,28 @@ def look_ahead(config: AggregatorConfig) -> dt.timedelta:
 
 @dataclass
 class Known:
-    """A batch's linked recipients and what is known of them beyond it."""
+    """A batch's linked recipients and what is known of them beyond it.
+
+    ``newest``, ``opens``, ``clicks`` and ``clicked`` come from the one pass
+    over the batch's hits that ``load`` makes; ``save`` writes them.
+    """
 
     hashes: dict[Recipient, bytes] = field(default_factory=dict)
     outside: dict[Recipient, Outside] = field(default_factory=dict)  # recipients with clicks: the rules' context
     views_ahead: defaultdict[Reader, list[PageView]] = field(default_factory=lambda: defaultdict(list))
+    newest: dict[int, dt.datetime] = field(default_factory=dict)  # each job's newest claimed hit
+    opens: dict[Reader, dt.datetime] = field(default_factory=dict)  # linked recipients' earliest open in the batch
+    clicks: set[tuple[int, bytes, dt.datetime, int]] = field(default_factory=set)  # in each job's last W seconds
+    clicked: set[int] = field(default_factory=set)  # jobs with linked clicks: their recent clicks are pruned
+    links: dict[str | None, int | None] = field(default_factory=dict)  # link_key by link, once a batch
 
-
-def linked(hits: Sequence[Mapping[str, Any]], tracks: Sequence[str], builder: BatchBuilder) -> dict[Recipient, bytes]:
-    """The keyed hash of every recipient of the batch whose events may be linked."""
-    out: dict[Recipient, bytes] = {}
-    for hit, track in zip(hits, tracks, strict=True):
-        key = (hit["job_id"], hit["recipient_id"])
-        if key not in out and track in modes.HASHED:
-            rhash = builder.rhash(*key)
-            if rhash is not None:
-                out[key] = rhash
-    return out
+    def link_key(self, link: str | None) -> int | None:
+        """machine.link_key of a clicked link, worked out once a batch (a mailing has a few links)."""
+        try:
+            return self.links[link]
+        except KeyError:
+            found = self.links[link] = link_key(link)
+            return found
 
 
 async def load(
@@ -136,15 +146,63 @@ async def load(
     config: AggregatorConfig,
 ) -> Known:
     """What the batch's rules and reading need to know of its recipients beyond the batch."""
-    known = Known(linked(hits, tracks, builder))
-    wanted = {(h["job_id"], h["recipient_id"]) for h in hits if h["kind"] in ("click", "doc")} & known.hashes.keys()
-    if not wanted:
+    known = Known()
+    readers, clickers = _gather(known, hits, tracks, builder, config)
+    if not (readers or clickers):
         return known
-    clickers = sorted({(h["job_id"], h["recipient_id"]) for h in hits if h["kind"] == "click"} & wanted)
     known.outside = {key: Outside() for key in clickers}
     await _earlier(conn, known, clickers)
-    await _later(conn, known, hits, sorted(wanted), enricher, config)
+    await _later(conn, known, hits, clickers, readers, enricher, config)
     return known
+
+
+_LATE = "late"  # a hit's second round in _gather
+
+
+def _gather(
+    known: Known, hits: Sequence[Mapping[str, Any]], tracks: Sequence[str], builder: BatchBuilder,
+    config: AggregatorConfig,
+) -> tuple[set[Recipient], list[Recipient]]:
+    """One pass over the batch: the linked recipients' hashes (``known``), what ``save`` keeps, and
+    the recipients whose views or clicks need the context (readers, and clickers sorted)."""
+    hashes, newest, opens = known.hashes, known.newest, known.opens
+    clicks: list[tuple[int, bytes, dt.datetime, str | None]] = []
+    readers: set[Recipient] = set()
+    clickers: set[Recipient] = set()
+    # A hit not hashed itself (e.g. a rejected one) of a recipient whose other hits are: known
+    # once all hashes are, so it comes round again after the batch, as _LATE.
+    late: list[tuple[Mapping[str, Any], str]] = []
+    for hit, track in chain(zip(hits, tracks, strict=True), late):
+        job, at = hit["job_id"], hit["received_at"]
+        if job not in newest or at > newest[job]:
+            newest[job] = at
+        key = (job, hit["recipient_id"])
+        rhash = hashes.get(key)
+        if rhash is None:
+            if track not in modes.HASHED:
+                if key[1] is not None and track is not _LATE:
+                    late.append((hit, _LATE))
+                continue
+            rhash = builder.rhash(*key)
+            if rhash is None:
+                continue
+            hashes[key] = rhash
+        kind = hit["kind"]
+        if kind == "open":
+            first = opens.get(reader := (job, rhash))
+            if first is None or at < first:
+                opens[reader] = at
+        elif kind == "click":
+            clickers.add(key)
+            clicks.append((job, rhash, at, hit["link"]))
+        elif kind == "doc":
+            readers.add(key)
+    window = dt.timedelta(seconds=config.enrich.scanner_burst_seconds)
+    for job, rhash, at, link in clicks:
+        known.clicked.add(job)
+        if at >= newest[job] - window and (found := known.link_key(link)) is not None:
+            known.clicks.add((job, rhash, at, found))
+    return readers, sorted(clickers)
 
 
 async def _earlier(conn: asyncpg.Connection, known: Known, clickers: list[Recipient]) -> None:
@@ -163,65 +221,55 @@ async def _later(
     conn: asyncpg.Connection,
     known: Known,
     hits: Sequence[Mapping[str, Any]],
-    wanted: list[Recipient],
+    clickers: list[Recipient],
+    readers: set[Recipient],
     enricher: Enriching,
     config: AggregatorConfig,
 ) -> None:
     """Unclaimed hits of the batch's clickers and readers, up to ``look_ahead`` after each job's newest."""
-    claimed = {h["hit_id"] for h in hits}
-    spans = claims.spans(hits)
-    recipients: defaultdict[int, list[int]] = defaultdict(list)
-    for job, rid in wanted:
-        recipients[job].append(rid)
+    claimed: set[Any] | None = None
+    wanted: defaultdict[int, tuple[list[int], list[int]]] = defaultdict(lambda: ([], []))
+    for job, rid in clickers:
+        wanted[job][0].append(rid)
+    for job, rid in sorted(readers):
+        wanted[job][1].append(rid)
     docs: list[Mapping[str, Any]] = []
-    for job, rids in sorted(recipients.items()):
-        newest = spans[job].last
-        for hit in await conn.fetch(AHEAD, job, rids, newest, newest + look_ahead(config)):
-            if hit["hit_id"] not in claimed:
-                _note(known, hit, docs)
+    for job, (clicking, reading) in sorted(wanted.items()):
+        newest = known.newest[job]
+        for hit in await conn.fetch(AHEAD, job, clicking, newest, newest + look_ahead(config), reading):
+            # Of the hits found, only those of the job's newest instant can be the batch's own.
+            if hit["received_at"] == newest:
+                claimed = {h["hit_id"] for h in hits} if claimed is None else claimed
+                if hit["hit_id"] in claimed:
+                    continue
+            _note(known, hit, docs)
     if docs:
-        for hit, row in zip(docs, enricher.enrich(docs, {}), strict=True):
-            if row.get("traffic") != "machine" and hit["page"] is not None:
+        for hit, parts in zip(docs, enrich_parts(enricher, docs, {}), strict=True):
+            if parts[0].get("traffic") != "machine" and hit["page"] is not None:  # the client part tells
                 reader = (hit["job_id"], known.hashes[(hit["job_id"], hit["recipient_id"])])
                 known.views_ahead[reader].append(PageView(hit["received_at"], hit["page"]))
 
 
 def _note(known: Known, hit: Mapping[str, Any], docs: list[Mapping[str, Any]]) -> None:
     """One unclaimed hit: an open or click for the rules, a page view for reading."""
-    outside = known.outside.get((hit["job_id"], hit["recipient_id"]))
-    if hit["kind"] == "doc":
+    kind = hit["kind"]
+    if kind == "doc":
         docs.append(hit)
-    elif outside is None:
+    elif (outside := known.outside.get((hit["job_id"], hit["recipient_id"]))) is None:
         return
-    elif hit["kind"] == "open":
+    elif kind == "open":
         outside.opens.append(hit["received_at"])
-    elif (link := link_key(hit["link"])) is not None:
+    elif (link := known.link_key(hit["link"])) is not None:
         outside.clicks.append((hit["received_at"], link))
 
 
-async def save(conn: asyncpg.Connection, hits: Sequence[Mapping[str, Any]], known: Known,
-               config: AggregatorConfig) -> None:  # fmt: skip
+async def save(conn: asyncpg.Connection, known: Known, config: AggregatorConfig) -> None:
     """Keep what later batches need of this one: earliest opens, and the clicks of the last W seconds."""
-    window = dt.timedelta(seconds=config.enrich.scanner_burst_seconds)
-    spans = claims.spans(hits)
-    opens: dict[Reader, dt.datetime] = {}
-    clicks: set[tuple[int, bytes, dt.datetime, int]] = set()
-    clicked: set[int] = set()  # jobs whose recent clicks are pruned
-    for hit in hits:
-        rhash = known.hashes.get((hit["job_id"], hit["recipient_id"]))
-        if rhash is None:
-            continue
-        job, at = hit["job_id"], hit["received_at"]
-        if hit["kind"] == "open":
-            opens[(job, rhash)] = min(at, opens.get((job, rhash), at))
-        elif hit["kind"] == "click":
-            clicked.add(job)
-            if at >= spans[job].last - window and (link := link_key(hit["link"])) is not None:
-                clicks.add((job, rhash, at, link))
-    if opens:
-        rows = sorted((*k, v) for k, v in opens.items())
+    if known.opens:
+        rows = sorted((*k, v) for k, v in known.opens.items())
         await conn.execute(SAVE_OPENERS, *[list(col) for col in zip(*rows, strict=True)])
-    if clicks:
-        await conn.execute(SAVE_CLICKS, *[list(col) for col in zip(*sorted(clicks), strict=True)])
-    for job in sorted(clicked):
-        await conn.execute(PRUNE, job, spans[job].last - window)
+    if known.clicks:
+        await conn.execute(SAVE_CLICKS, *[list(col) for col in zip(*sorted(known.clicks), strict=True)])
+    window = dt.timedelta(seconds=config.enrich.scanner_burst_seconds)
+    for job in sorted(known.clicked):
+        await conn.execute(PRUNE, job, known.newest[job] - window)

@@ -31,6 +31,8 @@ from typing import Any
 
 import asyncpg
 
+from aggregator.mail.queries import BATCH_COLUMNS
+
 BURST_SECONDS = 1.0
 MICROS = 1_000_000  # seconds are summed as whole microseconds, stored as their seconds
 
@@ -79,10 +81,10 @@ def reads(views: Sequence[PageView], idle: float, burst: float = BURST_SECONDS) 
 
 
 # ----------------------------------------------------------------- roll-up --
-DOC_ROWS = """
-SELECT hit_id, job_id, received_at, track, recipient_id, rhash FROM rollup_batch
-WHERE kind = 'doc' AND NOT machine AND track <> 'rejected'
-"""
+# Where the batch rows (aggregator.mail.rows, queries.BATCH_COLUMNS order) hold what reading needs.
+_AT, _JOB, _KIND, _TRACK, _MACHINE, _RECIPIENT, _RHASH = (
+    BATCH_COLUMNS.index(name) for name in ("received_at", "job_id", "kind", "track", "machine", "recipient_id", "rhash")
+)
 LOAD_STATE = """
 SELECT s.job_id, s.hash, s.last_at, s.last_page, s.last_preload, s.furthest
 FROM unnest($1::bigint[], $2::bytea[]) AS k(job_id, hash)
@@ -223,30 +225,28 @@ def advance(
 
 
 async def merge_reads(
-    conn: asyncpg.Connection, hits: Sequence[Mapping[str, Any]], idle: float,
+    conn: asyncpg.Connection, hits: Sequence[Mapping[str, Any]], rows: Sequence[Sequence[Any]], idle: float,
     ahead: Mapping[tuple[int, bytes], Sequence[PageView]] | None = None,
 ) -> None:
-    """Merge the batch's human document views (rows of ``rollup_batch``) in the roll-up's transaction.
+    """Merge the batch's human document views in the roll-up's transaction.
 
-    ``ahead``: each reader's human views not rolled up yet (aggregator.mail.context).
+    ``rows``: each hit's batch row (what rollup_batch holds: track, machine, rhash), read here
+    rather than back from the table. ``ahead``: each reader's human views not rolled up yet
+    (aggregator.mail.context).
     """
-    pages = {h["hit_id"]: h["page"] for h in hits if h["kind"] == "doc" and h["page"] is not None}
-    if not pages:
-        return
     tally = Tally()
     readers: defaultdict[tuple[int, bytes], list[PageView]] = defaultdict(list)
     personal: dict[tuple[int, bytes], int] = {}
-    for row in await conn.fetch(DOC_ROWS):
-        page = pages.get(row["hit_id"])
-        if page is None:
+    for hit, row in zip(hits, rows, strict=True):
+        if row[_KIND] != "doc" or row[_MACHINE] or row[_TRACK] == "rejected" or (page := hit["page"]) is None:
             continue
-        if row["rhash"] is None:  # blind, or the job's key is destroyed: a view, no reader
-            tally.view(row["job_id"], None, page)
+        if row[_RHASH] is None:  # blind, or the job's key is destroyed: a view, no reader
+            tally.view(row[_JOB], None, page)
             continue
-        key = (row["job_id"], bytes(row["rhash"]))
-        readers[key].append(PageView(row["received_at"], page))
-        if row["recipient_id"] is not None:
-            personal[key] = row["recipient_id"]
+        key = (row[_JOB], row[_RHASH])
+        readers[key].append(PageView(row[_AT], page))
+        if row[_RECIPIENT] is not None:
+            personal[key] = row[_RECIPIENT]
     if readers:
         await _advance_all(conn, readers, personal, idle, tally, ahead or {})
     await tally.merge(conn)

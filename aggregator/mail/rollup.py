@@ -84,8 +84,8 @@ async def builder_for(
 async def merge(
     conn: asyncpg.Connection, hits: Sequence[Mapping[str, Any]], enriched: Sequence[Parts], stats: RunStats,
     builder: BatchBuilder, tracks: Sequence[str],
-) -> None:
-    """Under the jobs' locks: batch rows in, roll-ups merged, raw hits marked (``tracks``: each hit's)."""
+) -> list[tuple[Any, ...]]:
+    """Under the jobs' locks: batch rows in, roll-ups merged, raw hits marked (``tracks``: each hit's); the rows."""
     t = time.perf_counter()
     rows = builder.rows(hits, enriched, tracks)
     t = stats.add("build", t)
@@ -103,6 +103,7 @@ async def merge(
     await conn.execute(queries.ANALYZE_BATCH)
     await claims.mark(conn, queries.MARK_ROLLED, hits)
     stats.add("mark", t)
+    return rows
 
 
 async def run_batch(
@@ -131,11 +132,11 @@ async def run_batch(
         stats.add("enrich", t)
         if fault is not None:
             await fault()  # tests: a run killed between claim and merge
-        await merge(conn, hits, enriched, stats, builder, tracks)
+        rows = await merge(conn, hits, enriched, stats, builder, tracks)
         t = time.perf_counter()
-        await context.save(conn, hits, known, config)
+        await context.save(conn, known, config)
         t = stats.add("context_save", t)
-        await merge_reads(conn, hits, config.reading_idle, known.views_ahead)  # reading time, same transaction
+        await merge_reads(conn, hits, rows, config.reading_idle, known.views_ahead)  # reading time, same transaction
         stats.add("reading", t)
     return len(hits)
 

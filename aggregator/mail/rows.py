@@ -34,6 +34,7 @@ class BatchBuilder:
         self.keys = keys
         self._links: dict[str, int] = {}
         self._hashes: dict[tuple[int, int], bytes | None] = {}
+        self._hashers = {job: modes.recipient_hasher(key) for job, key in keys.items() if key is not None}
         self._profiles: dict[tuple[Any, ...], int] = {}
         # By (track, part identities); the parts are held so that no identity is reused.
         self._known: dict[tuple[Any, ...], Described] = {}
@@ -52,8 +53,8 @@ class BatchBuilder:
         """Keyed hash of a recipient, None once the job key is destroyed."""
         found = self._hashes.get(cache_key := (job_id, recipient_id), _UNSEEN)
         if found is _UNSEEN:
-            key = self.keys.get(job_id)
-            found = self._hashes[cache_key] = None if key is None else modes.recipient_hash(key, recipient_id)
+            hasher = self._hashers.get(job_id)
+            found = self._hashes[cache_key] = None if hasher is None else hasher(recipient_id)
         return found
 
     def describe(self, track: str, parts: Parts) -> Described:
@@ -77,16 +78,25 @@ class BatchBuilder:
 
     def row(self, hit: Mapping[str, Any], parts: Parts, track: str) -> tuple[Any, ...]:
         """The batch row of one hit on ``track`` (tracks.track_of)."""
-        number, machine, unknown, family = self.describe(track, parts)
+        client, geo, lang, source, masked = parts
+        found = self._known.get((track, id(client), id(geo), lang, id(source)))  # describe's usual case, inline
+        number, machine, unknown, family = self.describe(track, parts) if found is None else found
         job, rid, kind = hit["job_id"], hit["recipient_id"], hit["kind"]
+        if track == modes.PERSONAL:  # the most common track first: its row keeps the most
+            link = hit["link"] if kind == "click" else None
+            return (
+                hit["hit_id"], hit["received_at"], job, kind, track, machine, unknown, family, rid,
+                self.rhash(job, rid), None if link is None else self.link_id(link), link, None, *NO_CELL,
+                number, masked, *modes.headers(hit),
+            )  # fmt: skip
         link = hit["link"] if kind == "click" and track != modes.REJECTED else None
         return (
             hit["hit_id"], hit["received_at"], job, kind, track, machine, unknown,
-            family, rid if track == modes.PERSONAL else None,
+            family, None,
             self.rhash(job, rid) if track in modes.HASHED else None, None if link is None else self.link_id(link), link,
             modes.reject_reason(hit) if track == modes.REJECTED else None,
             *(modes.cell_of(hit) if track == modes.ANONYMOUS else NO_CELL),
-            number, *modes.stored_inline(track, hit, parts[4]),
+            number, *modes.stored_inline(track, hit, masked),
         )  # fmt: skip
 
     def rows(self, hits: Sequence[Mapping[str, Any]], parts: Sequence[Parts], tracks: Sequence[str]) -> list[tuple]:
