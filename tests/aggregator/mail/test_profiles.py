@@ -47,3 +47,12 @@ def test_profiles_by_part_identity_are_the_profiles_by_value() -> None:
     # fewer distinct (track, parts) than hits (a deliberately varied mix): merged and reduced once per combination
     assert len(by_parts._known) < len(hits) * 0.6
     assert len(by_values._known) == len(hits)
+
+
+def test_recipient_hasher_gives_the_keyed_hash() -> None:
+    """The per-job hasher (keyed state copied per recipient) is recipient_hash, for any id, under each key."""
+    for key in (b"\x00" * 32, bytes(range(32))):
+        rhash = modes.recipient_hasher(key)
+        for rid in (0, 1, -1, 42, 2**63 - 1, -(2**63)):
+            assert rhash(rid) == modes.recipient_hash(key, rid)
+    assert modes.recipient_hasher(b"\x00" * 32)(7) != modes.recipient_hasher(bytes(range(32)))(7)
