@@ -22,24 +22,27 @@ WHERE rolled_at IS NULL AND kind <> 'page' GROUP BY job_id ORDER BY job_id
 """
 # Claims the oldest unrolled hits of one job ($1), under the job's lock
 # (aggregator.claims: no row lock needed, MARK_ROLLED checks they are still
-# unrolled). Joined with what the mode needs to know, each table named by $1 too, so
-# Citus runs the whole statement on the job's worker (joined through the CTE
-# alone, it would fetch every job's recipients). Page views of websites are
-# left to aggregator.web (its own claim and merge). $3: the newest receive
-# time to claim (the hold-back, see aggregator.mail.context).
+# unrolled). Page views of websites are left to aggregator.web (its own claim
+# and merge). $3: the newest receive time to claim (the hold-back, see
+# aggregator.mail.context). What the mode needs to know of the job and the
+# recipients comes once a batch (JOBS, PEOPLE): joined here, it was looked up,
+# projected, sent and decoded per hit (4-5 us a hit of PostgreSQL CPU of the
+# claim's 6-7, 1.4 us of the aggregator's).
 CLAIM = f"""
-WITH c AS (
-    SELECT {columns.listed(columns.HIT, client_ip="host(client_ip)")}
-    FROM raw_hits WHERE job_id = $1 AND rolled_at IS NULL AND kind <> 'page' AND received_at <= $3
-    ORDER BY received_at LIMIT $2
-)
-SELECT c.*, j.mode, j.sent_at,
-       coalesce(r.consent AND r.consent_changed_at <= c.received_at, false) AS consenting,
-       r.birth_year, r.gender, r.zip, f.recipient_id IS NOT NULL AS forgotten
-FROM c
-LEFT JOIN jobs j ON j.job_id = $1
-LEFT JOIN recipients r ON r.job_id = $1 AND r.recipient_id = c.recipient_id
-LEFT JOIN forgotten_recipients f ON f.job_id = $1 AND f.recipient_id = c.recipient_id
+SELECT {columns.listed(columns.HIT, client_ip="host(client_ip)")}
+FROM raw_hits WHERE job_id = $1 AND rolled_at IS NULL AND kind <> 'page' AND received_at <= $3
+ORDER BY received_at LIMIT $2
+"""
+JOBS = "SELECT job_id, mode, sent_at FROM jobs WHERE job_id = ANY($1::bigint[])"
+# The recipients ($2) of one job's ($1) claimed hits, and which of them are
+# forgotten (one may have no row in recipients): each table named by $1, so on
+# Citus one worker answers (tracks.Person).
+PEOPLE = """
+SELECT recipient_id, consent, consent_changed_at, birth_year, gender, zip, false AS forgotten
+FROM recipients WHERE job_id = $1 AND recipient_id = ANY($2::bigint[])
+UNION ALL
+SELECT recipient_id, NULL, NULL, NULL, NULL, NULL, true
+FROM forgotten_recipients WHERE job_id = $1 AND recipient_id = ANY($2::bigint[])
 """
 
 JOB_KEYS = "SELECT job_id, key FROM job_keys WHERE job_id = ANY($1::bigint[])"
@@ -53,11 +56,14 @@ SELECT * FROM unnest($1::bigint[], $2::bytea[]) ON CONFLICT (job_id) DO NOTHING
 # keep. ON COMMIT DELETE ROWS: nothing outlives the transaction. Of the three
 # figures, `machine` and `unknown` are flags (neither: human, a recognised
 # browser or mail client); `family` names a machine (job_machine).
-# Keyed like
-# raw_hits, and its key analyzed once filled (ANALYZE_BATCH): a day partition
-# not analyzed yet looks nearly empty to the planner, which then joined the
-# batch by a nested loop that rescanned it per raw hit (12.6 s for 10k hits);
-# knowing the batch's size, it looks each raw hit's row up by the key.
+# Its job_id analyzed once filled (ANALYZE_BATCH): MARK_ROLLED takes one
+# job's rows, and a day partition not analyzed yet looks nearly empty to the
+# planner, which without knowing how many rows a job has in the batch joined
+# them by a nested loop that rescanned the batch per raw hit (12.6 s for 10k
+# hits). Only job_id: the columns the join used to look up by the batch's key
+# cost 0.6 us a hit to analyze, and the key itself (gone: MARK_ROLLED reads
+# the batch through a materialized CTE, nothing looks a row up) 0.9 us a hit
+# in the COPY.
 # The enrichment each hit keeps is a profile: its track's share of its
 # client, place, language and source columns, numbered once per distinct
 # combination in the batch (a mailing repeats a few hundred), so a hit's
@@ -76,8 +82,7 @@ BATCH_COLUMNS = (
 PROFILE_COLUMNS = ("profile", *columns.ENRICHED)
 CREATE_BATCH = f"""
 CREATE TEMP TABLE IF NOT EXISTS rollup_batch (
-    {columns.typed(BATCH_COLUMNS, BATCH_TYPES)},
-    PRIMARY KEY (job_id, received_at, hit_id)
+    {columns.typed(BATCH_COLUMNS, BATCH_TYPES)}
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS rollup_profile (
     {columns.typed(PROFILE_COLUMNS, BATCH_TYPES)}, PRIMARY KEY (profile)
@@ -86,7 +91,7 @@ CREATE TEMP TABLE IF NOT EXISTS seen_delta (
     job_id bigint, kind text, link_id bigint, hash bytea, inferred boolean, added boolean
 ) ON COMMIT DELETE ROWS;
 """
-ANALYZE_BATCH = "ANALYZE rollup_batch (job_id, received_at, hit_id), rollup_profile (profile)"
+ANALYZE_BATCH = "ANALYZE rollup_batch (job_id), rollup_profile (profile)"
 
 # ---------------------------------------------------------------- uniques --
 # Scopes 'open', 'click', 'link' count recipients with a hit that is not a
@@ -324,11 +329,10 @@ MERGES = (
 
 # Marks the claimed hits of one job ($2) rolled and leaves only what their
 # track may keep. The job's time range in the batch prunes the day
-# partitions it cannot touch, and the batch's rows find theirs by primary
-# key, so the cost follows the batch, not the history. Only hits still
-# unrolled (claims.mark counts them: exactly once); with statistics taken
-# when few hits were pending the planner walks raw_hits_unrolled_job and
-# looks each one's batch row up by the batch's key. One job a statement: on Citus a join of the batch (a
+# partitions it cannot touch, and the job's raw rows are found by primary
+# key and joined with the batch's by hash, so the cost follows the batch, not
+# the history. Only hits still unrolled (claims.mark counts them: exactly
+# once). One job a statement: on Citus a join of the batch (a
 # temporary table) with one shard ships that job's rows to one worker; with
 # all of raw_hits it would ship the whole batch to every shard. The batch is
 # joined with its profiles first, in a materialized CTE: one result shipped

@@ -68,17 +68,31 @@ async def job_keys(conn: asyncpg.Connection, job_ids: set[int]) -> dict[int, byt
     return keys
 
 
-def sent_times(hits: Sequence[Mapping[str, Any]]) -> dict[int, dt.datetime | None]:
-    """Send time of each job in the batch (link scanners click right after it)."""
-    return {hit["job_id"]: hit["sent_at"] for hit in hits}
+async def who_of(conn: asyncpg.Connection, hits: Sequence[Mapping[str, Any]]) -> modes.Who:
+    """The batch's jobs and recipients, once each (a recipient's hits share one lookup)."""
+    recipients: dict[int, set[int]] = {}
+    for hit in hits:
+        if (rid := hit["recipient_id"]) is not None:
+            recipients.setdefault(hit["job_id"], set()).add(rid)
+    job_ids = sorted({h["job_id"] for h in hits})
+    who = modes.Who(sent=dict.fromkeys(job_ids))
+    for r in await conn.fetch(queries.JOBS, job_ids):
+        who.modes[r["job_id"]], who.sent[r["job_id"]] = r["mode"], r["sent_at"]
+    people = who.people
+    for job, ids in sorted(recipients.items()):
+        for r in await conn.fetch(queries.PEOPLE, job, sorted(ids)):
+            key = (job, r["recipient_id"])
+            if not people.get(key, modes.NOBODY).forgotten:  # forgotten, whatever recipients still holds
+                people[key] = modes.Person(*tuple(r)[1:])
+    return who
 
 
 async def builder_for(
-    conn: asyncpg.Connection, hits: Sequence[Mapping[str, Any]], tracks: Sequence[str]
+    conn: asyncpg.Connection, hits: Sequence[Mapping[str, Any]], tracks: Sequence[str], who: modes.Who
 ) -> BatchBuilder:
     """The batch's row builder, with the keys of the jobs whose hits are hashed (``tracks``: each hit's)."""
     hashed = {h["job_id"] for h, track in zip(hits, tracks, strict=True) if track in modes.HASHED}
-    return BatchBuilder(await job_keys(conn, hashed))
+    return BatchBuilder(await job_keys(conn, hashed), who)
 
 
 async def merge(
@@ -124,11 +138,13 @@ async def run_batch(
         t = stats.add("claim", t)
         if not hits:
             return 0
-        tracks = [modes.track_of(h) for h in hits]  # once a hit, for the keys, the context and the rows
-        builder = await builder_for(conn, hits, tracks)
+        who = await who_of(conn, hits)
+        t = stats.add("claim", t)
+        tracks = [modes.track_of(h, who) for h in hits]  # once a hit, for the keys, the context and the rows
+        builder = await builder_for(conn, hits, tracks, who)
         known = await context.load(conn, hits, tracks, builder, enricher, config)
         t = stats.add("context", t)
-        enriched = enrich_parts(enricher, hits, sent_times(hits), known.outside)
+        enriched = enrich_parts(enricher, hits, who.sent, known.outside)
         stats.add("enrich", t)
         if fault is not None:
             await fault()  # tests: a run killed between claim and merge

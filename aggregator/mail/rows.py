@@ -30,8 +30,9 @@ Described = tuple[int, bool, bool, str | None]
 class BatchBuilder:
     """Builds one batch's rows; caches link ids and recipient hashes, numbers the profiles."""
 
-    def __init__(self, keys: Mapping[int, bytes | None]) -> None:
+    def __init__(self, keys: Mapping[int, bytes | None], who: modes.Who | None = None) -> None:
         self.keys = keys
+        self.who = who if who is not None else modes.Who()
         self._links: dict[str, int] = {}
         self._hashes: dict[tuple[int, int], bytes | None] = {}
         self._hashers = {job: modes.recipient_hasher(key) for job, key in keys.items() if key is not None}
@@ -94,8 +95,8 @@ class BatchBuilder:
             hit["hit_id"], hit["received_at"], job, kind, track, machine, unknown,
             family, None,
             self.rhash(job, rid) if track in modes.HASHED else None, None if link is None else self.link_id(link), link,
-            modes.reject_reason(hit) if track == modes.REJECTED else None,
-            *(modes.cell_of(hit) if track == modes.ANONYMOUS else NO_CELL),
+            modes.reject_reason(hit, self.who) if track == modes.REJECTED else None,
+            *(modes.cell_of(hit, self.who.person(hit)) if track == modes.ANONYMOUS else NO_CELL),
             number, *modes.stored_inline(track, hit, masked),
         )  # fmt: skip
 

@@ -19,8 +19,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from operator import itemgetter
-from typing import Any
+from typing import Any, NamedTuple
 
 from pixeltrack.core import columns
 
@@ -50,23 +51,55 @@ AGE_BANDS = ((18, "<18"), (25, "18-24"), (35, "25-34"), (45, "35-44"), (55, "45-
 UNKNOWN = "unknown"
 
 
-def track_of(hit: Mapping[str, Any]) -> str:
-    """The track of one claimed hit (joined with its job and recipient)."""
-    mode = hit["mode"]
+class Person(NamedTuple):
+    """What a batch's hits need to know of a recipient (queries.PEOPLE)."""
+
+    consent: bool | None
+    consent_changed_at: dt.datetime | None
+    birth_year: int | None
+    gender: str | None
+    zip: str | None
+    forgotten: bool
+
+
+NOBODY = Person(None, None, None, None, None, False)  # no row in recipients, not forgotten
+
+
+@dataclass
+class Who:
+    """A batch's jobs (mode, send time; absent: unknown job) and recipients, looked up once each, not per hit."""
+
+    modes: dict[int, str | None] = field(default_factory=dict)
+    sent: dict[int, dt.datetime | None] = field(default_factory=dict)
+    people: dict[tuple[int, int], Person] = field(default_factory=dict)
+
+    def person(self, hit: Mapping[str, Any]) -> Person:
+        """The hit's recipient (NOBODY: none, or unknown)."""
+        return self.people.get((hit["job_id"], hit["recipient_id"]), NOBODY)
+
+
+def track_of(hit: Mapping[str, Any], who: Who) -> str:
+    """The track of one claimed hit (``who``: its job and recipient)."""
+    mode = who.modes.get(hit["job_id"])
     if hit["reject_reason"] is not None or hit["job_id"] == 0 or mode is None:
         return REJECTED
-    if mode == "blind" or hit["recipient_id"] is None or hit["forgotten"]:
+    if mode == "blind" or hit["recipient_id"] is None:
+        return BLIND
+    person = who.person(hit)
+    if person.forgotten:
         return BLIND
     if mode == "permission_personal":
-        return PERSONAL if hit["consenting"] else UNIQUE
+        # consent in force when the hit arrived (NULL anywhere: not consenting)
+        at = person.consent_changed_at
+        return PERSONAL if person.consent and at is not None and at <= hit["received_at"] else UNIQUE
     return mode  # personal | unique | anonymous
 
 
-def reject_reason(hit: Mapping[str, Any]) -> str | None:
+def reject_reason(hit: Mapping[str, Any], who: Who) -> str | None:
     """Why a hit is not counted: the collector's reason, or an unknown job."""
     if hit["reject_reason"] is not None:
         return str(hit["reject_reason"])
-    return "unknown_job" if hit["mode"] is None else None
+    return "unknown_job" if who.modes.get(hit["job_id"]) is None else None
 
 
 def age_band(birth_year: int | None, at: dt.datetime) -> str:
@@ -80,11 +113,11 @@ def age_band(birth_year: int | None, at: dt.datetime) -> str:
     return "65+"
 
 
-def cell_of(hit: Mapping[str, Any]) -> tuple[str, str, str]:
-    """The demographic cell (age band, gender, zip) of an anonymous hit."""
-    gender = (hit["gender"] or "").strip().lower() or UNKNOWN
-    zip_code = (hit["zip"] or "").strip().upper() or UNKNOWN
-    return age_band(hit["birth_year"], hit["received_at"]), gender, zip_code
+def cell_of(hit: Mapping[str, Any], person: Person) -> tuple[str, str, str]:
+    """The demographic cell (age band, gender, zip) of an anonymous hit by ``person``."""
+    gender = (person.gender or "").strip().lower() or UNKNOWN
+    zip_code = (person.zip or "").strip().upper() or UNKNOWN
+    return age_band(person.birth_year, hit["received_at"]), gender, zip_code
 
 
 def recipient_hash(key: bytes, recipient_id: int) -> bytes:

@@ -2,7 +2,7 @@
 
 ``rollup_sites(conn)`` claims and rolls up page views on its own;
 ``merge_page_hits(conn, hits, enriched)`` does the merge for page views an
-outer run claimed with ``queries.CLAIM_PAGES``; ``report.site_report(conn,
+outer run claimed with ``queries.CLAIM_PAGES`` (``rollup.with_settings``); ``report.site_report(conn,
 site_id)`` and ``render.render_site(report, fmt)`` read the result.
 """
 

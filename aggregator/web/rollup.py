@@ -148,7 +148,7 @@ async def merge_page_hits(
     conn: asyncpg.Connection, hits: Sequence[Mapping[str, Any]], enriched: Sequence[Mapping[str, Any]],
     today: dt.date | None = None,
 ) -> None:
-    """Merge claimed page views (rows of queries.CLAIM_PAGES) in the caller's transaction.
+    """Merge claimed page views (rows of queries.CLAIM_PAGES, with_settings) in the caller's transaction.
 
     The caller holds the jobs' locks (claims.claim) and made the salts (keep_salts).
     """
@@ -257,13 +257,22 @@ async def rollup_sites(conn_or_url: asyncpg.Connection | str, batch_size: int = 
         if day != salted:  # a run across midnight: the new day's salt
             await keep_salts(conn, salted := day, jobs.first, jobs.last)
         async with conn.transaction():
-            hits = [dict(h) for h in await claims.claim(conn, jobs, queries.CLAIM_PAGES, batch_size)]
+            hits = await with_settings(conn, await claims.claim(conn, jobs, queries.CLAIM_PAGES, batch_size))
             if hits:
                 await merge_page_hits(conn, hits, enricher.enrich(hits, sent_at={}), day)
         total += len(hits)
     if total:
         log.info("rolled up %d page views", total)
     return total
+
+
+async def with_settings(conn: asyncpg.Connection, claimed: Sequence[asyncpg.Record]) -> list[dict[str, Any]]:
+    """Claimed page views as dicts, each with its site's mode and settings (queries.SITE_SETTINGS)."""
+    if not claimed:
+        return []
+    sites = sorted({h["job_id"] for h in claimed})
+    found = {r["job_id"]: dict(tuple(r.items())[1:]) for r in await conn.fetch(queries.SITE_SETTINGS, sites)}
+    return [{**h, **found.get(h["job_id"], queries.UNKNOWN_SITE)} for h in claimed]
 
 
 def _default_enricher() -> Enriching:
