@@ -92,8 +92,8 @@ async def merge(
     await conn.copy_records_to_table("rollup_profile", records=builder.profile_rows(), columns=PROFILE_COLUMNS)
     await conn.copy_records_to_table("rollup_batch", records=rows, columns=BATCH_COLUMNS)
     t = stats.add("copy", t)
-    await conn.execute(queries.SEEN_UPGRADE)
-    await conn.execute(queries.SEEN_INSERT)
+    for sql in queries.SEEN:
+        await conn.execute(sql)
     t = stats.add("seen", t)
     for name, sql in queries.MERGES:
         await conn.execute(sql)
