@@ -85,6 +85,12 @@ CREATE TEMP TABLE IF NOT EXISTS rollup_profile (
 CREATE TEMP TABLE IF NOT EXISTS seen_delta (
     job_id bigint, kind text, link_id bigint, hash bytea, inferred boolean, added boolean
 ) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS seen_pick (
+    job_id bigint, kind text, link_id bigint, hash bytea, inferred boolean
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS seen_known (
+    job_id bigint, kind text, link_id bigint, hash bytea, upgrade boolean
+) ON COMMIT DELETE ROWS;
 """
 ANALYZE_BATCH = "ANALYZE rollup_batch (job_id, received_at, hit_id), rollup_profile (profile)"
 
@@ -95,21 +101,20 @@ ANALYZE_BATCH = "ANALYZE rollup_batch (job_id, received_at, hit_id), rollup_prof
 # A human click also makes its recipient an (inferred) opener: images may
 # have been blocked; a real open turns an inferred opener into a plain one.
 #
-# Three statements. SEEN_DELTA works out the batch's scopes per recipient and
-# looks each up in unique_seen once: seen_delta gets the new ones (added) and
-# the inferred openers this batch's real opens upgrade (not added).
-# SEEN_UPGRADE and SEEN_INSERT then write those, and nothing else, to
-# unique_seen. A plain INSERT: the job's lock (aggregator.claims) keeps any
-# other batch from writing the job's rows meanwhile, and a speculative
-# insertion (ON CONFLICT DO NOTHING) of the ~0.6 new rows of a candidate
-# cost twice a plain one (20k-hit batch on 51k rows: SEEN_* 14.7 -> 7.3 us a
-# hit of PostgreSQL CPU; on 4.6M rows 17.2 -> 12.9). The candidates are
-# grouped by hashing, not sorted (DISTINCT ON): the sort of ~2.3 candidates a
-# hit cost more than the look-ups it would put in the index's order; the new
-# rows alone are sorted, so the index takes them in its own order (sorted
-# inserts stay cheaper on a large table). A local LEFT JOIN a distributed
-# table runs on Citus 13, a NOT EXISTS next to the CTEs does not.
-SEEN_DELTA = """
+# SEEN_PICK works out the batch's scopes per recipient (seen_pick; grouped by
+# hashing: sorting ~2.3 candidates a hit cost more than the rest), SEEN_KNOWN
+# looks them up in unique_seen, one job ($1) a statement: an inner join, so
+# on Citus the job's picks go to its shard alone and are looked up there (a
+# LEFT JOIN of a local table pulls the whole of unique_seen, or the job's
+# part of it, to the coordinator). SEEN_DELTA then keeps, locally, the new
+# scopes (added) and the inferred openers this batch's real opens upgrade
+# (not added), and only those are written: a plain INSERT, since the job's
+# lock (aggregator.claims) keeps any other batch from writing the job's rows
+# meanwhile; a speculative insertion (ON CONFLICT DO NOTHING) of every
+# candidate cost twice as much. The new rows go in sorted, so unique_seen's
+# index takes them in its own order. seen_known is analyzed first: without
+# statistics the planner sorted both sides of SEEN_DELTA's anti-join.
+SEEN_PICK = """
 WITH h AS (
     SELECT job_id, kind, link_id, rhash, track, machine, NOT machine AND NOT unknown AS recognised
     FROM rollup_batch WHERE rhash IS NOT NULL
@@ -127,24 +132,33 @@ WITH h AS (
     SELECT job_id, 'r:open', 0, rhash, true FROM h WHERE kind = 'click' AND recognised
     UNION ALL
     SELECT job_id, 'any', 0, rhash, false FROM h WHERE track = 'anonymous'
-), pick AS (
-    SELECT job_id, kind, link_id, hash, bool_and(inferred) AS inferred FROM cand GROUP BY job_id, kind, link_id, hash
 )
-INSERT INTO seen_delta
-SELECT p.job_id, p.kind, p.link_id, p.hash, p.inferred OR s.hash IS NOT NULL, s.hash IS NULL
-FROM pick p LEFT JOIN unique_seen s
+INSERT INTO seen_pick
+SELECT job_id, kind, link_id, hash, bool_and(inferred) FROM cand GROUP BY job_id, kind, link_id, hash
+"""
+SEEN_KNOWN = """
+INSERT INTO seen_known
+SELECT s.job_id, s.kind, s.link_id, s.hash, s.inferred AND NOT p.inferred
+FROM seen_pick p JOIN unique_seen s
     ON s.job_id = p.job_id AND s.kind = p.kind AND s.link_id = p.link_id AND s.hash = p.hash
-WHERE s.hash IS NULL OR (s.inferred AND NOT p.inferred)
+WHERE p.job_id = $1 AND s.job_id = $1
+"""
+ANALYZE_KNOWN = "ANALYZE seen_known"
+SEEN_DELTA = """
+INSERT INTO seen_delta
+SELECT p.job_id, p.kind, p.link_id, p.hash, p.inferred OR k.hash IS NOT NULL, k.hash IS NULL
+FROM seen_pick p LEFT JOIN seen_known k
+    ON k.job_id = p.job_id AND k.kind = p.kind AND k.link_id = p.link_id AND k.hash = p.hash
+WHERE k.hash IS NULL OR k.upgrade
 """
 SEEN_UPGRADE = """
-UPDATE unique_seen s SET inferred = false FROM seen_delta d
-WHERE NOT d.added AND s.job_id = d.job_id AND s.kind = d.kind AND s.link_id = d.link_id AND s.hash = d.hash
+UPDATE unique_seen s SET inferred = false FROM seen_known k
+WHERE k.upgrade AND s.job_id = k.job_id AND s.kind = k.kind AND s.link_id = k.link_id AND s.hash = k.hash
 """
 SEEN_INSERT = """
 INSERT INTO unique_seen (job_id, kind, link_id, hash, inferred)
 SELECT job_id, kind, link_id, hash, inferred FROM seen_delta WHERE added ORDER BY job_id, kind, link_id, hash
 """
-SEEN = (SEEN_DELTA, SEEN_UPGRADE, SEEN_INSERT)
 
 # ----------------------------------------------------------------- merges --
 # Nothing but columns of the row and EXCLUDED in a SET list: Citus refuses

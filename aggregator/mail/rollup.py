@@ -92,7 +92,11 @@ async def merge(
     await conn.copy_records_to_table("rollup_profile", records=builder.profile_rows(), columns=PROFILE_COLUMNS)
     await conn.copy_records_to_table("rollup_batch", records=rows, columns=BATCH_COLUMNS)
     t = stats.add("copy", t)
-    for sql in queries.SEEN:
+    await conn.execute(queries.SEEN_PICK)
+    for job in sorted({h["job_id"] for h, track in zip(hits, tracks, strict=True) if track in modes.HASHED}):
+        await conn.execute(queries.SEEN_KNOWN, job)  # one job a statement: one shard on Citus
+    await conn.execute(queries.ANALYZE_KNOWN)
+    for sql in (queries.SEEN_DELTA, queries.SEEN_UPGRADE, queries.SEEN_INSERT):
         await conn.execute(sql)
     t = stats.add("seen", t)
     for name, sql in queries.MERGES:
