@@ -151,9 +151,13 @@ FROM seen_pick p LEFT JOIN seen_known k
     ON k.job_id = p.job_id AND k.kind = p.kind AND k.link_id = p.link_id AND k.hash = p.hash
 WHERE k.hash IS NULL OR k.upgrade
 """
+# Upgrades too one job ($1) a statement, and only in the jobs that have any
+# (UPGRADED): on Citus an UPDATE joined with a local table for all jobs ran
+# on every shard.
+UPGRADED = "SELECT DISTINCT job_id FROM seen_known WHERE upgrade ORDER BY job_id"
 SEEN_UPGRADE = """
 UPDATE unique_seen s SET inferred = false FROM seen_known k
-WHERE k.upgrade AND s.job_id = k.job_id AND s.kind = k.kind AND s.link_id = k.link_id AND s.hash = k.hash
+WHERE k.upgrade AND k.job_id = $1 AND s.job_id = $1 AND s.kind = k.kind AND s.link_id = k.link_id AND s.hash = k.hash
 """
 SEEN_INSERT = """
 INSERT INTO unique_seen (job_id, kind, link_id, hash, inferred)

@@ -96,8 +96,10 @@ async def merge(
     for job in sorted({h["job_id"] for h, track in zip(hits, tracks, strict=True) if track in modes.HASHED}):
         await conn.execute(queries.SEEN_KNOWN, job)  # one job a statement: one shard on Citus
     await conn.execute(queries.ANALYZE_KNOWN)
-    for sql in (queries.SEEN_DELTA, queries.SEEN_UPGRADE, queries.SEEN_INSERT):
-        await conn.execute(sql)
+    await conn.execute(queries.SEEN_DELTA)
+    for row in await conn.fetch(queries.UPGRADED):
+        await conn.execute(queries.SEEN_UPGRADE, row["job_id"])
+    await conn.execute(queries.SEEN_INSERT)
     t = stats.add("seen", t)
     for name, sql in queries.MERGES:
         await conn.execute(sql)
