@@ -93,7 +93,7 @@ async def merge(
     await conn.copy_records_to_table("rollup_batch", records=rows, columns=BATCH_COLUMNS)
     t = stats.add("copy", t)
     await conn.execute(queries.SEEN_PICK)
-    for job in sorted({h["job_id"] for h, track in zip(hits, tracks, strict=True) if track in modes.HASHED}):
+    for job in sorted(job for job, key in builder.keys.items() if key is not None):  # the jobs with hashes
         await conn.execute(queries.SEEN_KNOWN, job)  # one job a statement: one shard on Citus
     await conn.execute(queries.ANALYZE_KNOWN)
     await conn.execute(queries.SEEN_DELTA)
