@@ -90,6 +90,12 @@ CREATE TEMP TABLE IF NOT EXISTS rollup_profile (
 CREATE TEMP TABLE IF NOT EXISTS seen_delta (
     job_id bigint, kind text, link_id bigint, hash bytea, inferred boolean, added boolean
 ) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS seen_pick (
+    job_id bigint, kind text, link_id bigint, hash bytea, inferred boolean
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS seen_known (
+    job_id bigint, kind text, link_id bigint, hash bytea, upgrade boolean
+) ON COMMIT DELETE ROWS;
 """
 ANALYZE_BATCH = "ANALYZE rollup_batch (job_id), rollup_profile (profile)"
 
@@ -97,29 +103,23 @@ ANALYZE_BATCH = "ANALYZE rollup_batch (job_id), rollup_profile (profile)"
 # Scopes 'open', 'click', 'link' count recipients with a hit that is not a
 # machine's (human or unknown); 'r:open', 'r:click', 'r:link' the same for
 # recognised browsers and mail clients only (PIXELTRACK_HEADLINE=recognised).
-# A real open turns an inferred opener (known from a click) into a plain one.
-SEEN_UPGRADE = """
-WITH b AS (
-    SELECT DISTINCT job_id, rhash, 'open' AS scope FROM rollup_batch
-    WHERE kind = 'open' AND NOT machine AND rhash IS NOT NULL
-    UNION
-    SELECT DISTINCT job_id, rhash, 'r:open' FROM rollup_batch
-    WHERE kind = 'open' AND NOT machine AND NOT unknown AND rhash IS NOT NULL
-), up AS (
-    UPDATE unique_seen s SET inferred = false
-    FROM b
-    WHERE s.job_id = b.job_id AND s.kind = b.scope AND s.link_id = 0 AND s.hash = b.rhash AND s.inferred
-    RETURNING s.job_id, s.kind, s.hash
-)
-INSERT INTO seen_delta SELECT job_id, kind, 0, hash, true, false FROM up
-"""
-
-# Recipients seen for the first time, per scope. A human click also makes its
-# recipient an (inferred) opener: images may have been blocked. Sorted, so
-# unique_seen's index takes the new rows in its own order: grouped by hashing
-# (cheaper on its own) they went in at random places, which cost more once
-# the table is large.
-SEEN_INSERT = """
+# A human click also makes its recipient an (inferred) opener: images may
+# have been blocked; a real open turns an inferred opener into a plain one.
+#
+# SEEN_PICK works out the batch's scopes per recipient (seen_pick; grouped by
+# hashing: sorting ~2.3 candidates a hit cost more than the rest), SEEN_KNOWN
+# looks them up in unique_seen, one job ($1) a statement: an inner join, so
+# on Citus the job's picks go to its shard alone and are looked up there (a
+# LEFT JOIN of a local table pulls the whole of unique_seen, or the job's
+# part of it, to the coordinator). SEEN_DELTA then keeps, locally, the new
+# scopes (added) and the inferred openers this batch's real opens upgrade
+# (not added), and only those are written: a plain INSERT, since the job's
+# lock (aggregator.claims) keeps any other batch from writing the job's rows
+# meanwhile; a speculative insertion (ON CONFLICT DO NOTHING) of every
+# candidate cost twice as much. The new rows go in sorted, so unique_seen's
+# index takes them in its own order. seen_known is analyzed first: without
+# statistics the planner sorted both sides of SEEN_DELTA's anti-join.
+SEEN_PICK = """
 WITH h AS (
     SELECT job_id, kind, link_id, rhash, track, machine, NOT machine AND NOT unknown AS recognised
     FROM rollup_batch WHERE rhash IS NOT NULL
@@ -137,15 +137,36 @@ WITH h AS (
     SELECT job_id, 'r:open', 0, rhash, true FROM h WHERE kind = 'click' AND recognised
     UNION ALL
     SELECT job_id, 'any', 0, rhash, false FROM h WHERE track = 'anonymous'
-), pick AS (
-    SELECT DISTINCT ON (job_id, kind, link_id, hash) * FROM cand
-    ORDER BY job_id, kind, link_id, hash, inferred
-), new AS (
-    INSERT INTO unique_seen (job_id, kind, link_id, hash, inferred)
-    SELECT * FROM pick ON CONFLICT DO NOTHING
-    RETURNING job_id, kind, link_id, hash, inferred
 )
-INSERT INTO seen_delta SELECT job_id, kind, link_id, hash, inferred, true FROM new
+INSERT INTO seen_pick
+SELECT job_id, kind, link_id, hash, bool_and(inferred) FROM cand GROUP BY job_id, kind, link_id, hash
+"""
+SEEN_KNOWN = """
+INSERT INTO seen_known
+SELECT s.job_id, s.kind, s.link_id, s.hash, s.inferred AND NOT p.inferred
+FROM seen_pick p JOIN unique_seen s
+    ON s.job_id = p.job_id AND s.kind = p.kind AND s.link_id = p.link_id AND s.hash = p.hash
+WHERE p.job_id = $1 AND s.job_id = $1
+"""
+ANALYZE_KNOWN = "ANALYZE seen_known"
+SEEN_DELTA = """
+INSERT INTO seen_delta
+SELECT p.job_id, p.kind, p.link_id, p.hash, p.inferred OR k.hash IS NOT NULL, k.hash IS NULL
+FROM seen_pick p LEFT JOIN seen_known k
+    ON k.job_id = p.job_id AND k.kind = p.kind AND k.link_id = p.link_id AND k.hash = p.hash
+WHERE k.hash IS NULL OR k.upgrade
+"""
+# Upgrades too one job ($1) a statement, and only in the jobs that have any
+# (UPGRADED): on Citus an UPDATE joined with a local table for all jobs ran
+# on every shard.
+UPGRADED = "SELECT DISTINCT job_id FROM seen_known WHERE upgrade ORDER BY job_id"
+SEEN_UPGRADE = """
+UPDATE unique_seen s SET inferred = false FROM seen_known k
+WHERE k.upgrade AND k.job_id = $1 AND s.job_id = $1 AND s.kind = k.kind AND s.link_id = k.link_id AND s.hash = k.hash
+"""
+SEEN_INSERT = """
+INSERT INTO unique_seen (job_id, kind, link_id, hash, inferred)
+SELECT job_id, kind, link_id, hash, inferred FROM seen_delta WHERE added ORDER BY job_id, kind, link_id, hash
 """
 
 # ----------------------------------------------------------------- merges --

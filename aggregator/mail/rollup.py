@@ -106,7 +106,13 @@ async def merge(
     await conn.copy_records_to_table("rollup_profile", records=builder.profile_rows(), columns=PROFILE_COLUMNS)
     await conn.copy_records_to_table("rollup_batch", records=rows, columns=BATCH_COLUMNS)
     t = stats.add("copy", t)
-    await conn.execute(queries.SEEN_UPGRADE)
+    await conn.execute(queries.SEEN_PICK)
+    for job in sorted(job for job, key in builder.keys.items() if key is not None):  # the jobs with hashes
+        await conn.execute(queries.SEEN_KNOWN, job)  # one job a statement: one shard on Citus
+    await conn.execute(queries.ANALYZE_KNOWN)
+    await conn.execute(queries.SEEN_DELTA)
+    for row in await conn.fetch(queries.UPGRADED):
+        await conn.execute(queries.SEEN_UPGRADE, row["job_id"])
     await conn.execute(queries.SEEN_INSERT)
     t = stats.add("seen", t)
     for name, sql in queries.MERGES:
