@@ -37,13 +37,18 @@ JOBS = "SELECT job_id, mode, sent_at FROM jobs WHERE job_id = ANY($1::bigint[])"
 # The recipients ($2) of one job's ($1) claimed hits, and which of them are
 # forgotten (one may have no row in recipients): each table named by $1, so on
 # Citus one worker answers (tracks.Person).
-PEOPLE = """
-SELECT recipient_id, consent, consent_changed_at, birth_year, gender, zip, false AS forgotten
-FROM recipients WHERE job_id = $1 AND recipient_id = ANY($2::bigint[])
-UNION ALL
+FORGOTTEN = """
 SELECT recipient_id, NULL, NULL, NULL, NULL, NULL, true
 FROM forgotten_recipients WHERE job_id = $1 AND recipient_id = ANY($2::bigint[])
 """
+PEOPLE = f"""
+SELECT recipient_id, consent, consent_changed_at, birth_year, gender, zip, false AS forgotten
+FROM recipients WHERE job_id = $1 AND recipient_id = ANY($2::bigint[])
+UNION ALL {FORGOTTEN}"""
+# The modes whose tracks read more of a recipient than whether they are forgotten:
+# consent (permission_personal), the demographic cell (anonymous). The others
+# look up FORGOTTEN alone; a blind job nothing.
+PERSON_MODES = frozenset({"permission_personal", "anonymous"})
 
 JOB_KEYS = "SELECT job_id, key FROM job_keys WHERE job_id = ANY($1::bigint[])"
 NEW_JOB_KEYS = """

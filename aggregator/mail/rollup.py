@@ -80,7 +80,11 @@ async def who_of(conn: asyncpg.Connection, hits: Sequence[Mapping[str, Any]]) ->
         who.modes[r["job_id"]], who.sent[r["job_id"]] = r["mode"], r["sent_at"]
     people = who.people
     for job, ids in sorted(recipients.items()):
-        for r in await conn.fetch(queries.PEOPLE, job, sorted(ids)):
+        mode = who.modes.get(job)
+        if mode is None or mode == "blind":  # rejected or blind whoever the recipient is
+            continue
+        sql = queries.PEOPLE if mode in queries.PERSON_MODES else queries.FORGOTTEN
+        for r in await conn.fetch(sql, job, sorted(ids)):
             key = (job, r["recipient_id"])
             if not people.get(key, modes.NOBODY).forgotten:  # forgotten, whatever recipients still holds
                 people[key] = modes.Person(*tuple(r)[1:])
