@@ -88,7 +88,7 @@ class BatchBuilder:
             return (
                 hit["hit_id"], hit["received_at"], job, kind, track, machine, unknown, family, rid,
                 self.rhash(job, rid), None if link is None else self.link_id(link), link, None, *NO_CELL,
-                number, masked, *modes.headers(hit),
+                number, *modes.stored_inline(track, hit, masked),
             )  # fmt: skip
         link = hit["link"] if kind == "click" and track != modes.REJECTED else None
         return (

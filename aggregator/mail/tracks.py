@@ -40,7 +40,7 @@ KEPT: dict[str, frozenset[str]] = {
     BLIND: frozenset(columns.MACHINE),
     REJECTED: frozenset(columns.MACHINE),
 }
-headers = itemgetter(*columns.HEADERS)  # a hit's headers; C-level: the roll-up calls it once per personal hit
+_headers = itemgetter(*columns.HEADERS)  # C-level: the roll-up calls it once per personal hit
 # Per track, the enrichment key each enrichment column of STORED takes its
 # value from: the column's own name where the track keeps it, else a key no
 # enrichment has (so None), for a C-level map over each hit's dict.
@@ -122,12 +122,13 @@ def cell_of(hit: Mapping[str, Any], person: Person) -> tuple[str, str, str]:
 
 def recipient_hash(key: bytes, recipient_id: int) -> bytes:
     """Keyed hash of a recipient: recognisable while the job key exists, never after."""
-    return hashlib.blake2b(recipient_id.to_bytes(8, "big", signed=True), key=key, digest_size=16).digest()
+    return recipient_hasher(key)(recipient_id)
 
 
 def recipient_hasher(key: bytes) -> Callable[[int], bytes]:
-    """``recipient_hash`` under one job key: the keyed state is made once and copied per recipient
-    (a third cheaper than keying a new hash each time)."""
+    """``recipient_hash`` under one job key (the one definition of it): BLAKE2b-128 keyed with the job
+    key over the id's 8 big-endian signed bytes; the keyed state is made once and copied per
+    recipient (a third cheaper than keying a new hash each time)."""
     keyed = hashlib.blake2b(key=key, digest_size=16)
 
     def rhash(recipient_id: int) -> bytes:
@@ -142,7 +143,7 @@ def stored_inline(track: str, hit: Mapping[str, Any], masked: str | None) -> tup
     """The values of queries.STORED_INLINE (address, headers) as the track allows (``masked``: the masked address)."""
     if track == PERSONAL:
         # Personal hits keep the masked address, never the full one.
-        return (masked, *headers(hit))
+        return (masked, *_headers(hit))
     return _NO_HEAD
 
 

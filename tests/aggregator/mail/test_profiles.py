@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from aggregator.enrich import EnrichConfig, Enricher
@@ -50,9 +51,12 @@ def test_profiles_by_part_identity_are_the_profiles_by_value() -> None:
 
 
 def test_recipient_hasher_gives_the_keyed_hash() -> None:
-    """The per-job hasher (keyed state copied per recipient) is recipient_hash, for any id, under each key."""
+    """The per-job hasher (keyed state copied per recipient) gives the stored hash: BLAKE2b-128 keyed with
+    the job key over the id's 8 big-endian signed bytes, for any id, under each key, as recipient_hash does."""
     for key in (b"\x00" * 32, bytes(range(32))):
         rhash = modes.recipient_hasher(key)
         for rid in (0, 1, -1, 42, 2**63 - 1, -(2**63)):
-            assert rhash(rid) == modes.recipient_hash(key, rid)
+            expected = hashlib.blake2b(rid.to_bytes(8, "big", signed=True), key=key, digest_size=16).digest()
+            assert rhash(rid) == expected
+            assert modes.recipient_hash(key, rid) == expected
     assert modes.recipient_hasher(b"\x00" * 32)(7) != modes.recipient_hasher(bytes(range(32)))(7)
