@@ -27,6 +27,7 @@ import asyncpg
 from aggregator.config import AggregatorConfig
 from aggregator.enrich import EnrichConfig
 from aggregator.enrich.enricher import make_enricher
+from aggregator.mail.queries import CLICK, OPEN
 from aggregator.mail.rollup import RunStats, rollup
 from loadtest.support import FlagEnricher, create_database, drop_database
 from pixeltrack.core import db
@@ -84,9 +85,10 @@ HISTORY_ROLLUPS = (
     """INSERT INTO report_breakdowns (job_id, kind, traffic, hits)
        SELECT job_id, kind, CASE WHEN prefetch THEN 'machine' ELSE 'unknown' END, count(*)
        FROM raw_hits GROUP BY 1, 2, 3""",
-    """INSERT INTO unique_seen (job_id, kind, link_id, hash)
-       SELECT DISTINCT job_id, kind, 0, substr(sha256((job_id || ':' || recipient_id)::bytea), 1, 16)
-       FROM raw_hits WHERE recipient_id IS NOT NULL""",
+    f"""INSERT INTO unique_seen (job_id, link_id, hash, scopes)
+       SELECT job_id, 0, substr(sha256((job_id || ':' || recipient_id)::bytea), 1, 16),
+              bit_or(CASE kind WHEN 'click' THEN {CLICK} ELSE {OPEN} END)
+       FROM raw_hits WHERE recipient_id IS NOT NULL GROUP BY 1, 2, 3""",
     """INSERT INTO report_recipients (job_id, recipient_id, opens, clicks)
        SELECT job_id, recipient_id, count(*) FILTER (WHERE kind = 'open'), count(*) FILTER (WHERE kind = 'click')
        FROM raw_hits WHERE recipient_id IS NOT NULL AND job_id % 5 IN (1, 2) GROUP BY 1, 2""",

@@ -90,6 +90,21 @@ async def count_hits(url: str) -> int:
         await conn.close()
 
 
+# The roll-up's own state, still empty in the collected hits, in a shape the
+# trees compared may not share (unique_seen, and the reading state hanging
+# off it): each tree's schema makes it afresh.
+ROLLUP_STATE = "DROP TABLE doc_reading_state, unique_seen"
+
+
+async def drop_rollup_state(url: str) -> None:
+    """Drop ROLLUP_STATE's tables in ``url``."""
+    conn = await db.connect(url)
+    try:
+        await conn.execute(ROLLUP_STATE)
+    finally:
+        await conn.close()
+
+
 async def roll_up(server_url: str, url: str, postmaster: psutil.Process, tree: Path | None) -> tuple[float, float, str]:
     """Roll up a fresh copy of ``url`` with ``tree``'s aggregator: its CPU seconds, PostgreSQL's, its line.
 
@@ -97,6 +112,7 @@ async def roll_up(server_url: str, url: str, postmaster: psutil.Process, tree: P
     """
     copy = await support.create_database(server_url, "pt_cost_copy", template=url)
     try:
+        await drop_rollup_state(copy)
         pixeltrack(copy, tree, "initdb")
         p0 = pg_cpu(postmaster)
         app, line = aggregate_once(copy, tree)

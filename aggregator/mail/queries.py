@@ -96,82 +96,106 @@ CREATE TEMP TABLE IF NOT EXISTS seen_delta (
     job_id bigint, kind text, link_id bigint, hash bytea, inferred boolean, added boolean
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS seen_pick (
-    job_id bigint, kind text, link_id bigint, hash bytea, inferred boolean
+    job_id bigint, link_id bigint, hash bytea, scopes integer, inferred integer
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS seen_known (
-    job_id bigint, kind text, link_id bigint, hash bytea, upgrade boolean
+    job_id bigint, link_id bigint, hash bytea, added integer, inferred integer, upgraded integer
 ) ON COMMIT DELETE ROWS;
 """
 ANALYZE_BATCH = "ANALYZE rollup_batch (job_id), rollup_profile (profile)"
 
 # ---------------------------------------------------------------- uniques --
-# Scopes 'open', 'click', 'link' count recipients with a hit that is not a
-# machine's (human or unknown); 'r:open', 'r:click', 'r:link' the same for
-# recognised browsers and mail clients only (PIXELTRACK_HEADLINE=recognised).
-# A human click also makes its recipient an (inferred) opener: images may
-# have been blocked; a real open turns an inferred opener into a plain one.
+# Scopes 'open', 'click', 'doc', 'link' count recipients with a hit that is
+# not a machine's (human or unknown); 'r:open', 'r:click', 'r:doc', 'r:link'
+# the same for recognised browsers and mail clients only
+# (PIXELTRACK_HEADLINE=recognised); 'any' every recipient of an anonymous job
+# with a hit (its demographic cell); 'doc_page' the readers of a page
+# (aggregator.mail.reading). A human click also makes its recipient an
+# (inferred) opener: images may have been blocked; a real open turns an
+# inferred opener into a plain one.
 #
-# SEEN_PICK works out the batch's scopes per recipient (seen_pick; grouped by
-# hashing: sorting ~2.3 candidates a hit cost more than the rest), SEEN_KNOWN
-# looks them up in unique_seen, one job ($1) a statement: an inner join, so
-# on Citus the job's picks go to its shard alone and are looked up there (a
-# LEFT JOIN of a local table pulls the whole of unique_seen, or the job's
-# part of it, to the coordinator). SEEN_DELTA then keeps, locally, the new
-# scopes (added) and the inferred openers this batch's real opens upgrade
-# (not added), and only those are written: a plain INSERT, since the job's
-# lock (aggregator.claims) keeps any other batch from writing the job's rows
-# meanwhile; a speculative insertion (ON CONFLICT DO NOTHING) of every
-# candidate cost twice as much. The new rows go in sorted, so unique_seen's
-# index takes them in its own order. seen_known is analyzed first: without
-# statistics the planner sorted both sides of SEEN_DELTA's anti-join.
-SEEN_PICK = """
-WITH h AS (
-    SELECT job_id, kind, link_id, rhash, track, machine, NOT machine AND NOT unknown AS recognised
-    FROM rollup_batch WHERE rhash IS NOT NULL
-), cand AS (
-    SELECT job_id, kind, 0::bigint AS link_id, rhash AS hash, false AS inferred FROM h WHERE NOT machine
-    UNION ALL
-    SELECT job_id, 'link', link_id, rhash, false FROM h WHERE kind = 'click' AND NOT machine
-    UNION ALL
-    SELECT job_id, 'open', 0, rhash, true FROM h WHERE kind = 'click' AND NOT machine
-    UNION ALL
-    SELECT job_id, 'r:' || kind, 0, rhash, false FROM h WHERE recognised
-    UNION ALL
-    SELECT job_id, 'r:link', link_id, rhash, false FROM h WHERE kind = 'click' AND recognised
-    UNION ALL
-    SELECT job_id, 'r:open', 0, rhash, true FROM h WHERE kind = 'click' AND recognised
-    UNION ALL
-    SELECT job_id, 'any', 0, rhash, false FROM h WHERE track = 'anonymous'
-)
+# unique_seen keeps one row per job, link_id and recipient hash, each scope
+# a bit of its `scopes` and, for an inferred opener, of its `inferred`
+# (schema.sql). The row is link_id 0's for every scope but 'link' and
+# 'r:link' (the link's) and 'doc_page' (the page's): a page number or a link
+# id of 0 shares a row with the others, each scope with its own bit.
+# A recognised scope's bit is its scope's times RECOGNISED (shifted by 4).
+OPEN, CLICK, DOC, LINK = 1, 2, 4, 8
+RECOGNISED = 16
+ANY, DOC_PAGE = 256, 512
+SCOPES = {
+    "open": OPEN, "click": CLICK, "doc": DOC, "link": LINK,
+    "r:open": OPEN * RECOGNISED, "r:click": CLICK * RECOGNISED, "r:doc": DOC * RECOGNISED,
+    "r:link": LINK * RECOGNISED, "any": ANY, "doc_page": DOC_PAGE,
+}  # fmt: skip
+_SCOPE_BITS = ", ".join(f"({bit}, '{kind}')" for kind, bit in SCOPES.items())
+#
+# SEEN_PICK works out the batch's rows per recipient (seen_pick): each hit's
+# bits at link_id 0 and, for a click, at its link, OR-ed together by hashing
+# (scopes), with the bits that no hit but an inferring click set (inferred).
+# A hit's weight: 0 for a machine's, 1 for an unknown agent's, 1 +
+# RECOGNISED for a recognised one (its scopes and their 'r:' scopes: every
+# bit times RECOGNISED is its 'r:' bit). SEEN_KNOWN looks the rows up in
+# unique_seen, one job ($1) a statement: an inner join, so on Citus the
+# job's picks go to its shard alone and are looked up there (a LEFT JOIN of
+# a local table pulls the whole of unique_seen, or the job's part of it, to
+# the coordinator); it keeps, of each known row, the scopes it lacks
+# (added, and which of them are inferred) and its inferred openers that a
+# real open of the batch upgrades (upgraded). seen_known is analyzed
+# next: without statistics the planner sorted both sides of the anti-joins.
+# SEEN_DELTA then spells out, locally, a row per new scope (added) and per
+# upgraded inferred opener (not added): what the merges count. Only the
+# rows with something new are written: the known ones by an UPDATE of their
+# bits (not indexed: a HOT update where the page has room), one job a
+# statement (on Citus an UPDATE joined with a local table for all jobs ran
+# on every shard) and only in the jobs that have any (CHANGED); the new
+# ones by a plain INSERT, since the job's lock (aggregator.claims) keeps any
+# other batch from writing the job's rows meanwhile (a speculative insertion,
+# ON CONFLICT DO NOTHING, of every candidate cost twice as much), sorted, so
+# unique_seen's index takes them in its own order.
+_WEIGHT = f"CASE WHEN machine THEN 0 WHEN unknown THEN 1 ELSE {1 + RECOGNISED} END"
+SEEN_PICK = f"""
 INSERT INTO seen_pick
-SELECT job_id, kind, link_id, hash, bool_and(inferred) FROM cand GROUP BY job_id, kind, link_id, hash
+SELECT job_id, link_id, hash, bit_or(scopes), bit_or(scopes) & ~bit_or(plain) FROM (
+    SELECT job_id, 0::bigint AS link_id, rhash AS hash,
+           CASE kind WHEN 'open' THEN {OPEN} WHEN 'click' THEN {CLICK | OPEN} WHEN 'doc' THEN {DOC} ELSE 0 END
+           * {_WEIGHT} | CASE WHEN track = 'anonymous' THEN {ANY} ELSE 0 END AS scopes,
+           CASE kind WHEN 'open' THEN {OPEN} WHEN 'click' THEN {CLICK} WHEN 'doc' THEN {DOC} ELSE 0 END
+           * {_WEIGHT} | CASE WHEN track = 'anonymous' THEN {ANY} ELSE 0 END AS plain
+    FROM rollup_batch WHERE rhash IS NOT NULL
+    UNION ALL
+    SELECT job_id, link_id, rhash, {LINK} * {_WEIGHT}, {LINK} * {_WEIGHT}
+    FROM rollup_batch WHERE rhash IS NOT NULL AND kind = 'click' AND NOT machine
+) c WHERE scopes <> 0 GROUP BY job_id, link_id, hash
 """
 SEEN_KNOWN = """
 INSERT INTO seen_known
-SELECT s.job_id, s.kind, s.link_id, s.hash, s.inferred AND NOT p.inferred
-FROM seen_pick p JOIN unique_seen s
-    ON s.job_id = p.job_id AND s.kind = p.kind AND s.link_id = p.link_id AND s.hash = p.hash
+SELECT p.job_id, p.link_id, p.hash, p.scopes & ~s.scopes, p.inferred & ~s.scopes, s.inferred & p.scopes & ~p.inferred
+FROM seen_pick p JOIN unique_seen s ON s.job_id = p.job_id AND s.link_id = p.link_id AND s.hash = p.hash
 WHERE p.job_id = $1 AND s.job_id = $1
 """
 ANALYZE_KNOWN = "ANALYZE seen_known"
-SEEN_DELTA = """
+SEEN_DELTA = f"""
 INSERT INTO seen_delta
-SELECT p.job_id, p.kind, p.link_id, p.hash, p.inferred OR k.hash IS NOT NULL, k.hash IS NULL
-FROM seen_pick p LEFT JOIN seen_known k
-    ON k.job_id = p.job_id AND k.kind = p.kind AND k.link_id = p.link_id AND k.hash = p.hash
-WHERE k.hash IS NULL OR k.upgrade
+SELECT d.job_id, b.kind, d.link_id, d.hash, d.added & b.bit = 0 OR d.inferred & b.bit <> 0, d.added & b.bit <> 0
+FROM (
+    SELECT p.job_id, p.link_id, p.hash, coalesce(k.added, p.scopes) AS added, p.inferred,
+           coalesce(k.upgraded, 0) AS upgraded
+    FROM seen_pick p LEFT JOIN seen_known k ON k.job_id = p.job_id AND k.link_id = p.link_id AND k.hash = p.hash
+    WHERE k.hash IS NULL OR k.added | k.upgraded <> 0
+) d JOIN (VALUES {_SCOPE_BITS}) AS b(bit, kind) ON (d.added | d.upgraded) & b.bit <> 0
 """
-# Upgrades too one job ($1) a statement, and only in the jobs that have any
-# (UPGRADED): on Citus an UPDATE joined with a local table for all jobs ran
-# on every shard.
-UPGRADED = "SELECT DISTINCT job_id FROM seen_known WHERE upgrade ORDER BY job_id"
-SEEN_UPGRADE = """
-UPDATE unique_seen s SET inferred = false FROM seen_known k
-WHERE k.upgrade AND k.job_id = $1 AND s.job_id = $1 AND s.kind = k.kind AND s.link_id = k.link_id AND s.hash = k.hash
+CHANGED = "SELECT DISTINCT job_id FROM seen_known WHERE added | upgraded <> 0 ORDER BY job_id"
+SEEN_UPDATE = """
+UPDATE unique_seen s SET scopes = s.scopes | k.added, inferred = (s.inferred & ~k.upgraded) | k.inferred
+FROM seen_known k
+WHERE k.added | k.upgraded <> 0 AND k.job_id = $1 AND s.job_id = $1 AND s.link_id = k.link_id AND s.hash = k.hash
 """
 SEEN_INSERT = """
-INSERT INTO unique_seen (job_id, kind, link_id, hash, inferred)
-SELECT job_id, kind, link_id, hash, inferred FROM seen_delta WHERE added ORDER BY job_id, kind, link_id, hash
+INSERT INTO unique_seen (job_id, link_id, hash, scopes, inferred)
+SELECT p.job_id, p.link_id, p.hash, p.scopes, p.inferred
+FROM seen_pick p LEFT JOIN seen_known k ON k.job_id = p.job_id AND k.link_id = p.link_id AND k.hash = p.hash
+WHERE k.hash IS NULL ORDER BY p.job_id, p.link_id, p.hash
 """
 
 # ----------------------------------------------------------------- merges --
@@ -271,7 +295,7 @@ ON CONFLICT (job_id, recipient_id, link_id) DO UPDATE SET
 """
 
 # A recipient counted for the first time in a scope (seen_delta) is counted in
-# the cell of their first hit of the batch that counts in it (SEEN_INSERT's
+# the cell of their first hit of the batch that counts in it (SEEN_PICK's
 # scopes): the age band is the age at the hit, and a recipient whose hits
 # straddle a birthday year is still one recipient, in the cell they first
 # came in, however the hits are cut into batches.

@@ -31,7 +31,7 @@ from typing import Any
 
 import asyncpg
 
-from aggregator.mail.queries import BATCH_COLUMNS
+from aggregator.mail.queries import BATCH_COLUMNS, DOC_PAGE
 
 BURST_SECONDS = 1.0
 MICROS = 1_000_000  # seconds are summed as whole microseconds, stored as their seconds
@@ -96,9 +96,15 @@ SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::timestamptz[], $4::integer[]
 ON CONFLICT (job_id, hash) DO UPDATE SET last_at = excluded.last_at, last_page = excluded.last_page,
     last_preload = excluded.last_preload, furthest = excluded.furthest
 """
-SEEN_PAGES = """
-INSERT INTO unique_seen (job_id, kind, link_id, hash)
-SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bytea[]) ON CONFLICT DO NOTHING
+# A page's readers: scope 'doc_page' of unique_seen, in the row of the page
+# (link_id). The row may be there for another scope (a link id or page 0
+# equal to the page number): its bit is set then, and only a row that did
+# not have it yet comes back (a new reader of the page).
+SEEN_PAGES = f"""
+INSERT INTO unique_seen AS s (job_id, link_id, hash, scopes)
+SELECT job_id, page, hash, {DOC_PAGE} FROM unnest($1::bigint[], $2::bigint[], $3::bytea[]) AS r(job_id, page, hash)
+ON CONFLICT (job_id, link_id, hash) DO UPDATE SET scopes = s.scopes | excluded.scopes
+WHERE s.scopes & excluded.scopes = 0
 RETURNING job_id, link_id
 """
 # Both terms of a seconds sum are whole microseconds: rounded back to them, the
@@ -165,9 +171,8 @@ class Tally:
     async def merge(self, conn: asyncpg.Connection) -> None:
         """Readers of each page first (new unique_seen rows), then every table."""
         if self.seen:
-            seen = sorted(self.seen)
-            added = await conn.fetch(SEEN_PAGES, [r[0] for r in seen], ["doc_page"] * len(seen),
-                                     [r[2] for r in seen], [r[1] for r in seen])  # fmt: skip
+            seen = sorted((job, page, rhash) for job, rhash, page in self.seen)  # unique_seen's order
+            added = await conn.fetch(SEEN_PAGES, *[list(col) for col in zip(*seen, strict=True)])
             for r in added:
                 self.pages[(r["job_id"], r["link_id"])]["readers"] += 1
         tables: tuple[tuple[str, list[tuple[Any, ...]]], ...] = (

@@ -115,8 +115,8 @@ async def merge(
         await conn.execute(queries.SEEN_KNOWN, job)  # one job a statement: one shard on Citus
     await conn.execute(queries.ANALYZE_KNOWN)
     await conn.execute(queries.SEEN_DELTA)
-    for row in await conn.fetch(queries.UPGRADED):
-        await conn.execute(queries.SEEN_UPGRADE, row["job_id"])
+    for row in await conn.fetch(queries.CHANGED):
+        await conn.execute(queries.SEEN_UPDATE, row["job_id"])  # one job a statement, as SEEN_KNOWN
     await conn.execute(queries.SEEN_INSERT)
     t = stats.add("seen", t)
     for name, sql in queries.MERGES:

@@ -53,7 +53,8 @@ ON CONFLICT (job_id, recipient_id) DO UPDATE SET tombstone = excluded.tombstone
 DELETE_RECIPIENT = "DELETE FROM report_recipients WHERE job_id = $1 AND recipient_id = $2"
 DELETE_RECIPIENT_LINKS = "DELETE FROM report_recipient_links WHERE job_id = $1 AND recipient_id = $2"
 JOB_KEY = "SELECT key FROM job_keys WHERE job_id = $1"
-DELETE_SEEN = "DELETE FROM unique_seen WHERE job_id = $1 AND hash = $2"
+# A row per link and hash, a bit per scope counted in (schema.sql): a hash per scope, as counted before.
+DELETE_SEEN = "DELETE FROM unique_seen WHERE job_id = $1 AND hash = $2 RETURNING scopes"
 # What the behavioural rules keep of them between batches (aggregator.mail.context).
 DELETE_RULE_STATE = (
     "DELETE FROM mail_openers WHERE job_id = $1 AND hash = $2",
@@ -112,7 +113,7 @@ async def forget_one(conn: asyncpg.Connection, job_id: int, recipient_id: int) -
     hashes = rule = 0
     if key is not None:
         rhash = recipient_hash(key, recipient_id)
-        hashes = _count(await conn.execute(DELETE_SEEN, job_id, rhash))
+        hashes = sum(int(r["scopes"]).bit_count() for r in await conn.fetch(DELETE_SEEN, job_id, rhash))
         rule = sum([_count(await conn.execute(sql, job_id, rhash)) for sql in DELETE_RULE_STATE])
     site = _count(await conn.execute(DELETE_SITE_VIEWS, job_id, recipient_id))
     site += _count(await conn.execute(DELETE_SITE_CONTACTS, job_id, recipient_id))

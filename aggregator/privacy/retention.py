@@ -36,6 +36,10 @@ INSERT INTO job_keys AS k (job_id, key, destroyed_at) SELECT unnest($1::bigint[]
 ON CONFLICT (job_id) DO UPDATE SET key = NULL, destroyed_at = coalesce(k.destroyed_at, excluded.destroyed_at)
 WHERE k.key IS NOT NULL
 """
+# A row per link and hash, a bit per scope counted in (schema.sql): a hash per scope, as counted before.
+COUNT_HASHES = """
+SELECT coalesce(sum(bit_count(scopes::integer::bit(16))), 0) FROM unique_seen WHERE job_id = ANY($1::bigint[])
+"""
 DELETE_HASHES = "DELETE FROM unique_seen WHERE job_id = ANY($1::bigint[])"
 # The behavioural rules' state between batches is keyed by the same hashes (aggregator.mail.context).
 DELETE_RULE_STATE = (
@@ -69,7 +73,8 @@ async def destroy_keys(conn: asyncpg.Connection, now: dt.datetime) -> tuple[int,
         if not ended:
             return 0, 0
         keys = _count(await conn.execute(DESTROY_KEYS, ended, now))
-        hashes = _count(await conn.execute(DELETE_HASHES, ended))
+        hashes = int(await conn.fetchval(COUNT_HASHES, ended))
+        await conn.execute(DELETE_HASHES, ended)
         for sql in DELETE_RULE_STATE:  # not counted: `hashes` counts the unique-visitor hashes
             await conn.execute(sql, ended)
     return keys, hashes

@@ -8,12 +8,21 @@ from typing import Any
 
 import asyncpg
 
+from aggregator.mail.queries import SCOPES
+
 T0 = dt.datetime(2024, 5, 6, 10, 0, tzinfo=dt.UTC)
 HIT_COLUMNS = (
     "hit_id", "received_at", "kind", "job_id", "recipient_id", "link", "page", "client_ip",
     "user_agent", "referer", "accept_language", "method", "prefetch", "reject_reason",
 )  # fmt: skip
 UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/124.0 Safari/537.36"
+# unique_seen spelt out a row per scope (kind) a row counts in, as it was kept before its
+# scopes became bits; $1, $2: SCOPES_ARGS.
+SEEN_BY_SCOPE = """
+SELECT s.job_id, b.kind, s.link_id, s.hash, s.inferred & b.bit <> 0 AS inferred
+FROM unique_seen s JOIN unnest($1::text[], $2::integer[]) AS b(kind, bit) ON s.scopes & b.bit <> 0
+"""
+SCOPES_ARGS = (list(SCOPES), list(SCOPES.values()))
 
 
 def at(minutes: float, base: dt.datetime = T0) -> dt.datetime:

@@ -8,7 +8,7 @@ from aggregator.config import AggregatorConfig
 from aggregator.mail.report import build_report
 from aggregator.mail.rollup import rollup
 from loadtest.support import FlagEnricher
-from tests.support.hits import T0, add_hits, add_job, add_recipients, at, hit
+from tests.support.hits import SCOPES_ARGS, SEEN_BY_SCOPE, T0, add_hits, add_job, add_recipients, at, hit
 
 A = "https://example.org/a"
 B = "https://example.org/b"
@@ -121,9 +121,9 @@ class TestUnique:
         assert await conn.fetchval(f"SELECT {IDENTIFYING} FROM raw_hits WHERE job_id = $1", job) == 0
         rows = await conn.fetch(
             "SELECT kind, count(*), count(*) FILTER (WHERE inferred), min(length(hash)), max(length(hash))"
-            " FROM unique_seen WHERE job_id = $1 GROUP BY kind ORDER BY kind",
-            job,
-        )
+            f" FROM ({SEEN_BY_SCOPE}) s WHERE job_id = $3 GROUP BY kind ORDER BY kind",
+            *SCOPES_ARGS, job,
+        )  # fmt: skip
         assert [tuple(r) for r in rows] == [("click", 2, 0, 16, 16), ("link", 3, 0, 16, 16), ("open", 3, 1, 16, 16)]
         assert await conn.fetchval("SELECT length(key) FROM job_keys WHERE job_id = $1", job) == 32
         assert await conn.fetchval("SELECT count(*) FROM report_recipients WHERE job_id = $1", job) == 0
