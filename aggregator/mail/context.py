@@ -53,13 +53,18 @@ Reader = tuple[int, bytes]  # (job_id, keyed hash)
 # One job ($1): its unclaimed mail hits received in [$3, $4] that the batch's verdicts look at, the
 # opens and clicks of its clickers ($2) and the document views of its readers ($5). Only a view is
 # enriched (a machine's is no reading): opens and clicks come without the headers (less to decode).
+# Clicks only up to $6 (the burst window past the batch's newest: no later click shares a window
+# with one of the batch's), views only before $7 (the pre-load second). The ids are looked up as
+# a hashed subplan: `= ANY(array)` searched the array row by row (a 20k-hit batch with 2.7k
+# clickers: 54 -> 19 ms; batches a few seconds long read much of the 10 s ahead).
 _VIEW_ONLY = {name: f"CASE WHEN kind = 'doc' THEN {name} END" for name in (*columns.HEADERS, "method", "prefetch")}
 AHEAD = f"""
 SELECT {columns.listed(columns.HIT, client_ip="CASE WHEN kind = 'doc' THEN host(client_ip) END", **_VIEW_ONLY)}
 FROM raw_hits
 WHERE job_id = $1 AND rolled_at IS NULL AND reject_reason IS NULL AND received_at BETWEEN $3 AND $4
-  AND (kind IN ('open', 'click') AND recipient_id = ANY($2::bigint[])
-       OR kind = 'doc' AND recipient_id = ANY($5::bigint[]))
+  AND (kind = 'open' AND recipient_id IN (SELECT unnest($2::bigint[]))
+       OR kind = 'click' AND received_at <= $6 AND recipient_id IN (SELECT unnest($2::bigint[]))
+       OR kind = 'doc' AND received_at < $7 AND recipient_id IN (SELECT unnest($5::bigint[])))
 """
 OPENERS = """
 SELECT s.job_id, s.hash, s.first_open FROM unnest($1::bigint[], $2::bytea[]) AS k(job_id, hash)
@@ -234,9 +239,12 @@ async def _later(
     for job, rid in sorted(readers):
         wanted[job][1].append(rid)
     docs: list[Mapping[str, Any]] = []
+    ahead, burst = look_ahead(config), dt.timedelta(seconds=config.enrich.scanner_burst_seconds)
+    preload = dt.timedelta(seconds=BURST_SECONDS)
     for job, (clicking, reading) in sorted(wanted.items()):
         newest = known.newest[job]
-        for hit in await conn.fetch(AHEAD, job, clicking, newest, newest + look_ahead(config), reading):
+        args = clicking, newest, newest + ahead, reading, newest + burst, newest + preload
+        for hit in await conn.fetch(AHEAD, job, *args):
             # Of the hits found, only those of the job's newest instant can be the batch's own.
             if hit["received_at"] == newest:
                 claimed = {h["hit_id"] for h in hits} if claimed is None else claimed
