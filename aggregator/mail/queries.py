@@ -66,8 +66,8 @@ SELECT * FROM unnest($1::bigint[], $2::bytea[]) ON CONFLICT (job_id) DO NOTHING
 # planner, which without knowing how many rows a job has in the batch joined
 # them by a nested loop that rescanned the batch per raw hit (12.6 s for 10k
 # hits). Only job_id: the columns the join used to look up by the batch's key
-# cost 0.6 us a hit to analyze, and the key itself (gone: MARK_ROLLED reads
-# the batch through a materialized CTE, nothing looks a row up) 0.9 us a hit
+# cost 0.6 us a hit to analyze, and the key itself (gone: MARK_ROLLED hashes
+# the job's batch rows, nothing looks a row up) 0.9 us a hit
 # in the COPY.
 # The enrichment each hit keeps is a profile: its track's share of its
 # client, place, language and source columns, numbered once per distinct
@@ -361,14 +361,18 @@ MERGES = (
 # once). One job a statement: on Citus a join of the batch (a
 # temporary table) with one shard ships that job's rows to one worker; with
 # all of raw_hits it would ship the whole batch to every shard. The batch is
-# joined with its profiles first, in a materialized CTE: one result shipped
-# and joined by key. Joined on the worker instead, two intermediate results
-# without statistics made a nested loop over every profile per hit (Citus,
-# 62k hits: marking 14.4 s -> 1.1 s; plain PostgreSQL unchanged).
+# joined with its profiles in a CTE, which Citus plans as one subplan: one
+# result shipped and joined by key. Joined on the worker instead, two
+# intermediate results without statistics made a nested loop over every
+# profile per hit (Citus, 62k hits: marking 14.4 s -> 1.1 s). NOT
+# MATERIALIZED, so that plain PostgreSQL inlines it: the raw rows are joined
+# with the batch's and the profiles last, instead of every hit's wide row (its
+# profile's 23 values) copied into the CTE's store and read back (a 20k-hit
+# batch: 7.9 -> 6.2 us a hit of PostgreSQL CPU; Citus' plan is the same).
 _MARKED_FROM_BATCH = ", ".join(f"b.{n}" for n in ("recipient_id", *columns.HEADERS))
 _MARKED_FROM_PROFILE = ", ".join(f"p.{n}" for n in columns.ENRICHED)
 MARK_ROLLED = f"""
-WITH b AS MATERIALIZED (
+WITH b AS NOT MATERIALIZED (
     SELECT b.hit_id, b.received_at, b.client_ip, {_MARKED_FROM_BATCH}, {_MARKED_FROM_PROFILE}
     FROM rollup_batch b JOIN rollup_profile p ON p.profile = b.profile WHERE b.job_id = $2
 )
