@@ -66,13 +66,18 @@ WHERE job_id = $1 AND rolled_at IS NULL AND reject_reason IS NULL AND received_a
        OR kind = 'click' AND received_at <= $6 AND recipient_id IN (SELECT unnest($2::bigint[]))
        OR kind = 'doc' AND received_at < $7 AND recipient_id IN (SELECT unnest($5::bigint[])))
 """
+# What earlier batches kept of one job's ($1) clickers ($2, their hashes), one job a statement
+# (one shard on Citus, where a statement over all jobs ran on every shard: 55-64 -> 8 ms for 2,000
+# clickers). Each hash looked up by key (the lateral subquery is kept apart by OFFSET 0): a join
+# let the planner hash the job's whole mail_openers once it had some history (3,000 clickers over
+# 200,000 openers: 34 ms, by key 6 ms), so the cost follows the batch.
 OPENERS = """
-SELECT s.job_id, s.hash, s.first_open FROM unnest($1::bigint[], $2::bytea[]) AS k(job_id, hash)
-JOIN mail_openers s ON s.job_id = k.job_id AND s.hash = k.hash
+SELECT k.hash, s.first_open FROM unnest($2::bytea[]) AS k(hash)
+CROSS JOIN LATERAL (SELECT s.first_open FROM mail_openers s WHERE s.job_id = $1 AND s.hash = k.hash OFFSET 0) s
 """
 RECENT = """
-SELECT s.job_id, s.hash, s.at, s.link_key FROM unnest($1::bigint[], $2::bytea[]) AS k(job_id, hash)
-JOIN recent_clicks s ON s.job_id = k.job_id AND s.hash = k.hash
+SELECT k.hash, s.at, s.link_key FROM unnest($2::bytea[]) AS k(hash)
+CROSS JOIN LATERAL (SELECT s.at, s.link_key FROM recent_clicks s WHERE s.job_id = $1 AND s.hash = k.hash OFFSET 0) s
 """
 SAVE_OPENERS = """
 INSERT INTO mail_openers AS t (job_id, hash, first_open)
@@ -215,11 +220,14 @@ async def _earlier(conn: asyncpg.Connection, known: Known, clickers: list[Recipi
     if not clickers:
         return
     by_hash = {(job, known.hashes[(job, rid)]): (job, rid) for job, rid in clickers}
-    args = [job for job, _ in by_hash], [h for _, h in by_hash]
-    for r in await conn.fetch(OPENERS, *args):
-        known.outside[by_hash[(r["job_id"], bytes(r["hash"]))]].opens.append(r["first_open"])
-    for r in await conn.fetch(RECENT, *args):
-        known.outside[by_hash[(r["job_id"], bytes(r["hash"]))]].clicks.append((r["at"], r["link_key"]))
+    jobs: defaultdict[int, list[bytes]] = defaultdict(list)
+    for job, rhash in by_hash:
+        jobs[job].append(rhash)
+    for job, hashes in sorted(jobs.items()):
+        for r in await conn.fetch(OPENERS, job, hashes):
+            known.outside[by_hash[(job, bytes(r["hash"]))]].opens.append(r["first_open"])
+        for r in await conn.fetch(RECENT, job, hashes):
+            known.outside[by_hash[(job, bytes(r["hash"]))]].clicks.append((r["at"], r["link_key"]))
 
 
 async def _later(
