@@ -154,11 +154,12 @@ ON CONFLICT (job_id, hour, kind, reason) DO UPDATE SET hits = t.hits + excluded.
 BATCH_COLUMNS = ("hit_id", "received_at", "job_id", *STORED)
 CREATE_BATCH = f"""
 CREATE TEMP TABLE IF NOT EXISTS site_batch (
-    {columns.typed(BATCH_COLUMNS)}, PRIMARY KEY (job_id, received_at, hit_id)
+    {columns.typed(BATCH_COLUMNS)}
 ) ON COMMIT DELETE ROWS
 """
-# Keyed and analyzed for MARK_ROLLED, as the mail batch (aggregator.mail.queries.ANALYZE_BATCH).
-ANALYZE_BATCH = "ANALYZE site_batch (job_id, received_at, hit_id)"
+# Analyzed for MARK_ROLLED, as the mail batch (aggregator.mail.queries.ANALYZE_BATCH): job_id only,
+# no key (nothing looks a row up; MARK_ROLLED hashes the job's batch rows).
+ANALYZE_BATCH = "ANALYZE site_batch (job_id)"
 # Marks the claimed page views of one job ($2) rolled, keeping only what the
 # site's mode allows; job by job, within the job's time range and only
 # views still unrolled (claims.mark counts them), as for mail.
