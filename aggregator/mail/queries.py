@@ -136,8 +136,12 @@ _SCOPE_BITS = ", ".join(f"({bit}, '{kind}')" for kind, bit in SCOPES.items())
 # A hit's weight: 0 for a machine's, 1 for an unknown agent's, 1 +
 # RECOGNISED for a recognised one (its scopes and their 'r:' scopes: every
 # bit times RECOGNISED is its 'r:' bit). SEEN_KNOWN looks the rows up in
-# unique_seen, one job ($1) a statement: an inner join, so on Citus the
-# job's picks go to its shard alone and are looked up there (a LEFT JOIN of
+# unique_seen, one job ($1) a statement, each pick by key (a lateral
+# subquery kept apart by OFFSET 0: joined, a job whose rows came after
+# unique_seen was last analyzed was estimated at one row, and the planner
+# scanned all of seen_pick once for each of the job's rows, 16-51 s a
+# batch), so on Citus the job's picks go to its shard alone and are looked
+# up there (a LEFT JOIN of
 # a local table pulls the whole of unique_seen, or the job's part of it, to
 # the coordinator); it keeps, of each known row, the scopes it lacks
 # (added, and which of them are inferred) and its inferred openers that a
@@ -171,8 +175,10 @@ SELECT job_id, link_id, hash, bit_or(scopes), bit_or(scopes) & ~bit_or(plain) FR
 SEEN_KNOWN = """
 INSERT INTO seen_known
 SELECT p.job_id, p.link_id, p.hash, p.scopes & ~s.scopes, p.inferred & ~s.scopes, s.inferred & p.scopes & ~p.inferred
-FROM seen_pick p JOIN unique_seen s ON s.job_id = p.job_id AND s.link_id = p.link_id AND s.hash = p.hash
-WHERE p.job_id = $1 AND s.job_id = $1
+FROM seen_pick p
+CROSS JOIN LATERAL (SELECT s.scopes, s.inferred FROM unique_seen s
+                    WHERE s.job_id = $1 AND s.link_id = p.link_id AND s.hash = p.hash OFFSET 0) s
+WHERE p.job_id = $1
 """
 ANALYZE_KNOWN = "ANALYZE seen_known"
 SEEN_DELTA = f"""
