@@ -71,18 +71,21 @@ async def job_keys(conn: asyncpg.Connection, job_ids: set[int]) -> dict[int, byt
 
 async def who_of(conn: asyncpg.Connection, hits: Sequence[Mapping[str, Any]]) -> modes.Who:
     """The batch's jobs and recipients, once each (a recipient's hits share one lookup)."""
-    recipients: dict[int, set[int]] = {}
+    recipients: dict[int, set[int]] = {}  # by job: every job of the batch, with or without recipients
     for hit in hits:
+        ids = recipients.get(job := hit["job_id"])
+        if ids is None:
+            ids = recipients[job] = set()
         if (rid := hit["recipient_id"]) is not None:
-            recipients.setdefault(hit["job_id"], set()).add(rid)
-    job_ids = sorted({h["job_id"] for h in hits})
+            ids.add(rid)
+    job_ids = sorted(recipients)
     who = modes.Who(sent=dict.fromkeys(job_ids))
     for r in await conn.fetch(queries.JOBS, job_ids):
         who.modes[r["job_id"]], who.sent[r["job_id"]] = r["mode"], r["sent_at"]
     people = who.people
     for job, ids in sorted(recipients.items()):
         mode = who.modes.get(job)
-        if mode is None or mode == "blind":  # rejected or blind whoever the recipient is
+        if mode is None or mode == "blind" or not ids:  # rejected or blind whoever the recipient is
             continue
         sql = queries.PEOPLE if mode in queries.PERSON_MODES else queries.FORGOTTEN
         for r in await conn.fetch(sql, job, sorted(ids)):
