@@ -85,7 +85,7 @@ async def who_of(conn: asyncpg.Connection, hits: Sequence[Mapping[str, Any]]) ->
     people = who.people
     for job, ids in sorted(recipients.items()):
         mode = who.modes.get(job)
-        if mode is None or mode == "blind" or not ids:  # rejected or blind whoever the recipient is
+        if mode is None or mode == "blind" or not ids:  # rejected or blind whoever the recipient is; no recipient
             continue
         sql = queries.PEOPLE if mode in queries.PERSON_MODES else queries.FORGOTTEN
         for r in await conn.fetch(sql, job, sorted(ids)):
@@ -173,7 +173,7 @@ async def run_batch(
 
 @contextlib.contextmanager
 def fewer_collections(batch_size: int) -> Iterator[None]:
-    """Collect the young generation past GC_PER_HIT allocations a batch hit instead of every 700, then restore.
+    """Collect the young generation past GC_PER_HIT tracked objects a batch hit, not every 700; then restore.
 
     A batch allocates hundreds of thousands of objects that live until it
     ends (claimed records, enrichment dicts, batch rows) and leaves no cycles
