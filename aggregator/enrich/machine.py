@@ -188,8 +188,10 @@ def scanner_click_indexes(
         outside = nothing if context is None else context.get(key)
         if outside is None:
             continue
-        opens = [*opened.get(key, ()), *outside.opens]
-        flagged.update((click.position, click) for click in group_clicks(members, opens, outside.clicks, config))
+        # The open rule's only input: made for the groups that it can judge (a click without a browser).
+        opens = [*opened.get(key, ()), *outside.opens] if any(c.lacks_browser for c in members) else []
+        for click in group_clicks(members, opens, outside.clicks, config):
+            flagged[click.position] = click
     return list(flagged.values())
 
 
@@ -199,15 +201,22 @@ def group_clicks(
     outside: Sequence[tuple[datetime, int]],
     config: EnrichConfig,
 ) -> list[Click]:
-    """Scanner clicks among one recipient's clicks (``outside``: their other clicks, never flagged here)."""
-    by_index = {click.position: click for click in members}
-    try:
-        runs = sorted([(click.at, click.position, click.link) for click in members if click.at is not None]
-                      + [(at, -1 - n, link) for n, (at, link) in enumerate(outside)])  # fmt: skip
-        burst = burst_clicks(runs, config.scanner_burst_seconds, config.scanner_burst_links)
-        found = [by_index[i] for i in sorted(burst) if i >= 0]
-    except TypeError:  # naive and aware times mixed: no burst can be told
-        found = []
+    """Scanner clicks among one recipient's clicks (``outside``: their other clicks, never flagged here).
+
+    ``opens`` matter only to the clicks without a browser.
+    """
+    timed = [(click.at, click.position, click.link) for click in members if click.at is not None]
+    found: list[Click] = []
+    # A burst needs that many distinct links in one window, so at least that many in all: most
+    # recipients click one link (once or again), and their clicks are neither sorted nor windowed.
+    if len({link for _, _, link in timed} | {link for _, link in outside}) >= config.scanner_burst_links:
+        by_index = {click.position: click for click in members}
+        try:
+            runs = sorted(timed + [(at, -1 - n, link) for n, (at, link) in enumerate(outside)])
+            burst = burst_clicks(runs, config.scanner_burst_seconds, config.scanner_burst_links)
+            found = [by_index[i] for i in sorted(burst) if i >= 0]
+        except TypeError:  # naive and aware times mixed: no burst can be told
+            found = []
     ahead = config.scanner_open_ahead
     found.extend(c for c in members if c.lacks_browser and not opened_in_time(opens, c.at, ahead))
     return found

@@ -105,13 +105,17 @@ async def whole_instants(conn: asyncpg.Connection, hits: list[asyncpg.Record], l
 
     Reading time orders a reader's views by time; views of one instant cut
     in two by a batch would be ordered by where the cut fell. Only the job
-    claimed last can have filled the batch.
+    claimed last can have filled the batch, and its hits come last, in time
+    order (the claim's ORDER BY): its newest instant is the batch's tail.
     """
     if len(hits) < limit:
         return hits
-    job = hits[-1]["job_id"]
-    newest = max(h["received_at"] for h in hits if h["job_id"] == job)
-    claimed = sum(1 for h in hits if h["job_id"] == job and h["received_at"] == newest)
+    job, newest = hits[-1]["job_id"], hits[-1]["received_at"]
+    claimed = 0
+    for hit in reversed(hits):
+        if hit["received_at"] != newest or hit["job_id"] != job:
+            break
+        claimed += 1
     if await conn.fetchval(AT_INSTANT, job, newest) <= claimed:
         return hits
     return [h for h in hits if h["job_id"] != job] + list(await conn.fetch(queries.CLAIM, job, WHOLE, newest))

@@ -80,12 +80,13 @@ class Who:
 
 def track_of(hit: Mapping[str, Any], who: Who) -> str:
     """The track of one claimed hit (``who``: its job and recipient)."""
-    mode = who.modes.get(hit["job_id"])
-    if hit["reject_reason"] is not None or hit["job_id"] == 0 or mode is None:
+    job, rid = hit["job_id"], hit["recipient_id"]
+    mode = who.modes.get(job)
+    if hit["reject_reason"] is not None or job == 0 or mode is None:
         return REJECTED
-    if mode == "blind" or hit["recipient_id"] is None:
+    if mode == "blind" or rid is None:
         return BLIND
-    person = who.person(hit)
+    person = who.people.get((job, rid), NOBODY)  # who.person(hit), once a hit
     if person.forgotten:
         return BLIND
     if mode == "permission_personal":

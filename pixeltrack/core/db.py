@@ -10,6 +10,8 @@ from importlib import resources
 
 import asyncpg
 
+from pixeltrack.core import timestamps
+
 log = logging.getLogger(__name__)
 
 # Partitions are made this many days ahead, so a collector never needs to
@@ -32,14 +34,16 @@ def distribute_sql() -> str:
 
 
 async def connect(url: str) -> asyncpg.Connection:
-    """One connection, with the session in UTC so day buckets are UTC days."""
-    return await asyncpg.connect(url, server_settings={"timezone": "UTC"})
+    """One connection, with the session in UTC so day buckets are UTC days, and timestamps.install's codec."""
+    conn = await asyncpg.connect(url, server_settings={"timezone": "UTC"})
+    await timestamps.install(conn)
+    return conn
 
 
 async def create_pool(url: str, min_size: int = 1, max_size: int = 4) -> asyncpg.Pool:
-    """A pool whose sessions run in UTC."""
+    """A pool whose sessions run in UTC, with timestamps.install's codec."""
     pool = await asyncpg.create_pool(
-        url, min_size=min_size, max_size=max_size, server_settings={"timezone": "UTC"}
+        url, min_size=min_size, max_size=max_size, server_settings={"timezone": "UTC"}, init=timestamps.install
     )
     assert pool is not None
     return pool

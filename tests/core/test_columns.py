@@ -70,10 +70,11 @@ class TestUsers:
             assert (row["machine_reason"], row["machine_family"]) == ("crawler", "curl")
 
     async def test_claims_read_what_the_collector_wrote(self, conn: asyncpg.Connection) -> None:
-        """The mail claim reads HIT, the page-view claim RAW, nothing more (jobs, sites and recipients are looked up once a batch)."""
+        """The mail claim reads HIT but the method (folded into prefetch by the collector), the page-view claim RAW,
+        nothing more (jobs, sites and recipients are looked up once a batch)."""
         mail_claim = [a.name for a in (await conn.prepare(mail.CLAIM)).get_attributes()]
         page_claim = [a.name for a in (await conn.prepare(web.CLAIM_PAGES)).get_attributes()]
-        assert mail_claim == list(columns.HIT)
+        assert mail_claim == [name for name in columns.HIT if name != "method"] == list(mail.CLAIMED)
         assert page_claim == list(columns.RAW)
 
     async def test_batch_tables(self, conn: asyncpg.Connection) -> None:
