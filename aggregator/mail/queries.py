@@ -143,12 +143,12 @@ _SCOPE_BITS = ", ".join(f"({bit}, '{kind}')" for kind, bit in SCOPES.items())
 # unique_seen was last analyzed was estimated at one row, and the planner
 # scanned all of seen_pick once for each of the job's rows, 16-51 s a
 # batch), so on Citus the job's picks go to its shard alone and are looked
-# up there (a LEFT JOIN of
-# a local table pulls the whole of unique_seen, or the job's part of it, to
-# the coordinator); it keeps, of each known row, the scopes it lacks
-# (added, and which of them are inferred) and its inferred openers that a
-# real open of the batch upgrades (upgraded). seen_known is analyzed
-# next: without statistics the planner sorted both sides of the anti-joins.
+# up there (a LEFT JOIN of a local table pulls the whole of unique_seen, or
+# the job's part of it, to the coordinator); it keeps, of each known row,
+# the scopes it lacks (added, and which of them are inferred) and its
+# inferred openers that a real open of the batch upgrades (upgraded).
+# seen_known is analyzed next: without statistics the planner sorted both
+# sides of the anti-joins.
 # SEEN_DELTA then spells out, locally, a row per new scope (added) and per
 # upgraded inferred opener (not added): what the merges count. Only the
 # rows with something new are written: the known ones by an UPDATE of their
