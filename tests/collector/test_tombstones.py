@@ -110,6 +110,16 @@ class TestDirect:
         await writer.copy(made(5))
         assert (await stored(conn), await tombstones(conn)) == ([], [(uid(A, 1), uid(A, 5), 5)])
 
+    async def test_copy_overlapping_a_run_inserts_only_new_ids(self, writer: RowWriter,
+                                                                conn: asyncpg.Connection) -> None:
+        """1-5 COPYed and deleted, then 3-8 COPYed (another first id, as when held hits are regrouped): the
+        overlap refuses the tombstone, and the idempotent way inserts 6-8 only."""
+        await writer.copy(made(5))
+        await conn.execute("DELETE FROM raw_hits")
+        await writer.copy(made(6, first=2))
+        assert await stored(conn) == [6, 7, 8]
+        assert await tombstones(conn) == [(uid(A, 1), uid(A, 5), 5), (uid(A, 6), uid(A, 8), 3)]
+
     async def test_retry_after_conflict_tombstones_only_new_rows(self, writer: RowWriter,
                                                                  conn: asyncpg.Connection) -> None:
         """1-6 COPYed while 1-3 are in raw_hits (23505): 4-6 are inserted, with a tombstone of exactly 4-6."""
