@@ -154,7 +154,7 @@ class RowWriter:
             if transient(exc):
                 raise
             if getattr(exc, "sqlstate", "") == "23505" and not idempotent:
-                await self.copy(records, idempotent=True)  # part of it is in already
+                await self.copy(records, idempotent=True)  # part of it is in already (raw_hits or a run)
                 return
             await self._split(records, exc, idempotent)
         except (TypeError, ValueError, ArithmeticError) as exc:  # a value the client side cannot encode
