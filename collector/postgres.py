@@ -25,7 +25,7 @@ of rows its transaction put in raw_hits (the dashboard's hits per minute sum
 them). Each COPY costs one more statement and BEGIN/COMMIT, three round trips
 per batch, not per hit: about 0.26 ms of the collector's CPU and 0.13 ms of
 PostgreSQL's per COPY (1-row batches, old against new, median of 6 rounds),
-so 0.1 us a hit or less in 2000- to 5000-row flushes, below the noise of
+so 0.2 us a hit (both sides) in a 2000-row flush, 0.08 in 5000, below the noise of
 ``loadtest.bench_cost``. The literal ``INSERT ...; COMMIT`` in one simple query
 saved one of them (about 0.09 ms of the collector's CPU) but builds SQL from values.
 
