@@ -9,8 +9,14 @@ keeps them when the process dies and writes them to disk in the background.
 
 A hit's ordinal is its place among the process's appends; with the journal's
 random prefix it makes the hit's id (``collector.rows``), fixed when it is
-journaled, so a replay never counts a hit twice (spool replays insert with
-ON CONFLICT DO NOTHING on the primary key).
+journaled, so a replay never counts a hit twice: spool replays insert only
+the ids neither in raw_hits (ON CONFLICT DO NOTHING on the primary key) nor
+in a tombstone of ``copied_hits``, the runs of ids every COPY records in its
+own transaction (``collector.postgres``). The tombstones matter because a
+journal recovered after its collector died still holds the hits that
+collector had already copied, and the aggregator may have deleted their raw
+rows by then (jobs that keep nothing per hit): raw_hits alone would take them
+again.
 
 Segments are files ``<pid>-<start ns>-<seq>.journal`` of a fixed size, reserved
 with posix_fallocate (writing into the mapping never meets a full disk), each

@@ -1,8 +1,9 @@
 """Replaying what PostgreSQL could not take at once, and looking after the disk.
 
 Once per flush the write buffer calls ``Replayer.turn``: spooled batches are
-replayed in order, idempotently (staging table, ON CONFLICT DO NOTHING), within
-a time budget. Every ``scan_interval`` it also looks at the spool folder as a
+replayed in order, idempotently (staging table; ids in raw_hits or in a
+tombstone of copied_hits are skipped, see ``collector.postgres``), within a
+time budget. Every ``scan_interval`` it also looks at the spool folder as a
 whole, whoever wrote into it: leftover temporary files go, claims of dead
 replayers are handed back, batches other collectors left are picked up (no
 restart needed), journals whose collector died are turned into spool batches

@@ -113,6 +113,31 @@ CREATE INDEX IF NOT EXISTS raw_hits_unrolled_job ON raw_hits (job_id, received_a
 DROP INDEX IF EXISTS raw_hits_unrolled;
 CREATE INDEX IF NOT EXISTS raw_hits_recipient ON raw_hits (job_id, recipient_id) WHERE recipient_id IS NOT NULL;
 
+-- Tombstones of copied hits: one row per run of consecutive hit ids of one
+-- collector process (same 8-byte prefix, consecutive ordinals; see
+-- collector/rows.py) that a transaction put into raw_hits, written in that
+-- same transaction (collector/postgres.py). The aggregator deletes the raw
+-- rows of hits whose job keeps nothing per hit once they are rolled up, so
+-- raw_hits' key alone cannot tell a replay (a spooled batch whose COPY had in
+-- fact committed, a dead collector's journal) that a hit is in already: a
+-- replay skips every id some run covers, and so never counts a hit twice.
+-- `hits` is the number of rows the transaction put into raw_hits (hits per
+-- minute are summed from it over copied_at). No job_id: on Citus it stays a
+-- plain table on the coordinator (not in distribute.sql), written in the
+-- transaction of the COPY. A run must be kept as long as a replay of its hits
+-- may still come (a spooled batch, a journal); nothing deletes runs yet.
+CREATE TABLE IF NOT EXISTS copied_hits (
+    first_id   uuid NOT NULL,
+    last_id    uuid NOT NULL,          -- the run: first_id .. last_id, both included
+    hits       integer NOT NULL,       -- rows the transaction put into raw_hits in that run
+    copied_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (first_id)
+);
+COMMENT ON TABLE copied_hits IS
+    'Runs of hit ids put into raw_hits, one row per run and transaction: replays skip them (rows may be deleted once rolled up).';
+-- the last minutes' runs, for hits per minute (one more index entry per COPY)
+CREATE INDEX IF NOT EXISTS copied_hits_copied_at ON copied_hits (copied_at);
+
 -- Days are UTC days. Daily partitions are made ahead of time by the collector and the aggregator.
 CREATE OR REPLACE FUNCTION pixeltrack_ensure_partitions(first_day date, days integer)
 RETURNS void LANGUAGE plpgsql AS $$

@@ -1,0 +1,180 @@
+"""Tombstones of copied hits: exact runs, and replays that put back nothing once copied, rows deleted or not."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from collector.cleaning import ClientAddress
+from collector.metrics import Metrics
+from collector.postgres import RowWriter, runs
+from collector.rows import RowMaker, Tally
+from collector.spool import Spool
+from collector.state import BUFFER
+from pixeltrack.core import db
+from tests.collector.test_rows import hit
+from tests.support.collector import make_config, running, wait_for
+
+A = bytes.fromhex("00112233445566aa")
+B = bytes.fromhex("00112233445566ab")  # A + 1: A's last ordinal and B's first are neighbouring integers
+LAST = 2**64 - 1
+
+
+def uid(prefix: bytes, ordinal: int) -> uuid.UUID:
+    """The hit id of ``ordinal`` of the process with ``prefix``."""
+    return uuid.UUID(bytes=prefix + ordinal.to_bytes(8, "big"))
+
+
+def made(count: int, first: int = 0, prefix: bytes = A) -> list[tuple[object, ...]]:
+    """COPY rows as a flush makes them: ``count`` opens of job 3, ids ``first + 1`` .. ``first + count``."""
+    return RowMaker(prefix, ClientAddress(())).rows(
+        [hit(recipient_id=n) for n in range(first + 1, first + count + 1)], Tally(), first)
+
+
+class TestRuns:
+    """Runs of consecutive ids of one prefix, exactly, whatever the order."""
+
+    def test_a_flush_is_one_run(self) -> None:
+        """The ids of one flush (asyncpg's own UUIDs) make one run, the ids' own objects at its ends."""
+        ids = [r[0] for r in made(5, first=41)]
+        assert runs(ids) == [(uid(A, 42), uid(A, 46), 5)]
+        assert runs(ids)[0][0] is ids[0] and runs([]) == []
+
+    def test_two_prefixes_gaps_unsorted(self) -> None:
+        """Unsorted ids of two prefixes with gaps and a repeat: the runs by first id, a repeat counted twice;
+        A's last ordinal and B's first are neighbours as integers but not one run."""
+        ids = [uid(A, 7), uid(B, 1), uid(A, 3), uid(A, 4), uid(A, 5), uid(A, 9), uid(B, 2), uid(A, 8),
+               uid(A, LAST), uid(B, 0), uid(A, 4)]
+        assert runs(ids) == [(uid(A, 3), uid(A, 5), 4), (uid(A, 7), uid(A, 9), 3), (uid(A, LAST), uid(A, LAST), 1),
+                             (uid(B, 0), uid(B, 2), 3)]
+
+    def test_what_looks_like_one_run(self) -> None:
+        """Ends as far apart as the count but not strictly increasing, or across two prefixes: not one run."""
+        assert runs([uid(A, 1), uid(A, 3), uid(A, 3), uid(A, 4)]) == [(uid(A, 1), uid(A, 1), 1),
+                                                                      (uid(A, 3), uid(A, 4), 3)]
+        assert runs([uid(A, 2), uid(A, 1), uid(A, 3)]) == [(uid(A, 1), uid(A, 3), 3)]
+        assert runs([uid(A, LAST), uid(B, 0)]) == [(uid(A, LAST), uid(A, LAST), 1), (uid(B, 0), uid(B, 0), 1)]
+
+
+@pytest.fixture
+async def writer(db_url: str, tmp_path: Path) -> AsyncIterator[RowWriter]:
+    """The collector's RowWriter on the test's database, quarantining into ``tmp_path/quarantine``."""
+    pool = await db.create_pool(db_url)
+    yield RowWriter(pool, Metrics(), tmp_path / "quarantine")
+    await pool.close()
+
+
+async def tombstones(conn: asyncpg.Connection) -> list[tuple[uuid.UUID, uuid.UUID, int]]:
+    """copied_hits' runs (first, last, hits), by first id."""
+    return [tuple(r) for r in await conn.fetch("SELECT first_id, last_id, hits FROM copied_hits ORDER BY first_id")]
+
+
+async def stored(conn: asyncpg.Connection) -> list[int]:
+    """The ordinals of the hits in raw_hits (all of prefix A), in order."""
+    return sorted(int.from_bytes(r["hit_id"].bytes[8:], "big") for r in await conn.fetch("SELECT hit_id FROM raw_hits"))
+
+
+class TestDirect:
+    """A COPY writes one tombstone per run of its rows, in its transaction; a refused row gets none."""
+
+    async def test_one_tombstone_per_run(self, writer: RowWriter, conn: asyncpg.Connection) -> None:
+        """A flush of 5: one run of 5; a batch with a gap (held hits read back from the journal): two runs."""
+        await writer.copy(made(5))
+        await writer.copy(made(3, first=10) + made(2, first=20))
+        assert await tombstones(conn) == [(uid(A, 1), uid(A, 5), 5), (uid(A, 11), uid(A, 13), 3),
+                                          (uid(A, 21), uid(A, 22), 2)]
+        assert await stored(conn) == [1, 2, 3, 4, 5, 11, 12, 13, 21, 22]
+
+    async def test_split_batch_tombstones_its_committed_rows(self, writer: RowWriter, conn: asyncpg.Connection,
+                                                              tmp_path: Path) -> None:
+        """Row 6 of 8 refused by PostgreSQL (a NUL): halves 1-4, 5-8, 5-6, 7-8 and 5 are committed alone,
+        6 is quarantined; the tombstones are those of the committed parts."""
+        rows = made(8)
+        rows[5] = (*rows[5][:8], "a\x00b", *rows[5][9:])  # user_agent
+        await writer.copy(rows)
+        assert await tombstones(conn) == [(uid(A, 1), uid(A, 4), 4), (uid(A, 5), uid(A, 5), 1),
+                                          (uid(A, 7), uid(A, 8), 2)]
+        assert await stored(conn) == [1, 2, 3, 4, 5, 7, 8]
+        assert len((tmp_path / "quarantine" / "rows.jsonl").read_text().splitlines()) == 1
+
+    async def test_copy_again_after_delete_inserts_nothing(self, writer: RowWriter,
+                                                           conn: asyncpg.Connection) -> None:
+        """A batch COPYed again after its rows were rolled up and deleted: the tombstone's key refuses it, the
+        idempotent way inserts none of it."""
+        await writer.copy(made(5))
+        await conn.execute("DELETE FROM raw_hits")
+        await writer.copy(made(5))
+        assert (await stored(conn), await tombstones(conn)) == ([], [(uid(A, 1), uid(A, 5), 5)])
+
+    async def test_copy_overlapping_a_run_inserts_only_new_ids(self, writer: RowWriter,
+                                                                conn: asyncpg.Connection) -> None:
+        """1-5 COPYed and deleted, then 3-8 COPYed (another first id, as when held hits are regrouped): the
+        overlap refuses the tombstone, and the idempotent way inserts 6-8 only."""
+        await writer.copy(made(5))
+        await conn.execute("DELETE FROM raw_hits")
+        await writer.copy(made(6, first=2))
+        assert await stored(conn) == [6, 7, 8]
+        assert await tombstones(conn) == [(uid(A, 1), uid(A, 5), 5), (uid(A, 6), uid(A, 8), 3)]
+
+    async def test_retry_after_conflict_tombstones_only_new_rows(self, writer: RowWriter,
+                                                                 conn: asyncpg.Connection) -> None:
+        """1-6 COPYed while 1-3 are in raw_hits (23505): 4-6 are inserted, with a tombstone of exactly 4-6."""
+        await writer.copy(made(3))
+        await writer.copy(made(6))
+        assert await stored(conn) == [1, 2, 3, 4, 5, 6]
+        assert await tombstones(conn) == [(uid(A, 1), uid(A, 3), 3), (uid(A, 4), uid(A, 6), 3)]
+
+
+async def replay(db_url: str, spool: Path, rows: list[tuple[object, ...]]) -> None:
+    """Spool ``rows`` as one batch and let a collector's replayer take it, as after a COPY its client gave up on."""
+    Spool(spool, 10**9).write(rows)
+    async with running(make_config(db_url, spool)) as client:
+        buffer = client.app[BUFFER]
+
+        async def replayed() -> bool:
+            await buffer.flush()
+            return not buffer.spool.pending()
+
+        await wait_for(replayed)
+
+
+class TestReplay:
+    """A spooled batch replayed after its hits were copied and their rows deleted puts none of them back."""
+
+    async def test_copied_and_deleted_batch_replays_nothing(self, writer: RowWriter, conn: asyncpg.Connection,
+                                                            db_url: str, tmp_path: Path) -> None:
+        """10 hits COPYed, rolled up and deleted, then their spooled batch replayed: 0 rows come back."""
+        rows = made(10)
+        await writer.copy(rows)
+        await conn.execute("DELETE FROM raw_hits")
+        await replay(db_url, tmp_path / "spool", rows)
+        assert (await stored(conn), await tombstones(conn)) == ([], [(uid(A, 1), uid(A, 10), 10)])
+
+    async def test_half_committed_batch_inserts_the_other_half(self, writer: RowWriter, conn: asyncpg.Connection,
+                                                               db_url: str, tmp_path: Path) -> None:
+        """Hits 1-5 of a batch of 10 committed (1-3 rolled up and deleted, 4-5 kept), 6-10 never: the replay
+        inserts exactly 6-10, with one tombstone for exactly them."""
+        rows = made(10)
+        await writer.copy(rows[:5])
+        await conn.execute("DELETE FROM raw_hits WHERE recipient_id <= 3")
+        await replay(db_url, tmp_path / "spool", rows)
+        assert await stored(conn) == [4, 5, 6, 7, 8, 9, 10]
+        assert await tombstones(conn) == [(uid(A, 1), uid(A, 5), 5), (uid(A, 6), uid(A, 10), 5)]
+
+    async def test_replay_around_other_runs(self, writer: RowWriter, conn: asyncpg.Connection, db_url: str,
+                                            tmp_path: Path) -> None:
+        """Runs 3-4 and 8 copied and deleted, ids of another prefix around them: a replay of 1-10 inserts 1-2,
+        5-7 and 9-10, three tombstones, each with its count."""
+        await writer.copy(made(2, first=2))
+        await writer.copy(made(1, first=7))
+        await writer.copy(made(3, first=100, prefix=B))
+        await conn.execute("DELETE FROM raw_hits")
+        await replay(db_url, tmp_path / "spool", made(10))
+        assert await stored(conn) == [1, 2, 5, 6, 7, 9, 10]
+        assert await tombstones(conn) == [(uid(A, 1), uid(A, 2), 2), (uid(A, 3), uid(A, 4), 2), (uid(A, 5), uid(A, 7), 3),
+                                          (uid(A, 8), uid(A, 8), 1), (uid(A, 9), uid(A, 10), 2),
+                                          (uid(B, 101), uid(B, 103), 3)]
