@@ -439,6 +439,9 @@ WHERE r.job_id = $2 AND r.received_at BETWEEN $3 AND $4
 # (a column not analyzed) like a hundredth of the batch. From those it chose a
 # nested loop that scanned the batch once per raw row (630 us a hit). Any hash
 # or merge join is linear, whichever side it builds on: so no nested loop
-# while they run (SET LOCAL, reset after; on Citus the coordinator's setting).
-NO_NESTED_LOOP = "SET LOCAL enable_nestloop = off"
-NESTED_LOOP = "RESET enable_nestloop"
+# while they run, and the default again after. On Citus the join runs on the
+# worker, which takes the setting only when SET LOCAL is propagated
+# (citus.propagate_set_commands; a placeholder without Citus): without it a
+# worker joined a batch of 11 rows by a nested loop (checked on Citus 13.2.2).
+NO_NESTED_LOOP = "SET LOCAL citus.propagate_set_commands = 'local'; SET LOCAL enable_nestloop = off"
+NESTED_LOOP = "SET LOCAL enable_nestloop TO DEFAULT"
