@@ -143,14 +143,18 @@ def spans(hits: Sequence[Mapping[str, Any]]) -> dict[int, Span]:
     return out
 
 
-async def mark(conn: asyncpg.Connection, sql: str, hits: Sequence[Mapping[str, Any]]) -> None:
+async def mark(conn: asyncpg.Connection, sql: str, hits: Sequence[Mapping[str, Any]], drop: str | None = None) -> None:
     """Mark the claimed ``hits`` rolled, one statement a job (``sql``: $1 now, $2 job, $3 first, $4 last).
 
-    ``sql`` updates only hits still unrolled; one fewer than claimed means
-    another transaction rolled it up meanwhile, and the batch is refused.
+    ``drop`` (same parameters): a statement that deletes the claimed hits
+    ``sql`` leaves out. Both touch only hits still unrolled; one fewer than
+    claimed in all means another transaction rolled it up meanwhile, and the
+    batch is refused.
     """
     now = dt.datetime.now(dt.UTC)
     for job, span in sorted(spans(hits).items()):
         marked = int((await conn.execute(sql, now, job, span.first, span.last)).split()[-1])
+        if drop is not None:
+            marked += int((await conn.execute(drop, now, job, span.first, span.last)).split()[-1])
         if marked != span.hits:
             raise ClaimLost(f"job {job}: {span.hits} hits claimed, {marked} still unrolled when marked")

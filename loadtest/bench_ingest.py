@@ -27,13 +27,14 @@ def make_records(requests: list[Request], count: int, columns: tuple[str, ...]) 
     """``count`` raw_hits rows shaped like the collector's, in ``columns`` order."""
     rng = random.Random(5)
     start = dt.datetime.now(dt.UTC)
+    prefix = rng.getrandbits(64) << 64  # ids as one collector process makes them: a prefix, then 1, 2, ...
     rows = []
     for i in range(count):
         r = requests[i % len(requests)]
         h = dict(r.headers)
         kind, _, rejected = r.category.partition("/")
         values = {
-            "hit_id": uuid.UUID(int=rng.getrandbits(128)), "received_at": start + dt.timedelta(microseconds=i),
+            "hit_id": uuid.UUID(int=prefix | (i + 1)), "received_at": start + dt.timedelta(microseconds=i),
             "kind": kind, "job_id": 0 if rejected else rng.randint(1, 5),
             "recipient_id": None if rejected else rng.randrange(20_000),
             "link": "https://shop.example.com/spring-sale?utm_source=newsletter" if kind == "click" else None,
@@ -59,7 +60,7 @@ def _csv_value(v: Any) -> Any:
 async def _truncate(url: str) -> None:
     conn = await db.connect(url)
     try:
-        await conn.execute("TRUNCATE raw_hits")
+        await conn.execute("TRUNCATE raw_hits, copied_hits")  # the tombstones too: the same ids come again
     finally:
         await conn.close()
 

@@ -1,7 +1,8 @@
 """One roll-up run: claim, enrich, merge and mark, a transaction per batch.
 
 Exactly once: the claim, the merges into the report tables and the marking
-of the claimed hits (rolled_at, scrubbing) commit together or not at all,
+of the claimed hits (rolled_at and scrubbing for personal and rejected hits,
+deletion for the tracks that keep nothing per hit) commit together or not at all,
 so a run killed half-way leaves nothing applied; a batch claims and marks
 a job's hits under the job's lock (aggregator.claims), so a concurrent run
 never takes the same hits and the runs share the work by job.
@@ -129,7 +130,9 @@ async def merge(
     # Analyzed for the marking only: analyzed before the merges, the
     # unique-visitor statements took 3x as long on top of a long history.
     await conn.execute(queries.ANALYZE_BATCH)
-    await claims.mark(conn, queries.MARK_ROLLED, hits)
+    await conn.execute(queries.NO_NESTED_LOOP)
+    await claims.mark(conn, queries.MARK_ROLLED, hits, queries.DROP_ROLLED)
+    await conn.execute(queries.NESTED_LOOP)
     stats.add("mark", t)
     return rows
 

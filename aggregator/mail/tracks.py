@@ -28,8 +28,14 @@ from pixeltrack.core import columns
 PERSONAL, UNIQUE, ANONYMOUS, BLIND, REJECTED = "personal", "unique", "anonymous", "blind", "rejected"
 # Tracks whose recipient has a keyed hash (repeats recognised, events linked across batches).
 HASHED = frozenset((PERSONAL, UNIQUE, ANONYMOUS))
+# Tracks that keep nothing per hit: their raw rows are deleted in the transaction that rolls
+# them up (queries.DROP_ROLLED), not rewritten. What they count is in the report tables, the
+# recipients they recognise in unique_seen by keyed hash, and the collector's tombstones
+# (copied_hits) keep a replay from inserting them again.
+ROWLESS = frozenset((UNIQUE, ANONYMOUS, BLIND))
 
-# Enrichment columns stored on the raw hit, per track. Non-personal hits keep
+# Enrichment columns a hit's track keeps, per track: on the raw row (personal and rejected hits;
+# the ROWLESS tracks' rows are deleted) and in the batch profile the merges group by. Non-personal hits keep
 # what describes the event but nothing that narrows it down to a person or
 # a household (columns.NARROWING: city, network, ASN, ad click id); blind
 # hits keep only the human/machine split.

@@ -7,7 +7,10 @@
   rule of aggregator.privacy.scrub: recipient, address, headers...) when a
   longer-lived job keeps their partition alive;
 - raw_hits day partitions older than the longest retention are dropped with
-  DROP TABLE, never emptied with DELETE.
+  DROP TABLE, never emptied with DELETE; the collectors' tombstones of the
+  same age (copied_hits, which keep a replay from inserting a hit again
+  after the roll-up deleted it) go with them: a hit replayed from before the
+  cut-off has no partition of its own left either.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ DELETE_RULE_STATE = (
 RETENTIONS = "SELECT job_id, retention_days FROM jobs ORDER BY job_id"
 LONGEST_RETENTION = "SELECT greatest($1::integer, coalesce(max(retention_days), 0)) FROM jobs"
 DROP_PARTITIONS = "SELECT pixeltrack_drop_partitions_before($1::date)"
+DELETE_TOMBSTONES = "DELETE FROM copied_hits WHERE copied_at < $1::date"
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,7 @@ class PurgeResult:
     hashes_deleted: int
     hits_scrubbed: int
     partitions_dropped: tuple[str, ...]
+    tombstones_deleted: int = 0
 
 
 def _count(status: str) -> int:
@@ -97,6 +102,7 @@ async def purge(conn: asyncpg.Connection, config: AggregatorConfig, now: dt.date
     keep_days = await conn.fetchval(LONGEST_RETENTION, config.retention_days)
     cutoff = now.date() - dt.timedelta(days=keep_days)
     dropped = tuple(r[0] for r in await conn.fetch(DROP_PARTITIONS, cutoff))
-    result = PurgeResult(keys, hashes, scrubbed, dropped)
+    tombstones = _count(await conn.execute(DELETE_TOMBSTONES, cutoff))
+    result = PurgeResult(keys, hashes, scrubbed, dropped, tombstones)
     log.info("purge: %s", result)
     return result

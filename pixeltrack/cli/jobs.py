@@ -79,10 +79,10 @@ def cmd_job_sent(args: argparse.Namespace, settings: CommonConfig) -> int:
         sent = await jobs.mark_sent(conn, args.job, args.at)
         name = (await jobs.get_job(conn, args.job))["name"]
         print(f"job {args.job} {name!r} sent at {human_time(sent)}")
-        late = await jobs.rolled_clicks_since(conn, args.job, sent)
+        late, hour = await jobs.rolled_clicks_since(conn, args.job, sent)
         if late:
-            print(f"note: {late} click(s) since that time were rolled up before it was known; "
-                  "the send-time rule did not judge them", file=sys.stderr)  # fmt: skip
+            print(f"note: {late} click(s) received from {human_time(hour)} on were rolled up before the send "
+                  "time was known; the send-time rule did not judge them", file=sys.stderr)  # fmt: skip
         return 0
 
     return run_db(settings, work)

@@ -48,9 +48,11 @@ SELECT_RECIPIENT = "SELECT recipient_id FROM recipients WHERE job_id = $1 AND re
 SELECT_RECIPIENTS = "SELECT recipient_id, recipient FROM recipients WHERE job_id = $1 ORDER BY recipient_id"
 REGISTER_LINK = "INSERT INTO links (job_id, link_id, url) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
 MARK_SENT = "UPDATE jobs SET sent_at = $2 WHERE job_id = $1 RETURNING sent_at"
-# Clicks since the send already judged by the aggregator: the send-time rule is not applied to them afterwards.
+# Clicks from the hour of the send on already judged by the aggregator: the send-time rule is not
+# applied to them afterwards. Counted in report_hourly (the hour of each hit): the raw rows of the
+# tracks that keep nothing per hit are gone once rolled up.
 ROLLED_CLICKS_SINCE = """
-SELECT count(*) FROM raw_hits WHERE job_id = $1 AND kind = 'click' AND received_at >= $2 AND rolled_at IS NOT NULL"""
+SELECT coalesce(sum(total), 0) FROM report_hourly WHERE job_id = $1 AND kind = 'click' AND hour >= $2"""
 
 
 class RecipientsError(Exception):
@@ -210,6 +212,10 @@ async def mark_sent(conn: asyncpg.Connection, job_id: int, at: dt.datetime | Non
     return await conn.fetchval(MARK_SENT, job_id, sent)
 
 
-async def rolled_clicks_since(conn: asyncpg.Connection, job_id: int, since: dt.datetime) -> int:
-    """Clicks of the job since ``since`` that were already rolled up (judged without a later send time)."""
-    return int(await conn.fetchval(ROLLED_CLICKS_SINCE, job_id, since))
+async def rolled_clicks_since(conn: asyncpg.Connection, job_id: int, since: dt.datetime) -> tuple[int, dt.datetime]:
+    """Clicks of the job already rolled up (judged without a later send time) from the hour of ``since`` on.
+
+    Returns the count and the start of that hour: the roll-up counts clicks per hour.
+    """
+    hour = since.astimezone(dt.UTC).replace(minute=0, second=0, microsecond=0)
+    return int(await conn.fetchval(ROLLED_CLICKS_SINCE, job_id, hour)), hour

@@ -1,8 +1,9 @@
 """The dashboard's own SQL (overview, pipeline health, recipient pages, live panel) and what runs it.
 
 Everything else on the pages comes from the aggregator's report layer.
-Recent raw hits are counted through raw_hits' primary key (job_id,
-received_at, ...): an index range per job over today's partition only.
+Recent hits are counted from the collectors' tombstones (copied_hits: a row
+per run of hits a transaction stored, and how many), since the roll-up
+deletes the raw rows of the tracks that keep nothing per hit.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import asyncpg
 from aggregator.mail.report import counts
 
 JOBS = "SELECT job_id, name, kind, mode, sent_at, created_at FROM jobs ORDER BY job_id DESC"
-JOB_IDS = "SELECT job_id FROM jobs"
 MAIL_TOTALS = """
 SELECT t.job_id, t.kind, t.total, t.machine, t.unknown, t.unique_count, t.inferred, t.unique_recognised,
        t.inferred_recognised
@@ -53,10 +53,8 @@ SELECT job_id, day, pageviews - CASE WHEN $1 THEN unknown ELSE 0 END AS pageview
 FROM site_daily WHERE day > (now() AT TIME ZONE 'UTC')::date - 30
 ORDER BY job_id, day
 """
-# Pipeline health. $1: every job id and 0 (rejected hits), so the primary key serves the count.
-RECENT_HITS = """
-SELECT count(*) FROM raw_hits WHERE job_id = ANY($1::bigint[]) AND received_at > now() - make_interval(mins => $2)
-"""
+# Pipeline health: hits stored in the last $1 minutes (the time each was stored, replays included).
+RECENT_HITS = "SELECT coalesce(sum(hits), 0) FROM copied_hits WHERE copied_at > now() - make_interval(mins => $1)"
 # The oldest hit not rolled up, through the partial index raw_hits_unrolled of each partition.
 OLDEST_UNROLLED = "SELECT min(received_at) FROM raw_hits WHERE rolled_at IS NULL"
 
@@ -175,8 +173,7 @@ def spool_bytes(directory: Path | None) -> int | None:
 
 async def health(conn: asyncpg.Connection, spool_dir: Path | None, minutes: int = 5) -> dict[str, Any]:
     """Hits per minute over the last minutes, roll-up lag, spool size."""
-    ids = [0, *(r["job_id"] for r in await conn.fetch(JOB_IDS))]
-    recent = await conn.fetchval(RECENT_HITS, ids, minutes)
+    recent = await conn.fetchval(RECENT_HITS, minutes)
     oldest = await conn.fetchval(OLDEST_UNROLLED)
     lag = None if oldest is None else max(0.0, (dt.datetime.now(dt.UTC) - oldest).total_seconds())
     return {"hits_per_minute": round(recent / minutes, 1), "rollup_lag_seconds": lag,

@@ -43,15 +43,11 @@ class TestBreakdowns:
         assert set(report["breakdowns"]) == {"traffic", "machine_reason", "device_class", "os", "browser",
                                              "mail_client", "country"}  # fmt: skip
 
-    async def test_unique_raw_hits_keep_device_not_person(self, conn: asyncpg.Connection) -> None:
-        """Raw hits keep device and browser, never address, agent, recipient or city."""
+    async def test_unique_raw_hits_deleted(self, conn: asyncpg.Connection) -> None:
+        """A unique job's 4 raw hits are deleted once rolled up: no address, agent, recipient or city is left."""
         job = await enriched_job(conn, "unique")
-        row = await conn.fetchrow(
-            "SELECT count(device_class) AS dev, count(browser) AS br, count(client_ip) + count(user_agent)"
-            " + count(recipient_id) + count(city) + count(network) AS person FROM raw_hits WHERE job_id = $1",
-            job,
-        )
-        assert (row["dev"], row["br"], row["person"]) == (4, 4, 0)
+        assert await conn.fetchval("SELECT count(*) FROM raw_hits WHERE job_id = $1", job) == 0
+        assert await conn.fetchval("SELECT total FROM report_job_totals WHERE job_id = $1 AND kind = 'open'", job) == 4
 
     async def test_personal_keeps_masked_address(self, conn: asyncpg.Connection) -> None:
         """Personal raw hits hold the /24 network, not the address."""

@@ -105,8 +105,19 @@ class TestSendTimeRule:
         run(capsys, "aggregator", "--once")
         assert run(capsys, "job", "sent", "1", "--at", "2024-05-06 10:00") == (
             0, "job 1 'Spring' sent at 2024-05-06 10:00 UTC\n",
-            "note: 2 click(s) since that time were rolled up before it was known; "
-            "the send-time rule did not judge them\n")  # fmt: skip
+            "note: 2 click(s) received from 2024-05-06 10:00 UTC on were rolled up before the send time was "
+            "known; the send-time rule did not judge them\n")  # fmt: skip
+
+    def test_counted_from_the_reports(self, env: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """A unique job's rolled clicks leave no raw row; the note counts the 2 of 10:05 and 11:10, not 09:50's."""
+        mail_job(capsys, tmp_path, "--mode", "unique")
+        on_db(env, lambda conn: conn.execute("INSERT INTO recipients (job_id, recipient_id, recipient) VALUES (1, 2, 'r3')"))
+        clicks_at(env, -600, 300, 4200)
+        run(capsys, "aggregator", "--once")
+        assert on_db(env, lambda conn: conn.fetchval("SELECT count(*) FROM raw_hits")) == 0
+        assert run(capsys, "job", "sent", "1", "--at", "2024-05-06 10:20")[2] == (
+            "note: 2 click(s) received from 2024-05-06 10:00 UTC on were rolled up before the send time was "
+            "known; the send-time rule did not judge them\n")  # fmt: skip
 
 
 class TestJobCommands:

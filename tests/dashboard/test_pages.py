@@ -216,6 +216,16 @@ class TestOverview:
         assert metrics(html[html.index(f'data-site="{site}"'):])["pageviews"] == "3"
         assert metrics(html)["rollup_lag"] == "up to date"
 
+    async def test_hits_per_minute_from_the_tombstones(self, client: TestClient, conn: asyncpg.Connection) -> None:
+        """600 + 400 hits stored in the last 5 minutes (9,000 before them) are 200 a minute, rows rolled up or not."""
+        stored = ((1, 600, 2), (1_000, 400, 4), (5_000, 9_000, 9))  # (first ordinal, hits, minutes ago)
+        await conn.executemany(
+            "INSERT INTO copied_hits (first_id, last_id, hits, copied_at) "
+            "VALUES ($1, $2, $3, now() - make_interval(mins => $4))",
+            [(uuid.UUID(int=first), uuid.UUID(int=first + n - 1), n, ago) for first, n, ago in stored])
+        await log_in(client)
+        assert metrics(await (await client.get("/")).text())["hits_per_minute"] == "200"
+
     async def test_recipient_count_follows_imports(self, client: TestClient, conn: asyncpg.Connection) -> None:
         """The cached count is counted again after an import adds recipients (overview, job page and API alike)."""
         job = await mail_job(conn)

@@ -163,7 +163,7 @@ class TestPermissionPersonal:
         assert await conn.fetchval("SELECT count(recipient_id) FROM raw_hits WHERE job_id = $1", job) == 4
 
     async def test_tables(self, conn: asyncpg.Connection) -> None:
-        """Non-consenting hits lose recipient, address and agent; consenting ones keep the recipient."""
+        """Consenting hits keep their raw rows and recipient; the 4 non-consenting ones (r3-r5) leave no raw row."""
         job = await permission_job(conn)
         await roll(conn)
         rows = await conn.fetch(
@@ -171,7 +171,8 @@ class TestPermissionPersonal:
             " FROM raw_hits WHERE job_id = $1 GROUP BY 1 ORDER BY 1",
             job,
         )
-        assert [tuple(r) for r in rows] == [(1, 2, 2, 2), (2, 1, 1, 1), (None, 4, 0, 0)]
+        assert [tuple(r) for r in rows] == [(1, 2, 2, 2), (2, 1, 1, 1)]
+        assert await conn.fetchval("SELECT sum(total) FROM report_job_totals WHERE job_id = $1", job) == 7
         assert await conn.fetchval("SELECT count(*) FROM report_recipients WHERE job_id = $1", job) == 2
 
 

@@ -75,14 +75,12 @@ class TestAnonymous:
         ]  # fmt: skip
 
     async def test_no_identity_stored(self, conn: asyncpg.Connection) -> None:
-        """Raw hits lose recipient, address and agent; no per-recipient roll-up rows exist."""
+        """Raw hits are deleted once counted (11 opens, 2 clicks); no per-recipient roll-up rows exist."""
         job = await anonymous_job(conn)
+        assert await conn.fetchval("SELECT count(*) FROM raw_hits WHERE job_id = $1", job) == 11 + 2
         await roll(conn)
-        assert await conn.fetchval(f"SELECT {IDENTIFYING} FROM raw_hits WHERE job_id = $1", job) == 0
-        assert (
-            await conn.fetchval("SELECT count(*) FROM raw_hits WHERE job_id = $1 AND rolled_at IS NOT NULL", job)
-            == 11 + 2
-        )
+        assert await conn.fetchval("SELECT count(*) FROM raw_hits WHERE job_id = $1", job) == 0
+        assert await conn.fetchval("SELECT sum(total) FROM report_job_totals WHERE job_id = $1", job) == 11 + 2
         assert await conn.fetchval("SELECT count(*) FROM report_recipients WHERE job_id = $1", job) == 0
         assert await conn.fetchval("SELECT count(*) FROM report_recipient_links WHERE job_id = $1", job) == 0
         assert await conn.fetchval("SELECT count(*) FROM report_demographics WHERE job_id = $1", job) == 3

@@ -103,9 +103,10 @@ class TestPurge:
     async def test_old_partitions_dropped(self, conn: asyncpg.Connection) -> None:
         """With 10 days' retention, day partitions ending 10+ days ago are dropped, newer kept."""
         now = dt.datetime.now(dt.UTC)
-        job = await add_job(conn, "blind", retention_days=10)
+        job = await add_job(conn, "personal", retention_days=10)  # personal: its raw rows outlive the roll-up
+        await add_recipients(conn, job, 1)
         await db.ensure_partitions(conn, (now - dt.timedelta(days=13)).date())
-        await add_hits(conn, [hit("open", job, None, received_at=now - dt.timedelta(days=d)) for d in (12, 9)])
+        await add_hits(conn, [hit("open", job, 1, received_at=now - dt.timedelta(days=d)) for d in (12, 9)])
         await roll(conn)
         result = await purge(conn, AggregatorConfig(retention_days=1), now)
         days = [(now - dt.timedelta(days=d)).strftime("raw_hits_%Y%m%d") for d in (14, 13, 12, 11)]
