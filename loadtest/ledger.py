@@ -32,6 +32,10 @@ UNION ALL
 SELECT kind || '/rejected', sum(hits) FROM report_rejected GROUP BY kind
 """
 UNROLLED = "SELECT count(*) FROM raw_hits WHERE rolled_at IS NULL"
+# What the collectors say they stored (their tombstones): the roll-up deletes
+# the raw rows of the tracks that keep nothing per hit, so raw_hits alone no
+# longer holds every stored hit once it is rolled up.
+COPIED = "SELECT coalesce(sum(hits), 0) FROM copied_hits"
 
 # Every table of the schema (partitions through their parent) with its
 # columns, but the ones that say when a row was written, not what it holds.
@@ -78,6 +82,11 @@ async def reported(conn: asyncpg.Connection) -> Counter[str]:
 async def unrolled(conn: asyncpg.Connection) -> int:
     """Raw hits not rolled up (every kind)."""
     return int(await conn.fetchval(UNROLLED))
+
+
+async def copied(conn: asyncpg.Connection) -> int:
+    """Hits the collectors stored, by their tombstones (replays included, each hit once)."""
+    return int(await conn.fetchval(COPIED))
 
 
 # What every hit adds whatever its verdict (machine or not, a reader's view

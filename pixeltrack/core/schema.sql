@@ -125,7 +125,8 @@ CREATE INDEX IF NOT EXISTS raw_hits_recipient ON raw_hits (job_id, recipient_id)
 -- minute are summed from it over copied_at). No job_id: on Citus it stays a
 -- plain table on the coordinator (not in distribute.sql), written in the
 -- transaction of the COPY. A run must be kept as long as a replay of its hits
--- may still come (a spooled batch, a journal); nothing deletes runs yet.
+-- may still come (a spooled batch, a journal): the daily purge deletes runs
+-- with the raw_hits partitions of their age (aggregator/privacy/retention.py).
 CREATE TABLE IF NOT EXISTS copied_hits (
     first_id   uuid NOT NULL,
     last_id    uuid NOT NULL,          -- the run: first_id .. last_id, both included
