@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 
 import asyncpg
 
@@ -113,6 +114,18 @@ class TestPurge:
         assert list(result.partitions_dropped) == days
         assert await conn.fetchval("SELECT count(*) FROM raw_hits") == 1
         assert (await build_report(conn, job))["opens"]["total"] == 2
+
+    async def test_tombstones_go_with_their_partitions(self, conn: asyncpg.Connection) -> None:
+        """With 10 days' retention, the collectors' tombstone of 12 days ago is deleted, the one of 9 days ago kept."""
+        now = dt.datetime.now(dt.UTC)
+        await add_job(conn, "blind", retention_days=10)
+        await conn.executemany(
+            "INSERT INTO copied_hits (first_id, last_id, hits, copied_at) VALUES ($1, $2, $3, $4)",
+            [(uuid.UUID(int=first), uuid.UUID(int=first + n - 1), n, now - dt.timedelta(days=d))
+             for first, n, d in ((1, 5, 12), (100, 7, 9))])  # fmt: skip
+        result = await purge(conn, AggregatorConfig(retention_days=1), now)
+        assert result.tombstones_deleted == 1
+        assert [r["hits"] for r in await conn.fetch("SELECT hits FROM copied_hits")] == [7]
 
     async def test_personal_hits_past_retention_scrubbed(self, conn: asyncpg.Connection) -> None:
         """A 5-day personal job's 8-day-old hit loses recipient and address while a 90-day job keeps its partition."""
