@@ -146,8 +146,8 @@ def spans(hits: Sequence[Mapping[str, Any]]) -> dict[int, Span]:
 async def mark(conn: asyncpg.Connection, sql: str, hits: Sequence[Mapping[str, Any]], drop: str | None = None) -> None:
     """Mark the claimed ``hits`` rolled, one statement a job (``sql``: $1 now, $2 job, $3 first, $4 last).
 
-    ``drop`` (same parameters): a statement that deletes the claimed hits
-    ``sql`` leaves out. Both touch only hits still unrolled; one fewer than
+    ``drop`` ($1 job, $2 first, $3 last): a statement that deletes the
+    claimed hits ``sql`` leaves out. Both touch only hits still unrolled; one fewer than
     claimed in all means another transaction rolled it up meanwhile, and the
     batch is refused.
     """
@@ -155,6 +155,6 @@ async def mark(conn: asyncpg.Connection, sql: str, hits: Sequence[Mapping[str, A
     for job, span in sorted(spans(hits).items()):
         marked = int((await conn.execute(sql, now, job, span.first, span.last)).split()[-1])
         if drop is not None:
-            marked += int((await conn.execute(drop, now, job, span.first, span.last)).split()[-1])
+            marked += int((await conn.execute(drop, job, span.first, span.last)).split()[-1])
         if marked != span.hits:
             raise ClaimLost(f"job {job}: {span.hits} hits claimed, {marked} still unrolled when marked")

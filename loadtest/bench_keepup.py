@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime as dt
 import os
 import re
 import secrets
@@ -111,8 +110,8 @@ class Outcome:
     samples: list[tuple[float, ledger.Snapshot]]
 
 
-async def run(url: str, args: argparse.Namespace, folder: Path) -> tuple[Outcome, campaigns.Campaign, dt.datetime]:
-    """Campaign, aggregator, load with the watch, catch-up; returns the outcome, the campaign, when the load began."""
+async def run(url: str, args: argparse.Namespace, folder: Path) -> Outcome:
+    """Campaign, aggregator, load with the watch, catch-up; returns the outcome."""
     camp = await campaigns.setup(url, args.recipients)
     secret = secrets.token_urlsafe(32)
     requests = vary_agents(build_mix(camp, secret, args.mix_size), args.agents)
@@ -122,7 +121,6 @@ async def run(url: str, args: argparse.Namespace, folder: Path) -> tuple[Outcome
     agg = await start_aggregator(url, args.interval, folder / "aggregator.log")
     try:
         watch = Watch(url, args.every)
-        since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
         task = asyncio.create_task(watch.run())
         collected = await collecting.collect(url, requests, secret, folder, duration=args.duration,
                                              connections=args.connections, rate=args.rate)  # fmt: skip
@@ -136,9 +134,8 @@ async def run(url: str, args: argparse.Namespace, folder: Path) -> tuple[Outcome
         cpu_all = agg.cpu_seconds()
     finally:
         agg_exit = agg.stop()
-    outcome = Outcome(collected, load_seconds, at_load_end, caught_up, (cpu_load, cpu_all - cpu_load), agg_exit,
-                      watch.samples)  # fmt: skip
-    return outcome, camp, since
+    return Outcome(collected, load_seconds, at_load_end, caught_up, (cpu_load, cpu_all - cpu_load), agg_exit,
+                   watch.samples)  # fmt: skip
 
 
 async def _snapshot(url: str) -> ledger.Snapshot:
@@ -213,12 +210,13 @@ async def check(url: str, out: Outcome) -> tuple[list[str], bool]:
         await conn.close()
     loss, exact = verify.loss_line(result.answered, counted)
     two_three = sum(n for status, n in result.statuses.items() if 200 <= status < 400)
-    same = stored == counted.total() == result.answered.total()
+    as_answered = stored == result.answered.total()
+    same = as_answered and counted.total() == stored
     lines = [
         f"answered   {result.requests:,} hits: {two_three:,} answered 2xx/3xx, {result.statuses[404]:,} forged "
         f"clicks answered 404 (stored as refused hits too)",
         f"stored     {stored:,} hits by the collectors' tombstones (copied_hits), "
-        f"{'as many as answered' if stored == result.answered.total() else 'NOT as many as answered'}",
+        f"{'as many as answered' if as_answered else 'NOT as many as answered'}",
         f"reported   report_job_totals {sum(n for c, n in counted.items() if '/' not in c):,} + report_rejected "
         f"{sum(n for c, n in counted.items() if '/' in c):,} = {counted.total():,} hits; answered minus reported, "
         f"per category: {loss}",
@@ -235,7 +233,7 @@ async def bench(args: argparse.Namespace) -> bool:
     try:
         with tempfile.TemporaryDirectory(prefix="pixeltrack-keepup-") as name:
             folder = Path(name)
-            out, _, _ = await run(url, args, folder)
+            out = await run(url, args, folder)
             log = (folder / "aggregator.log").read_text(errors="replace")
         lines, ok = await check(url, out)
         print("\n".join([*rate_lines(out, log), *lag_lines(out, args.interval), *lines]))

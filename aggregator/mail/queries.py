@@ -424,15 +424,14 @@ WHERE r.job_id = $2 AND r.received_at BETWEEN $3 AND $4
 # Deletes the claimed hits of one job ($2) whose track keeps nothing per hit
 # (tracks.ROWLESS): a delete writes no new tuple and no index entry (the
 # marking of those hits cost 10 us a hit of PostgreSQL CPU here, about a
-# fifth of the roll-up). Parameters as MARK_ROLLED's ($1 unused: one call
-# shape for claims.mark).
+# fifth of the roll-up). $1 job, $2 and $3 its first and last claimed hit.
 DROP_ROLLED = f"""
 WITH b AS NOT MATERIALIZED (
-    SELECT b.hit_id, b.received_at FROM rollup_batch b WHERE b.job_id = $2 AND b.track IN ({_ROWLESS})
+    SELECT b.hit_id, b.received_at FROM rollup_batch b WHERE b.job_id = $1 AND b.track IN ({_ROWLESS})
 )
 DELETE FROM raw_hits r USING b
-WHERE r.job_id = $2 AND r.received_at BETWEEN $3 AND $4
-  AND r.received_at = b.received_at AND r.hit_id = b.hit_id AND r.rolled_at IS NULL AND $1::timestamptz IS NOT NULL
+WHERE r.job_id = $1 AND r.received_at BETWEEN $2 AND $3
+  AND r.received_at = b.received_at AND r.hit_id = b.hit_id AND r.rolled_at IS NULL
 """
 # Both statements join the batch with raw rows the planner cannot size: a day
 # partition not analyzed yet looks like one row, and the batch's track filter

@@ -55,8 +55,9 @@ async def test_rowless_hits_deleted_others_marked_without_a_nested_loop(conn: as
         await conn.execute(queries.ANALYZE_BATCH)
         await conn.execute(queries.NO_NESTED_LOOP)
         now = dt.datetime.now(dt.UTC)
-        for sql, touched in ((queries.MARK_ROLLED, HITS // 4), (queries.DROP_ROLLED, HITS - HITS // 4)):
-            plan = await explained(conn, sql, now, JOB, first, last)
+        for sql, args, touched in ((queries.MARK_ROLLED, (now, JOB, first, last), HITS // 4),
+                                   (queries.DROP_ROLLED, (JOB, first, last), HITS - HITS // 4)):
+            plan = await explained(conn, sql, *args)
             assert [n["Node Type"] for n in plan if n["Node Type"] == "Nested Loop"] == []
             batch = [n for n in plan if n.get("Relation Name") == "rollup_batch"]
             assert [(n["Actual Loops"], n["Actual Rows"]) for n in batch] == [(1, touched)]
