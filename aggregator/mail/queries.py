@@ -11,8 +11,11 @@ from pixeltrack.core import columns
 # What the roll-up writes back to each raw hit, as its track allows (aggregator.mail.tracks
 # makes the values): the address and headers in the hit's batch row (personal hits only), the
 # enrichment in a profile row that the batch's hits share (rollup_profile).
-STORED_INLINE = ("client_ip", *columns.HEADERS)
-STORED = (*STORED_INLINE, *columns.ENRICHED)
+# What the marking writes into a kept raw row: the masked address from the batch (STORED_INLINE),
+# the enrichment from the batch's profiles; the headers are the row's own, kept on the personal
+# track and cleared on the rejected one (MARK_ROLLED), so they never travel back through the batch.
+STORED_INLINE = ("client_ip",)
+STORED = (*STORED_INLINE, *columns.HEADERS, *columns.ENRICHED)
 
 # ------------------------------------------------------------------ claim --
 # The jobs with hits to roll up (aggregator.claims), through the partial
@@ -406,17 +409,17 @@ MERGES = (
 # with the batch's and the profiles last, instead of every hit's wide row (its
 # profile's 23 values) copied into the CTE's store and read back (a 20k-hit
 # batch: 7.9 -> 6.2 us a hit of PostgreSQL CPU; Citus' plan is the same).
-_MARKED_FROM_BATCH = ", ".join(f"b.{n}" for n in ("recipient_id", *columns.HEADERS))
 _MARKED_FROM_PROFILE = ", ".join(f"p.{n}" for n in columns.ENRICHED)
 _ROWLESS = ", ".join(f"'{track}'" for track in sorted(ROWLESS))
+_KEPT_HEADERS = ", ".join(f"{n} = CASE WHEN b.track = 'personal' THEN r.{n} END" for n in columns.HEADERS)
 MARK_ROLLED = f"""
 WITH b AS NOT MATERIALIZED (
-    SELECT b.hit_id, b.received_at, b.client_ip, {_MARKED_FROM_BATCH}, {_MARKED_FROM_PROFILE}
+    SELECT b.hit_id, b.received_at, b.track, b.client_ip, b.recipient_id, {_MARKED_FROM_PROFILE}
     FROM rollup_batch b JOIN rollup_profile p ON p.profile = b.profile
     WHERE b.job_id = $2 AND b.track NOT IN ({_ROWLESS})
 )
-UPDATE raw_hits r SET rolled_at = $1, client_ip = b.client_ip::inet,
-    {columns.assigned(("recipient_id", *columns.HEADERS, *columns.ENRICHED), "b")}
+UPDATE raw_hits r SET rolled_at = $1, client_ip = b.client_ip::inet, {_KEPT_HEADERS},
+    {columns.assigned(("recipient_id", *columns.ENRICHED), "b")}
 FROM b
 WHERE r.job_id = $2 AND r.received_at BETWEEN $3 AND $4
   AND r.received_at = b.received_at AND r.hit_id = b.hit_id AND r.rolled_at IS NULL

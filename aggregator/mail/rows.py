@@ -88,7 +88,7 @@ class BatchBuilder:
             return (
                 hit["hit_id"], hit["received_at"], job, kind, track, machine, unknown, family, rid,
                 self.rhash(job, rid), None if link is None else self.link_id(link), link, None, *NO_CELL,
-                number, *modes.stored_inline(track, hit, masked),
+                number, masked,  # personal hits keep the masked address, never the full one
             )  # fmt: skip
         link = hit["link"] if kind == "click" and track != modes.REJECTED else None
         return (
@@ -97,7 +97,7 @@ class BatchBuilder:
             self.rhash(job, rid) if track in modes.HASHED else None, None if link is None else self.link_id(link), link,
             modes.reject_reason(hit, self.who) if track == modes.REJECTED else None,
             *(modes.cell_of(hit, self.who.person(hit)) if track == modes.ANONYMOUS else NO_CELL),
-            number, *modes.stored_inline(track, hit, masked),
+            number, None,
         )  # fmt: skip
 
     def rows(self, hits: Sequence[Mapping[str, Any]], parts: Sequence[Parts], tracks: Sequence[str]) -> list[tuple]:

@@ -11,7 +11,7 @@ Each claimed hit gets a *track*, the mode that applies to that very event:
 - ``rejected``: refused tokens and unknown jobs; never an open or a click.
 
 The track decides which columns of the raw hit survive the roll-up
-(`stored_inline`, `stored_enrichment`) and whether a keyed hash lets repeats be recognised.
+(the masked address on the personal track, `stored_enrichment`) and whether a keyed hash lets repeats be recognised.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import datetime as dt
 import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from operator import itemgetter
 from typing import Any, NamedTuple
 
 from pixeltrack.core import columns
@@ -46,13 +45,11 @@ KEPT: dict[str, frozenset[str]] = {
     BLIND: frozenset(columns.MACHINE),
     REJECTED: frozenset(columns.MACHINE),
 }
-_headers = itemgetter(*columns.HEADERS)  # C-level: the roll-up calls it once per personal hit
 # Per track, the enrichment key each enrichment column of STORED takes its
 # value from: the column's own name where the track keeps it, else a key no
 # enrichment has (so None), for a C-level map over each hit's dict.
 _NOTHING = ""
 STORED_FROM = {track: tuple(n if n in kept else _NOTHING for n in columns.ENRICHED) for track, kept in KEPT.items()}
-_NO_HEAD = (None,) * (1 + len(columns.HEADERS))
 AGE_BANDS = ((18, "<18"), (25, "18-24"), (35, "25-34"), (45, "35-44"), (55, "45-54"), (65, "55-64"))
 UNKNOWN = "unknown"
 
@@ -144,14 +141,6 @@ def recipient_hasher(key: bytes) -> Callable[[int], bytes]:
         return state.digest()
 
     return rhash
-
-
-def stored_inline(track: str, hit: Mapping[str, Any], masked: str | None) -> tuple[Any, ...]:
-    """The values of queries.STORED_INLINE (address, headers) as the track allows (``masked``: the masked address)."""
-    if track == PERSONAL:
-        # Personal hits keep the masked address, never the full one.
-        return (masked, *_headers(hit))
-    return _NO_HEAD
 
 
 def stored_enrichment(track: str, enriched: Mapping[str, Any]) -> tuple[Any, ...]:

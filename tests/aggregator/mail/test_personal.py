@@ -8,7 +8,7 @@ from aggregator.config import AggregatorConfig
 from aggregator.mail.report import build_report
 from aggregator.mail.rollup import rollup
 from loadtest.support import FlagEnricher
-from tests.support.hits import T0, add_hits, add_job, add_recipients, at, hit, personal_hits
+from tests.support.hits import T0, UA, add_hits, add_job, add_recipients, at, hit, personal_hits
 
 A = "https://example.org/a"
 B = "https://example.org/b"
@@ -99,7 +99,12 @@ class TestPersonalTables:
         ips = await conn.fetch("SELECT DISTINCT host(client_ip) AS ip FROM raw_hits WHERE job_id = $1", job)
         assert [r["ip"] for r in ips] == ["203.0.113.0"]
         assert await conn.fetchval("SELECT count(recipient_id) FROM raw_hits WHERE job_id = $1", job) == 9
-        assert await conn.fetchval("SELECT count(client_ip) + count(user_agent) FROM raw_hits WHERE job_id = 0") == 0
+        assert await conn.fetchval(
+            "SELECT count(client_ip) + count(user_agent) + count(referer) + count(accept_language) FROM raw_hits"
+            " WHERE job_id = 0") == 0
+        # The personal rows keep the headers the collector wrote (the marking takes them from the raw row).
+        kept = await conn.fetch("SELECT DISTINCT user_agent, referer, accept_language FROM raw_hits WHERE job_id = $1", job)
+        assert [tuple(r) for r in kept] == [(UA, None, "de-DE,de;q=0.9")]
 
     async def test_report_tables(self, conn: asyncpg.Connection) -> None:
         """report_recipient_links holds r1: A 2, B 1; r2: B machine 1; r3: A 1."""
