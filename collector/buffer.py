@@ -304,7 +304,7 @@ class HitBuffer:
         """COPY ``records``; False when PostgreSQL is unavailable (caller spools)."""
         started = time.perf_counter()
         try:
-            await asyncio.wait_for(self.copier.copy(records), self.config.copy_timeout)
+            copied = await asyncio.wait_for(self.copier.copy(records), self.config.copy_timeout)
         except UNAVAILABLE as exc:
             self.metrics.copy_failures.inc()
             if self.database_ok:
@@ -313,7 +313,8 @@ class HitBuffer:
             return False
         elapsed = time.perf_counter() - started
         self.metrics.flush_seconds.observe(elapsed)
-        self.metrics.written.inc(len(records))
+        self.metrics.written.inc(copied.written)
+        self.metrics.already.inc(copied.already)
         self.set_database(True)
         log.info("flushed %d hits in %.3fs", len(records), elapsed)
         return True

@@ -27,6 +27,9 @@ class Metrics:
         self.written = Counter("pixeltrack_hits_written", "Hits written to PostgreSQL", registry=r)
         self.spooled = Counter("pixeltrack_hits_spooled", "Hits written to the disk spool", registry=r)
         self.replayed = Counter("pixeltrack_hits_replayed", "Spooled hits replayed into PostgreSQL", registry=r)
+        self.already = Counter("pixeltrack_hits_already_stored",
+                               "Hits a replay or a retried COPY found stored already (or rolled up): not written twice",
+                               registry=r)
         self.connections_cut = Counter("pixeltrack_connections_cut",
                                        "Connections the collector closed: slow_request, over_cap", ["reason"],
                                        registry=r)

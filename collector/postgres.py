@@ -48,6 +48,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from operator import attrgetter, lt
 from pathlib import Path
+from typing import NamedTuple
 
 import asyncpg
 import orjson
@@ -136,6 +137,13 @@ def transient(exc: BaseException) -> bool:
     return not (state.startswith("22") or state.startswith("23"))
 
 
+class Copied(NamedTuple):
+    """What a ``RowWriter.copy`` did with its rows; the rest were set aside (quarantined)."""
+
+    written: int  # put into raw_hits now
+    already: int  # skipped: in raw_hits already, or copied before (a tombstone's run: maybe rolled up and deleted)
+
+
 class RowWriter:
     """Writes COPY rows through ``pool``; rows PostgreSQL refuses go to ``quarantine_dir``."""
 
@@ -144,27 +152,26 @@ class RowWriter:
         self.metrics = metrics
         self.quarantine_dir = quarantine_dir
 
-    async def copy(self, records: list[Hit], idempotent: bool = False) -> None:
+    async def copy(self, records: list[Hit], idempotent: bool = False) -> Copied:
         """COPY ``records`` and their tombstones in one transaction (``idempotent``: see ``_merge``)."""
         try:
             if idempotent:
-                await self._merge(records)
-            else:
-                tombstones = _columns(runs([r[UUID_AT] for r in records]))
-                async with self.pool.acquire() as conn, conn.transaction():
-                    await conn.copy_records_to_table("raw_hits", records=_yielding(records), columns=COLUMNS)
-                    await conn.execute(TOMBSTONES, *tombstones)
+                return await self._merge(records)
+            tombstones = _columns(runs([r[UUID_AT] for r in records]))
+            async with self.pool.acquire() as conn, conn.transaction():
+                await conn.copy_records_to_table("raw_hits", records=_yielding(records), columns=COLUMNS)
+                await conn.execute(TOMBSTONES, *tombstones)
+            return Copied(len(records), 0)
         except asyncpg.PostgresError as exc:
             if transient(exc):
                 raise
             if getattr(exc, "sqlstate", "") == "23505" and not idempotent:
-                await self.copy(records, idempotent=True)  # part of it is in already (raw_hits or a run)
-                return
-            await self._split(records, exc, idempotent)
+                return await self.copy(records, idempotent=True)  # part of it is in already (raw_hits or a run)
+            return await self._split(records, exc, idempotent)
         except (TypeError, ValueError, ArithmeticError) as exc:  # a value the client side cannot encode
-            await self._split(records, exc, idempotent)
+            return await self._split(records, exc, idempotent)
 
-    async def _merge(self, records: list[Hit]) -> None:
+    async def _merge(self, records: list[Hit]) -> Copied:
         """Through a staging table: the rows in neither raw_hits nor a tombstone, and tombstones for exactly those."""
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(REPLAY_STAGE)
@@ -172,15 +179,17 @@ class RowWriter:
             inserted = await conn.fetch(REPLAY_MERGE)
             if inserted:
                 await conn.execute(TOMBSTONES, *_columns(runs([r[0] for r in inserted])))
+        return Copied(len(inserted), len(records) - len(inserted))
 
-    async def _split(self, records: list[Hit], exc: BaseException, idempotent: bool) -> None:
+    async def _split(self, records: list[Hit], exc: BaseException, idempotent: bool) -> Copied:
         self.metrics.copy_failures.inc()
         if len(records) == 1:
             self._quarantine(records[0], exc)
-            return
+            return Copied(0, 0)
         half = len(records) // 2
-        await self.copy(records[:half], idempotent)
-        await self.copy(records[half:], idempotent)
+        first = await self.copy(records[:half], idempotent)
+        second = await self.copy(records[half:], idempotent)
+        return Copied(first.written + second.written, first.already + second.already)
 
     def _quarantine(self, record: Hit, exc: BaseException) -> None:
         path = self.quarantine_dir / "rows.jsonl"

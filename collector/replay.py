@@ -101,7 +101,7 @@ class Replayer:
             return True  # another collector is replaying it
         try:
             records = self.spool.read(claim, COLUMN_TYPES)
-            await asyncio.wait_for(self.writer.copier.copy(records, idempotent=True), self.config.copy_timeout)
+            copied = await asyncio.wait_for(self.writer.copier.copy(records, idempotent=True), self.config.copy_timeout)
         except BadBatch as exc:
             self._quarantine(claim, str(exc))
             return True
@@ -118,10 +118,11 @@ class Replayer:
             self.spool.release(claim)
             raise
         self.spool.done(claim)
-        self.metrics.replayed.inc(len(records))
-        self.metrics.written.inc(len(records))
+        self.metrics.replayed.inc(copied.written)
+        self.metrics.written.inc(copied.written)
+        self.metrics.already.inc(copied.already)
         self.writer.set_database(True)
-        log.info("replayed %d spooled hits from %s", len(records), path.name)
+        log.info("replayed %d spooled hits from %s (%d stored already)", copied.written, path.name, copied.already)
         return True
 
     def _quarantine(self, claim: Claim, reason: str) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from collector.cleaning import ClientAddress
 from collector.metrics import Metrics
-from collector.postgres import RowWriter, runs
+from collector.postgres import Copied, RowWriter, runs
 from collector.rows import RowMaker, Tally
 from collector.spool import Spool
 from collector.state import BUFFER
@@ -83,8 +83,8 @@ class TestDirect:
 
     async def test_one_tombstone_per_run(self, writer: RowWriter, conn: asyncpg.Connection) -> None:
         """A flush of 5: one run of 5; a batch with a gap (held hits read back from the journal): two runs."""
-        await writer.copy(made(5))
-        await writer.copy(made(3, first=10) + made(2, first=20))
+        assert await writer.copy(made(5)) == Copied(5, 0)
+        assert await writer.copy(made(3, first=10) + made(2, first=20)) == Copied(5, 0)
         assert await tombstones(conn) == [(uid(A, 1), uid(A, 5), 5), (uid(A, 11), uid(A, 13), 3),
                                           (uid(A, 21), uid(A, 22), 2)]
         assert await stored(conn) == [1, 2, 3, 4, 5, 11, 12, 13, 21, 22]
@@ -95,7 +95,7 @@ class TestDirect:
         6 is quarantined; the tombstones are those of the committed parts."""
         rows = made(8)
         rows[5] = (*rows[5][:8], "a\x00b", *rows[5][9:])  # user_agent
-        await writer.copy(rows)
+        assert await writer.copy(rows) == Copied(7, 0)  # the eighth set aside, neither written nor skipped
         assert await tombstones(conn) == [(uid(A, 1), uid(A, 4), 4), (uid(A, 5), uid(A, 5), 1),
                                           (uid(A, 7), uid(A, 8), 2)]
         assert await stored(conn) == [1, 2, 3, 4, 5, 7, 8]
@@ -107,7 +107,7 @@ class TestDirect:
         idempotent way inserts none of it."""
         await writer.copy(made(5))
         await conn.execute("DELETE FROM raw_hits")
-        await writer.copy(made(5))
+        assert await writer.copy(made(5)) == Copied(0, 5)
         assert (await stored(conn), await tombstones(conn)) == ([], [(uid(A, 1), uid(A, 5), 5)])
 
     async def test_copy_overlapping_a_run_inserts_only_new_ids(self, writer: RowWriter,
@@ -116,7 +116,7 @@ class TestDirect:
         overlap refuses the tombstone, and the idempotent way inserts 6-8 only."""
         await writer.copy(made(5))
         await conn.execute("DELETE FROM raw_hits")
-        await writer.copy(made(6, first=2))
+        assert await writer.copy(made(6, first=2)) == Copied(3, 3)
         assert await stored(conn) == [6, 7, 8]
         assert await tombstones(conn) == [(uid(A, 1), uid(A, 5), 5), (uid(A, 6), uid(A, 8), 3)]
 
@@ -124,13 +124,14 @@ class TestDirect:
                                                                  conn: asyncpg.Connection) -> None:
         """1-6 COPYed while 1-3 are in raw_hits (23505): 4-6 are inserted, with a tombstone of exactly 4-6."""
         await writer.copy(made(3))
-        await writer.copy(made(6))
+        assert await writer.copy(made(6)) == Copied(3, 3)
         assert await stored(conn) == [1, 2, 3, 4, 5, 6]
         assert await tombstones(conn) == [(uid(A, 1), uid(A, 3), 3), (uid(A, 4), uid(A, 6), 3)]
 
 
-async def replay(db_url: str, spool: Path, rows: list[tuple[object, ...]]) -> None:
-    """Spool ``rows`` as one batch and let a collector's replayer take it, as after a COPY its client gave up on."""
+async def replay(db_url: str, spool: Path, rows: list[tuple[object, ...]]) -> tuple[float | None, ...]:
+    """Spool ``rows`` as one batch and let a collector's replayer take it, as after a COPY its client gave up on;
+    the collector's counts of hits replayed, written and found stored already."""
     Spool(spool, 10**9).write(rows)
     async with running(make_config(db_url, spool)) as client:
         buffer = client.app[BUFFER]
@@ -140,6 +141,8 @@ async def replay(db_url: str, spool: Path, rows: list[tuple[object, ...]]) -> No
             return not buffer.spool.pending()
 
         await wait_for(replayed)
+        sample = buffer.metrics.registry.get_sample_value
+        return tuple(sample(f"pixeltrack_hits_{name}_total") for name in ("replayed", "written", "already_stored"))
 
 
 class TestReplay:
@@ -151,7 +154,7 @@ class TestReplay:
         rows = made(10)
         await writer.copy(rows)
         await conn.execute("DELETE FROM raw_hits")
-        await replay(db_url, tmp_path / "spool", rows)
+        assert await replay(db_url, tmp_path / "spool", rows) == (0, 0, 10)  # none written, none counted twice
         assert (await stored(conn), await tombstones(conn)) == ([], [(uid(A, 1), uid(A, 10), 10)])
 
     async def test_half_committed_batch_inserts_the_other_half(self, writer: RowWriter, conn: asyncpg.Connection,
@@ -161,7 +164,7 @@ class TestReplay:
         rows = made(10)
         await writer.copy(rows[:5])
         await conn.execute("DELETE FROM raw_hits WHERE recipient_id <= 3")
-        await replay(db_url, tmp_path / "spool", rows)
+        assert await replay(db_url, tmp_path / "spool", rows) == (5, 5, 5)
         assert await stored(conn) == [4, 5, 6, 7, 8, 9, 10]
         assert await tombstones(conn) == [(uid(A, 1), uid(A, 5), 5), (uid(A, 6), uid(A, 10), 5)]
 
