@@ -188,11 +188,11 @@ async def compare(server_url: str, url: str, postmaster: psutil.Process, hits: i
 
 
 async def bench(server_url: str, postmaster: psutil.Process, seconds: float, tmp: Path, rounds: int = 1,
-                against: Path | None = None, by_stage: bool = False) -> None:
+                against: Path | None = None, by_stage: bool = False, sets: int = 1) -> None:
     """Collect for ``seconds``, then roll up; print both costs and their ratio."""
     url = await support.create_database(server_url, "pt_cost")
     secret = secrets.token_urlsafe(32)
-    camp = await campaigns.setup(url, 20_000)
+    camp = await campaigns.setup(url, 20_000, sets=sets)
     requests = build_mix(camp, secret, 50_000)
     port = support.free_port()
     p = plan(quick=True, connections=32)  # as figure 1: the collector on the last core, wrk on the first
@@ -255,6 +255,8 @@ def main() -> None:
     parser.add_argument("--against", type=Path, help="another source tree whose aggregator rolls up copies too")
     parser.add_argument("--stages", action="store_true",
                         help="instead: roll up in this process and print each stage's CPU (``--rounds`` times)")
+    parser.add_argument("--sets", type=int, default=1,
+                        help="jobs of each mode (default 1: five jobs; 10: fifty, a batch's most)")
     args = parser.parse_args()
     import pgserver
 
@@ -264,7 +266,8 @@ def main() -> None:
         postmaster = psutil.Process(server.get_pid())
         lines = server.psql("SHOW server_version").splitlines()
         print(f"PostgreSQL {lines[2].strip() if len(lines) > 2 else '?'} (private, pgserver)")
-        asyncio.run(bench(server.get_uri(), postmaster, args.duration, tmp, args.rounds, args.against, args.stages))
+        asyncio.run(bench(server.get_uri(), postmaster, args.duration, tmp, args.rounds, args.against, args.stages,
+                          args.sets))
 
 
 if __name__ == "__main__":

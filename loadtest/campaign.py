@@ -72,8 +72,11 @@ def _recipient_rows(job_id: int, count: int, rng: random.Random) -> list[tuple[o
     return rows
 
 
-async def setup(url: str, recipients: int = 20_000, seed: int = 7) -> Campaign:
+async def setup(url: str, recipients: int = 20_000, seed: int = 7, sets: int = 1) -> Campaign:
     """Make one job per tracking mode, ``recipients`` recipients in all, and their links.
+
+    ``sets``: that many jobs of each mode, the recipients shared out among them
+    (a database serving many campaigns at once: a roll-up batch then holds many jobs).
 
     Recipients are written with COPY (the CSV import path checks row by row
     and would make set-up dominate a short run); ids are numbered from 0 as
@@ -83,9 +86,9 @@ async def setup(url: str, recipients: int = 20_000, seed: int = 7) -> Campaign:
     conn = await db.connect(url)
     made = []
     try:
-        for mode, share in JOB_MODES:
+        for mode, share in (m for _ in range(sets) for m in JOB_MODES):
             job_id = await jobs.create_job(conn, f"loadtest {mode}", mode)
-            count = int(recipients * share)
+            count = int(recipients * share / sets)
             if count:
                 await conn.copy_records_to_table(
                     "recipients", records=_recipient_rows(job_id, count, rng),

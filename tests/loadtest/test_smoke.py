@@ -87,3 +87,23 @@ class TestDashboardBenchSmoke:
         assert proc.returncode == 0, proc.stdout + proc.stderr
         rows = re.findall(r"^\| (.+?) \| \d+ \| \d+ \| \d+ \| \d+ \|", proc.stdout, re.MULTILINE)
         assert len(rows) == 15 and rows[0] == "overview", proc.stdout
+
+
+@pytest.mark.slow
+class TestMarkingBenchSmoke:
+    """`python -m loadtest.bench_marking --rows 300 --rounds 1`: every table shape marked, the product's ratio 1."""
+
+    def test_every_shape(self, server_url: str) -> None:
+        """Exit 0, one line per shape, the product's at exactly 1.00x and no HOT update, the delete's no HOT
+        either, the fillfactor-50 shape's some (no timing is asserted)."""
+        proc = subprocess.run(
+            [sys.executable, "-m", "loadtest.bench_marking", "--rows", "300", "--rounds", "1",
+             "--database-url", server_url],
+            cwd=ROOT, capture_output=True, text=True, timeout=120,
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        lines = dict(re.findall(r"^  (\S.*?) +\d+\.\d\d +(\d+\.\d\dx product +\d+% HOT)", proc.stdout, re.MULTILINE))
+        assert list(lines) == ["product", "plain key", "key only", "no unrolled index", "HOT, fillfactor 50",
+                               "recipient, no dedup", "key, no dedup", "delete"], proc.stdout
+        assert lines["product"] == "1.00x product    0% HOT" and lines["delete"].endswith(" 0% HOT")
+        assert not lines["HOT, fillfactor 50"].endswith(" 0% HOT"), proc.stdout

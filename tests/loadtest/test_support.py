@@ -82,3 +82,20 @@ class TestThrowawayDatabases:
             await create_database(server_url, "bench")
         with pytest.raises(ValueError, match="refusing to drop 'test'"):
             await drop_database(server_url, "postgresql://root@127.0.0.1:5432/test")
+
+
+class TestCampaignSets:
+    """loadtest.campaign.setup(sets=N): N jobs of each mode, the recipients shared out among them."""
+
+    async def test_two_sets(self, db_url: str, conn: asyncpg.Connection) -> None:
+        """1,000 recipients in two sets: ten jobs, two of each mode in mode order twice; personal 175 each,
+        permission_personal 125, anonymous and unique 100, blind none; the recipients table holds exactly those."""
+        from loadtest.campaign import setup
+
+        camp = await setup(db_url, 1_000, sets=2)
+        modes = ["personal", "permission_personal", "anonymous", "unique", "blind"]
+        assert [j.mode for j in camp.jobs] == modes * 2
+        assert [j.recipients for j in camp.jobs] == [175, 125, 100, 100, 0] * 2
+        stored = {r["job_id"]: r["n"] for r in await conn.fetch(
+            "SELECT job_id, count(*) AS n FROM recipients GROUP BY job_id")}
+        assert stored == {j.job_id: j.recipients for j in camp.jobs if j.recipients}
