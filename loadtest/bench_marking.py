@@ -20,6 +20,10 @@ design, not the product's code path:
 - ``recipient, no dedup`` and ``key, no dedup``: the product's indexes
   without B-tree deduplication (the recipient index holds each recipient's
   hits under one key);
+- ``reinserted``: the raw row deleted and its enriched version inserted
+  into the same table by one statement;
+- ``moved``: the kept hit inserted, enriched, into a table of its own (the
+  key and the recipient index) and its raw row deleted, both timed;
 - ``delete``: the rows deleted instead (the tracks that keep nothing).
 
 Each shape is a fresh table of ``--rows`` rows of one job, written by COPY
@@ -65,6 +69,8 @@ SHAPES: dict[str, tuple[int, tuple[str, ...], str]] = {
                                    RECIPIENT_NO_DEDUP), "update"),
     "key, no dedup": (100, (f"ALTER TABLE {{t}} ADD {PRIMARY_KEY} WITH (deduplicate_items = off)", UNROLLED,
                             RECIPIENT_NO_DEDUP), "update"),
+    "reinserted": (100, (f"ALTER TABLE {{t}} ADD {PRIMARY_KEY}", UNROLLED, RECIPIENT), "reinsert"),
+    "moved": (100, (f"ALTER TABLE {{t}} ADD {PRIMARY_KEY}", UNROLLED, RECIPIENT), "move"),
     "delete": (100, (f"ALTER TABLE {{t}} ADD {PRIMARY_KEY}", UNROLLED, RECIPIENT), "delete"),
 }
 # As MARK_ROLLED writes a personal hit: rolled_at, the masked address, the enrichment.
@@ -75,6 +81,34 @@ UPDATE {t} r SET rolled_at = now(), client_ip = '203.0.113.0'::inet, device_clas
 FROM b WHERE r.job_id = 1 AND r.received_at = b.received_at AND r.hit_id = b.hit_id AND r.rolled_at IS NULL
 """
 DELETE = "DELETE FROM {t} r USING b WHERE r.job_id = 1 AND r.received_at = b.received_at AND r.hit_id = b.hit_id"
+# The kept hit's raw row deleted and its enriched version inserted into the same table, in one statement.
+REINSERT = """
+WITH d AS (
+    DELETE FROM {t} r USING b WHERE r.job_id = 1 AND r.received_at = b.received_at AND r.hit_id = b.hit_id
+      AND r.rolled_at IS NULL RETURNING r.*
+)
+INSERT INTO {t} (hit_id, received_at, kind, job_id, recipient_id, client_ip, user_agent, accept_language, method,
+    rolled_at, device_class, browser, browser_version, os, os_version, traffic, country, region, city, asn, network,
+    language, source_class)
+SELECT hit_id, received_at, kind, job_id, recipient_id, '203.0.113.0'::inet, user_agent, accept_language, method, now(),
+    'desktop', 'Chrome', '124.0.0', 'Windows', '10', 'human', 'DE', 'BE', 'Berlin', 3320, 'Deutsche Telekom AG', 'en',
+    'direct'
+FROM d
+"""
+# The kept hit written, enriched, into a table of kept hits (its key and the recipient index), the raw row deleted.
+KEPT = f"""
+DROP TABLE IF EXISTS kept; CREATE TABLE kept (LIKE raw_hits INCLUDING DEFAULTS, {PRIMARY_KEY});
+{RECIPIENT.format(t="kept")}
+"""
+MOVE = """
+INSERT INTO kept (hit_id, received_at, kind, job_id, recipient_id, client_ip, user_agent, accept_language, method,
+    rolled_at, device_class, browser, browser_version, os, os_version, traffic, country, region, city, asn, network,
+    language, source_class)
+SELECT r.hit_id, r.received_at, r.kind, r.job_id, r.recipient_id, '203.0.113.0'::inet, r.user_agent, r.accept_language,
+    r.method, now(), 'desktop', 'Chrome', '124.0.0', 'Windows', '10', 'human', 'DE', 'BE', 'Berlin', 3320,
+    'Deutsche Telekom AG', 'en', 'direct'
+FROM {t} r JOIN b ON r.job_id = 1 AND r.received_at = b.received_at AND r.hit_id = b.hit_id AND r.rolled_at IS NULL
+"""
 COLUMNS = ("hit_id", "received_at", "kind", "job_id", "recipient_id", "client_ip", "user_agent", "accept_language",
            "method")
 
@@ -111,7 +145,12 @@ async def one(
     async with conn.transaction():
         await conn.execute("SET LOCAL enable_nestloop = off")  # as the roll-up's marking
         before = cpu_seconds(backend)
-        done = await conn.execute((UPDATE if what == "update" else DELETE).format(t="t"))
+        if what == "move":
+            await conn.execute(KEPT)
+            before = cpu_seconds(backend)
+            await conn.execute(MOVE.format(t="t"))
+        done = await conn.execute({"update": UPDATE, "move": DELETE, "delete": DELETE, "reinsert": REINSERT}[what]
+                                  .format(t="t"))
         spent = cpu_seconds(backend) - before
         hot = await conn.fetchval("SELECT pg_stat_get_xact_tuples_hot_updated('t'::regclass)")
     if int(done.split()[-1]) != len(rows):

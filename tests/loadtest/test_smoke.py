@@ -104,6 +104,7 @@ class TestMarkingBenchSmoke:
         assert proc.returncode == 0, proc.stdout + proc.stderr
         lines = dict(re.findall(r"^  (\S.*?) +\d+\.\d\d +(\d+\.\d\dx product +\d+% HOT)", proc.stdout, re.MULTILINE))
         assert list(lines) == ["product", "plain key", "key only", "no unrolled index", "HOT, fillfactor 50",
-                               "recipient, no dedup", "key, no dedup", "delete"], proc.stdout
+                               "recipient, no dedup", "key, no dedup", "reinserted", "moved",
+                               "delete"], proc.stdout
         assert lines["product"] == "1.00x product    0% HOT" and lines["delete"].endswith(" 0% HOT")
         assert not lines["HOT, fillfactor 50"].endswith(" 0% HOT"), proc.stdout
