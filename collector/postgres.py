@@ -37,7 +37,10 @@ spooled the batch), a replay of that batch, and a roll-up of those very hits,
 all within that moment. The replay's own tombstone insert, a later statement
 with a fresh snapshot, should then see the COPY's run, overlap it and fail
 with 23505, rolling the replay back (it is split and retried like a refused
-batch, and skips those ids then); that reasoning is not covered by a test.
+batch, and skips those ids then). ``tests/collector/test_tombstones.py``
+(``TestRaceWithACopy``) makes that moment happen: a replay held after its
+snapshot while a COPY of overlapping ids commits and is deleted inserts the
+ids, is refused on its tombstone and, split, skips them.
 """
 
 from __future__ import annotations
