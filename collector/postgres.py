@@ -35,7 +35,7 @@ if the aggregator deleted those rows in between, they are inserted again. It
 takes a COPY still running on the server after its client gave up (and
 spooled the batch), a replay of that batch, and a roll-up of those very hits,
 all within that moment. The replay's own tombstone insert, a later statement
-with a fresh snapshot, should then see the COPY's run, overlap it and fail
+with a fresh snapshot, then sees the COPY's run, overlaps it and fails
 with 23505, rolling the replay back (it is split and retried like a refused
 batch, and skips those ids then). ``tests/collector/test_tombstones.py``
 (``TestRaceWithACopy``) makes that moment happen: a replay held after its
