@@ -16,7 +16,9 @@ With ``--rounds N`` the collected hits are rolled up N times, each time in a
 fresh copy of the collected database; with ``--against DIR`` (another source
 tree, e.g. ``git worktree add /tmp/base <commit>``) that tree's aggregator
 rolls up copies of the same hits too, alternating with this tree's, so the
-two are compared on the same hits in the same session.
+two are compared on the same hits in the same session. With ``--pairs N``
+the whole measure is made N times, each roll-up right after its collect
+(the machine's speed drifts on a shared host), and the ratios' median printed.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -189,9 +192,24 @@ async def compare(server_url: str, url: str, postmaster: psutil.Process, hits: i
               f"least {least:.1f} = {least / collect:.2f}x; all {', '.join(f'{v:.1f}' for v in values)}")
 
 
-async def bench(server_url: str, postmaster: psutil.Process, seconds: float, tmp: Path, rounds: int = 1,
-                against: Path | None = None, by_stage: bool = False, sets: int = 1) -> None:
-    """Collect for ``seconds``, then roll up; print both costs and their ratio."""
+@dataclass
+class Collected:
+    """Hits a collector took under the mix, in a database of their own, and what collecting them cost."""
+
+    url: str
+    hits: int
+    app: float  # CPU seconds of the collector
+    pg: float  # and of PostgreSQL
+    line: str  # how many at what rate, by which driver
+
+    @property
+    def us(self) -> float:
+        """CPU per hit, both sides, in µs."""
+        return (self.app + self.pg) / self.hits * 1e6
+
+
+async def collect(server_url: str, postmaster: psutil.Process, seconds: float, tmp: Path, sets: int = 1) -> Collected:
+    """A fresh database and campaign; the collector under the mail mix for ``seconds``; its cost."""
     url = await support.create_database(server_url, "pt_cost")
     secret = secrets.token_urlsafe(32)
     camp = await campaigns.setup(url, 20_000, sets=sets)
@@ -214,15 +232,48 @@ async def bench(server_url: str, postmaster: psutil.Process, seconds: float, tmp
         collector.stop()
     collect_pg = pg_cpu(postmaster) - p0
     hits = await count_hits(url)
+    return Collected(url, hits, collect_app, collect_pg, f"{hits:,} hits collected at {result.rate:,.0f}/s "
+                                                        f"({result.driver})")
+
+
+async def pairs(server_url: str, postmaster: psutil.Process, seconds: float, tmp: Path, count: int,
+                sets: int = 1) -> None:
+    """``count`` times: collect, then roll up those hits at once; each pair's ratio, and their median.
+
+    The machine's speed drifts between minutes on a shared host (collecting cost 62 to 93 µs a hit
+    in one morning), so a ratio from a collect and a roll-up measured minutes apart moves with it;
+    measured back to back, each pair shares the machine's state of the moment.
+    """
+    ratios = []
+    for n in range(count):
+        got = await collect(server_url, postmaster, seconds, tmp, sets)
+        try:
+            app, pg, line = await roll_up(server_url, got.url, postmaster, None)
+        finally:
+            await support.drop_database(server_url, got.url)
+        roll = (app + pg) / got.hits * 1e6
+        ratios.append(roll / got.us)
+        print(f"pair {n + 1}: {got.line}; collect {got.app / got.hits * 1e6:.1f} + {got.pg / got.hits * 1e6:.1f} = "
+              f"{got.us:.1f} us per hit; roll-up {app / got.hits * 1e6:.1f} + {pg / got.hits * 1e6:.1f} = {roll:.1f} "
+              f"us per hit: {ratios[-1]:.2f}x [{line}]", flush=True)
+    print(f"roll-up / collect, {count} pairs: median {statistics.median(ratios):.2f}x, least {min(ratios):.2f}x, "
+          f"all {', '.join(f'{r:.2f}' for r in ratios)} (aim 0.25x)")
+
+
+async def bench(server_url: str, postmaster: psutil.Process, seconds: float, tmp: Path, rounds: int = 1,
+                against: Path | None = None, by_stage: bool = False, sets: int = 1) -> None:
+    """Collect for ``seconds``, then roll up; print both costs and their ratio."""
+    got = await collect(server_url, postmaster, seconds, tmp, sets)
+    url, hits, collect_app, collect_pg = got.url, got.hits, got.app, got.pg
     if by_stage:
-        print(f"{hits:,} hits collected at {result.rate:,.0f}/s ({result.driver})")
+        print(got.line)
         for _ in range(rounds):
             await stages(server_url, url, hits)
         await support.drop_database(server_url, url)
         return
     if rounds > 1 or against is not None:
-        print(f"{hits:,} hits collected at {result.rate:,.0f}/s ({result.driver}); collect: collector "
-              f"{collect_app / hits * 1e6:.1f} + PostgreSQL {collect_pg / hits * 1e6:.1f} us per hit")
+        print(f"{got.line}; collect: collector {collect_app / hits * 1e6:.1f} + PostgreSQL "
+              f"{collect_pg / hits * 1e6:.1f} us per hit")
         await compare(server_url, url, postmaster, hits, (collect_app + collect_pg) / hits * 1e6, rounds, against)
         await support.drop_database(server_url, url)
         return
@@ -239,7 +290,7 @@ async def bench(server_url: str, postmaster: psutil.Process, seconds: float, tmp
     def us(value: float) -> str:
         return f"{value / hits * 1e6:6.1f} µs"
 
-    print(f"{hits:,} hits collected at {result.rate:,.0f}/s ({result.driver}); "
+    print(f"{got.line}; "
           f"rolled up in {wall:.1f} s: {line}")
     print(f"collect: collector {us(collect_app)} + PostgreSQL {us(collect_pg)} = "
           f"{us(collect_app + collect_pg)} per hit")
@@ -257,6 +308,8 @@ def main() -> None:
     parser.add_argument("--against", type=Path, help="another source tree whose aggregator rolls up copies too")
     parser.add_argument("--stages", action="store_true",
                         help="instead: roll up in this process and print each stage's CPU (``--rounds`` times)")
+    parser.add_argument("--pairs", type=int, default=0,
+                        help="instead: N times collect and roll up at once, each pair's ratio and the median")
     parser.add_argument("--sets", type=int, default=1,
                         help="jobs of each mode (default 1: five jobs; 10: fifty, a batch's most)")
     args = parser.parse_args()
@@ -268,8 +321,11 @@ def main() -> None:
         postmaster = psutil.Process(server.get_pid())
         lines = server.psql("SHOW server_version").splitlines()
         print(f"PostgreSQL {lines[2].strip() if len(lines) > 2 else '?'} (private, pgserver)")
-        asyncio.run(bench(server.get_uri(), postmaster, args.duration, tmp, args.rounds, args.against, args.stages,
-                          args.sets))
+        if args.pairs:
+            asyncio.run(pairs(server.get_uri(), postmaster, args.duration, tmp, args.pairs, args.sets))
+        else:
+            asyncio.run(bench(server.get_uri(), postmaster, args.duration, tmp, args.rounds, args.against,
+                              args.stages, args.sets))
 
 
 if __name__ == "__main__":

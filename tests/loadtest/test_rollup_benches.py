@@ -60,3 +60,18 @@ class TestTwoAggregatorsSmoke:
                              re.MULTILINE), out  # fmt: skip
         assert re.search(r"^speed-up +one / two: [\d.]+x", out, re.MULTILINE), out
         assert out.rstrip().endswith("exactly once: yes"), out
+
+
+@pytest.mark.slow
+class TestCostPairsSmoke:
+    """`bench_cost --duration 1 --pairs 1` on its private PostgreSQL: one collect, its roll-up, a ratio."""
+
+    def test_one_pair(self, server_url: str) -> None:
+        """Exit 0, one pair line with both costs and every collected hit rolled up, and the median line."""
+        out = bench("bench_cost", server_url, "--duration", "1", "--pairs", "1").stdout
+        pair = re.search(r"^pair 1: ([\d,]+) hits collected at .*; collect [\d.]+ \+ [\d.]+ = [\d.]+ us per hit; "
+                         r"roll-up [\d.]+ \+ [\d.]+ = [\d.]+ us per hit: \d+\.\d\dx \[rolled up (\d+) hits in \d+ "
+                         r"batches", out, re.MULTILINE)
+        assert pair and int(pair[1].replace(",", "")) == int(pair[2]) > 0, out
+        assert re.search(r"^roll-up / collect, 1 pairs: median (\d+\.\d\d)x, least \1x, all \1 \(aim 0\.25x\)$", out,
+                         re.MULTILINE), out
