@@ -8,12 +8,11 @@ from __future__ import annotations
 from aggregator.mail.tracks import ROWLESS
 from pixeltrack.core import columns
 
-# What the roll-up writes back to each raw hit, as its track allows (aggregator.mail.tracks
-# makes the values): the address and headers in the hit's batch row (personal hits only), the
-# enrichment in a profile row that the batch's hits share (rollup_profile).
-# What the marking writes into a kept raw row: the masked address from the batch (STORED_INLINE),
-# the enrichment from the batch's profiles; the headers are the row's own, kept on the personal
-# track and cleared on the rejected one (MARK_ROLLED), so they never travel back through the batch.
+# What the roll-up writes back to each raw hit it keeps, as its track allows (aggregator.mail.tracks
+# makes the values): the masked address in the hit's batch row (personal hits only: STORED_INLINE),
+# the enrichment in a profile row that the batch's hits share (rollup_profile); the headers are the
+# raw row's own, kept on the personal track and cleared on the rejected one (MARK_ROLLED), so they
+# never travel to the aggregator and back through the batch.
 STORED_INLINE = ("client_ip",)
 STORED = (*STORED_INLINE, *columns.HEADERS, *columns.ENRICHED)
 
