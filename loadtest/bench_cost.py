@@ -274,7 +274,7 @@ async def bench(server_url: str, postmaster: psutil.Process, seconds: float, tmp
     if rounds > 1 or against is not None:
         print(f"{got.line}; collect: collector {collect_app / hits * 1e6:.1f} + PostgreSQL "
               f"{collect_pg / hits * 1e6:.1f} us per hit")
-        await compare(server_url, url, postmaster, hits, (collect_app + collect_pg) / hits * 1e6, rounds, against)
+        await compare(server_url, url, postmaster, hits, got.us, rounds, against)
         await support.drop_database(server_url, url)
         return
     p0 = pg_cpu(postmaster)

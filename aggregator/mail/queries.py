@@ -14,7 +14,7 @@ from pixeltrack.core import columns
 # raw row's own, kept on the personal track and cleared on the rejected one (MARK_ROLLED), so they
 # never travel to the aggregator and back through the batch.
 STORED_INLINE = ("client_ip",)
-STORED = (*STORED_INLINE, *columns.HEADERS, *columns.ENRICHED)
+STORED = (*STORED_INLINE, *columns.ENRICHED)
 
 # ------------------------------------------------------------------ claim --
 # The jobs with hits to roll up (aggregator.claims), through the partial
