@@ -7,6 +7,13 @@ PostgreSQL's while the same hits are rolled up by `pixeltrack aggregator
 0.25x of collect. The driver's CPU is not counted, nor the aggregator's
 start-up (a second `--once` with nothing to do is subtracted).
 
+The traffic is the mail mix with each agent in 30 builds (hundreds of
+distinct agents, as the aim asks) and each request from one of 20,000 public
+addresses (IPv4 and IPv6), named by X-Forwarded-For as a load balancer does
+(``--agents 1 --addresses 0``: the mix as before, a few dozen agents and the
+driver's one address, which flattered the roll-up: each distinct agent,
+address and profile costs it work, collecting hardly any).
+
 PostgreSQL is a private server (pgserver, in a temporary folder), so no
 other session's work is counted: its CPU is its postmaster's and every
 process it started, live and exited (children's times, as the kernel sums
@@ -44,7 +51,7 @@ from aggregator.mail.rollup import RunStats, rollup
 from loadtest import campaign as campaigns
 from loadtest import driver_asyncio, driver_wrk, procs, support
 from loadtest.bench_figures import plan
-from loadtest.traffic import build_mix
+from loadtest.traffic import Request, build_mix, vary_addresses, vary_agents
 from pixeltrack.core import db
 
 
@@ -208,15 +215,41 @@ class Collected:
         return (self.app + self.pg) / self.hits * 1e6
 
 
-async def collect(server_url: str, postmaster: psutil.Process, seconds: float, tmp: Path, sets: int = 1) -> Collected:
+@dataclass(frozen=True)
+class Mix:
+    """What the collected traffic is made of: jobs of each mode, builds of each agent, client addresses."""
+
+    sets: int = 1
+    agents: int = 30  # builds of each of the mix's agents (as bench_keepup): hundreds of distinct agents
+    addresses: int = 20_000  # distinct client addresses behind the balancer; 0: the mix's own (one, mostly)
+
+    def requests(self, camp: campaigns.Campaign, secret: str) -> list[Request]:
+        """The request list the driver cycles through."""
+        requests = build_mix(camp, secret, 50_000)
+        if self.agents > 1:
+            requests = vary_agents(requests, self.agents)
+        return vary_addresses(requests, self.addresses) if self.addresses else requests
+
+    def describe(self, requests: list[Request]) -> str:
+        """How many distinct agents and addresses ``requests`` bring."""
+        agents = {v for r in requests for n, v in r.headers if n == "User-Agent"}
+        addresses = {v for r in requests for n, v in r.headers if n == "X-Forwarded-For"}
+        return f"{len(agents)} agents, {len(addresses) or 1} client addresses"
+
+
+async def collect(
+    server_url: str, postmaster: psutil.Process, seconds: float, tmp: Path, mix: Mix = Mix()
+) -> Collected:
     """A fresh database and campaign; the collector under the mail mix for ``seconds``; its cost."""
     url = await support.create_database(server_url, "pt_cost")
     secret = secrets.token_urlsafe(32)
-    camp = await campaigns.setup(url, 20_000, sets=sets)
-    requests = build_mix(camp, secret, 50_000)
+    camp = await campaigns.setup(url, 20_000, sets=mix.sets)
+    requests = mix.requests(camp, secret)
     port = support.free_port()
     p = plan(quick=True, connections=32)  # as figure 1: the collector on the last core, wrk on the first
-    collector = procs.Server(procs.collector_cmd(port), port, procs.collector_env(url, secret, tmp / "spool"),
+    # Behind a balancer on this machine: the collector takes the client's address from X-Forwarded-For.
+    env = procs.collector_env(url, secret, tmp / "spool", PIXELTRACK_TRUSTED_PROXIES="127.0.0.1")
+    collector = procs.Server(procs.collector_cmd(port), port, env,
                              cpus=p.server_cpus, log=tmp / "collector.log")
     try:
         collector.wait_ready()
@@ -233,11 +266,11 @@ async def collect(server_url: str, postmaster: psutil.Process, seconds: float, t
     collect_pg = pg_cpu(postmaster) - p0
     hits = await count_hits(url)
     return Collected(url, hits, collect_app, collect_pg, f"{hits:,} hits collected at {result.rate:,.0f}/s "
-                                                        f"({result.driver})")
+                                                        f"({result.driver}; {mix.describe(requests)})")
 
 
 async def pairs(server_url: str, postmaster: psutil.Process, seconds: float, tmp: Path, count: int,
-                sets: int = 1) -> None:
+                mix: Mix = Mix()) -> None:
     """``count`` times: collect, then roll up those hits at once; each pair's ratio, and their median.
 
     The machine's speed drifts between minutes on a shared host (collecting cost 62 to 93 µs a hit
@@ -246,7 +279,7 @@ async def pairs(server_url: str, postmaster: psutil.Process, seconds: float, tmp
     """
     ratios = []
     for n in range(count):
-        got = await collect(server_url, postmaster, seconds, tmp, sets)
+        got = await collect(server_url, postmaster, seconds, tmp, mix)
         try:
             app, pg, line = await roll_up(server_url, got.url, postmaster, None)
         finally:
@@ -261,9 +294,9 @@ async def pairs(server_url: str, postmaster: psutil.Process, seconds: float, tmp
 
 
 async def bench(server_url: str, postmaster: psutil.Process, seconds: float, tmp: Path, rounds: int = 1,
-                against: Path | None = None, by_stage: bool = False, sets: int = 1) -> None:
+                against: Path | None = None, by_stage: bool = False, mix: Mix = Mix()) -> None:
     """Collect for ``seconds``, then roll up; print both costs and their ratio."""
-    got = await collect(server_url, postmaster, seconds, tmp, sets)
+    got = await collect(server_url, postmaster, seconds, tmp, mix)
     url, hits, collect_app, collect_pg = got.url, got.hits, got.app, got.pg
     if by_stage:
         print(got.line)
@@ -312,7 +345,12 @@ def main() -> None:
                         help="instead: N times collect and roll up at once, each pair's ratio and the median")
     parser.add_argument("--sets", type=int, default=1,
                         help="jobs of each mode (default 1: five jobs; 10: fifty, a batch's most)")
+    parser.add_argument("--agents", type=int, default=Mix.agents,
+                        help=f"builds of each agent of the mix (default {Mix.agents}; 1: the mix's own few dozen)")
+    parser.add_argument("--addresses", type=int, default=Mix.addresses,
+                        help=f"client addresses, each request from one (default {Mix.addresses:,}; 0: the mix's own)")
     args = parser.parse_args()
+    mix = Mix(args.sets, args.agents, args.addresses)
     import pgserver
 
     with tempfile.TemporaryDirectory(prefix="pixeltrack-cost-") as name:
@@ -322,10 +360,10 @@ def main() -> None:
         lines = server.psql("SHOW server_version").splitlines()
         print(f"PostgreSQL {lines[2].strip() if len(lines) > 2 else '?'} (private, pgserver)")
         if args.pairs:
-            asyncio.run(pairs(server.get_uri(), postmaster, args.duration, tmp, args.pairs, args.sets))
+            asyncio.run(pairs(server.get_uri(), postmaster, args.duration, tmp, args.pairs, mix))
         else:
             asyncio.run(bench(server.get_uri(), postmaster, args.duration, tmp, args.rounds, args.against,
-                              args.stages, args.sets))
+                              args.stages, mix))
 
 
 if __name__ == "__main__":

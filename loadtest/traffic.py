@@ -9,6 +9,7 @@ accept it) and the status it must get, so answers can be counted per kind.
 
 from __future__ import annotations
 
+import ipaddress
 import random
 import re
 from dataclasses import dataclass, replace
@@ -194,6 +195,40 @@ def vary_agents(requests: list[Request], variants: int, seed: int = 13) -> list[
         return name, vary_agent(value, rng.randrange(variants)) if name == "User-Agent" else value
 
     return [replace(r, headers=tuple(header(n, v) for n, v in r.headers)) for r in requests]
+
+
+def public_addresses(count: int, seed: int = 17, v6_share: float = 0.2) -> list[str]:
+    """``count`` distinct global addresses, about ``v6_share`` of them IPv6 (in 2000::/3), the rest IPv4."""
+    rng = random.Random(seed)
+    out: dict[str, None] = {}
+    while len(out) < count:
+        if rng.random() < v6_share:
+            address: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.IPv6Address(
+                (1 << 125) | rng.getrandbits(125))
+        else:
+            address = ipaddress.IPv4Address(rng.getrandbits(32))
+        if address.is_global:
+            out[str(address)] = None
+    return list(out)
+
+
+def vary_addresses(requests: list[Request], count: int, seed: int = 17) -> list[Request]:
+    """The same requests, each from one of ``count`` public addresses, as a load balancer names them.
+
+    Every request gets an X-Forwarded-For with its address (the collector must
+    trust the balancer's address, PIXELTRACK_TRUSTED_PROXIES), instead of the
+    mix's own (a tenth of the requests, 254 addresses): real traffic comes from
+    about as many addresses as devices, and the roll-up works out each distinct
+    address of a batch (place, network tests, masked address) once.
+    """
+    rng = random.Random(seed)
+    pool = public_addresses(count, seed)
+
+    def headers(request: Request) -> tuple[tuple[str, str], ...]:
+        kept = tuple((n, v) for n, v in request.headers if n != "X-Forwarded-For")
+        return (*kept, ("X-Forwarded-For", rng.choice(pool)))
+
+    return [replace(r, headers=headers(r)) for r in requests]
 
 
 def raw_request(request: Request, host: str) -> bytes:
