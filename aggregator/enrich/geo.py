@@ -171,6 +171,14 @@ class GeoLookup:
             geo = Geo(country=country) if geo is NOWHERE else replace(geo, country=country)
         return geo
 
+    def place(self, address: Address, text: str | None = None) -> tuple[str | None, str | None, str | None, int | None,
+                                                                        str | None]:
+        """``lookup``'s (country, region, city, asn, network) as a tuple; with no database, without a ``Geo``."""
+        if not self._readers:
+            return (embedded_country(address, text) if self._embedded else None), None, None, None, None
+        geo = self.lookup(address, text)
+        return geo.country, geo.region, geo.city, geo.asn, geo.network
+
     def close(self) -> None:
         """Release the database files."""
         for reader in self._readers:

@@ -21,7 +21,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from ipaddress import IPv4Address, IPv6Address
-from socket import AF_INET, inet_pton
+from socket import AF_INET, AF_INET6, inet_ntop, inet_pton
 from typing import TYPE_CHECKING, Any
 
 from aggregator.enrich.client import Client
@@ -59,6 +59,7 @@ Agent = tuple[
 Parts = tuple[dict[str, Any], dict[str, Any], str | None, dict[str, Any], str | None]
 Opened = defaultdict[tuple[Any, Any], list[datetime | None]]  # open times per (job_id, recipient_id)
 NOWHERE_SPOT: Spot = (dict.fromkeys(GEO_KEYS), None, False, False)
+_ZEROS_80 = bytes(10)
 _UNSEEN: Any = object()  # a language not looked up yet (None is a language's value)
 
 
@@ -87,18 +88,42 @@ def mask_v4(address: IPv4Address, prefix: int) -> str:
     return f"{n >> 24}.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"
 
 
+def mask_v6(address: IPv6Address, prefix: int) -> str:
+    """``mask_ip`` for an IPv6 address (not IPv4-mapped) cut to ``prefix`` <= 96 bits, in C.
+
+    ``inet_ntop`` writes what ``str`` of ``ipaddress`` does (lower case, no
+    leading zeros, the first longest run of two or more zero groups as
+    "::") except for the two forms with an IPv4 tail, "::a.b.c.d" and
+    "::ffff:a.b.c.d": neither can come out of a cut to 96 bits or fewer (the
+    last two groups are zero) of an address that is not IPv4-mapped.
+    """
+    number = int(address) & ~((1 << (128 - prefix)) - 1)
+    return inet_ntop(AF_INET6, number.to_bytes(16, "big"))
+
+
 def parse_text(raw: str) -> tuple[Address | None, str | None]:
-    """``parse_ip`` of a str, and the address's own text when ``raw`` is exactly that.
+    """``parse_ip`` of a str, and the address's canonical text when at hand.
 
     A dotted quad that ``inet_pton`` takes (four decimal octets up to 255, no
     leading zeros, nothing else) is one ``ipaddress`` takes, and is already
-    in its canonical form; anything else goes the reference way.
+    in its canonical form. What ``inet_pton`` takes as IPv6 ``ipaddress``
+    takes as the same address (it also takes a scope, "%eth0", which goes the
+    reference way); an IPv4-mapped one is its IPv4 address, as in ``parse_ip``,
+    and the text of any other that does not start with 96 zero bits is what
+    ``inet_ntop`` writes (see ``mask_v6``). Anything else goes the reference way.
     """
     if len(raw) <= 64 and raw.isprintable():
         try:
             return IPv4Address(inet_pton(AF_INET, raw)), raw
         except (OSError, ValueError):
             pass
+        try:
+            packed = inet_pton(AF_INET6, raw)
+        except (OSError, ValueError):
+            return parse_ip(raw), None
+        if packed[:10] == _ZEROS_80:
+            return parse_ip(raw), None  # ::/80: the IPv4-mapped and IPv4-compatible forms, loopback
+        return IPv6Address(packed), inet_ntop(AF_INET6, packed)
     return parse_ip(raw), None
 
 
@@ -110,6 +135,7 @@ class Run:
         self.config = enricher.config
         self.agents: dict[object, Agent] = enricher.agents
         self.spots: dict[object, Spot] = {}
+        self.places: dict[tuple[Any, ...], dict[str, Any]] = {}  # geo columns by what the look-up found
         self.languages: dict[object, str | None] = {}
         self.links: dict[str, int | None] = {}
         self.sources: dict[tuple[object, ...], dict[str, Any]] = {}
@@ -243,12 +269,15 @@ class Run:
         """What one parsed address contributes to a row (``text``: its canonical str, if known)."""
         if address is None:
             return NOWHERE_SPOT
-        geo = self.enricher.geo.lookup(address, text)
-        place = (geo.country, geo.region, geo.city, geo.asn, geo.network)
-        columns = self.shared(dict(zip(GEO_KEYS, place, strict=True)))
+        place = self.enricher.geo.place(address, text)
+        columns = self.places.get(place)
+        if columns is None:
+            columns = remember(self.places, place, self.shared(dict(zip(GEO_KEYS, place, strict=True))))
         masked: str | None
         if type(address) is IPv4Address:
             masked = mask_v4(address, self.config.ipv4_prefix)
+        elif type(address) is IPv6Address and self.config.ipv6_prefix <= 96:
+            masked = mask_v6(address, self.config.ipv6_prefix)
         else:
             masked = mask_ip(address, self.config.ipv4_prefix, self.config.ipv6_prefix)
         return columns, masked, in_masks(address, self.apple), in_masks(address, self.scanner)

@@ -85,6 +85,38 @@ class TestSameRowsAsReference:
         assert all(list(row.items()) == list(ref.items()) for row, ref in zip(cached, reference, strict=True))
         assert all(tuple(row) == OUTPUT_KEYS for row in cached)
 
+    @pytest.mark.parametrize("v6_prefix", [0, 1, 33, 48, 64, 95, 96, 97, 112, 128])
+    def test_addresses(self, v6_prefix: int) -> None:
+        """Addresses of both versions in every spelling, IPv6 cut anywhere: the reference's place and mask.
+
+        IPv6 is parsed, spelled and cut in C up to 96 bits (``run.parse_text``, ``run.mask_v6``); the
+        forms with an IPv4 tail, a scope or anything ``inet_pton`` refuses go the reference way.
+        """
+        rng = random.Random(v6_prefix)
+        written = [
+            "::", "::1", "::2", "::ffff:17.1.2.3", "::ffff:1102:303", "::17.1.2.3", "::1:2:3", "0:0:0:0:0:1:0:0",
+            "::1234:0:0", "fe80::1%eth0", "fe80::1", " 2001:db8::1", "2001:db8::1\n", "2001:DB8::A", "2001:db8:0:0:1::1",
+            "2001:0db8:0000:0000:0000:0000:0000:0001", "1:2:3:4:5:6:7::", "::2:3:4:5:6:7:8", "1::", "2001:db8::",
+            "1:0:0:2:0:0:0:3", "1:0:0:0:2:0:0:3", "2001:db8:1:2:3:4:5:6:7", "2001:db8:::1", "2001:db8::g", "::1.2.3.04",
+            "1.2.3.4", "203.0.113.9", "2a00:1450:4001:82b::200e", "2620:149:a44::1",
+        ]  # fmt: skip
+        shuffled = [str(ipaddress.IPv6Address(rng.getrandbits(128))) for _ in range(100)]
+        shuffled += [str(ipaddress.IPv6Address(1 << 125 | rng.getrandbits(125))) for _ in range(200)]  # 2000::/3
+        shuffled += [ipaddress.IPv6Address(rng.getrandbits(128)).exploded.upper() for _ in range(100)]
+        shuffled += [str(ipaddress.IPv6Address(rng.getrandbits(64) << 64)) for _ in range(100)]  # zero tails
+        shuffled += [str(ipaddress.IPv4Address(rng.getrandbits(32))) for _ in range(100)]
+        hits = [{"hit_id": n, "received_at": T0, "kind": "open", "job_id": 1, "recipient_id": n, "link": None,
+                 "url": None, "page": None, "client_ip": address, "user_agent": "Mozilla/5.0 (Windows NT 10.0)",
+                 "referer": None, "accept_language": None, "method": "GET", "prefetch": False}
+                for n, address in enumerate(written + shuffled)]  # fmt: skip
+        config = EnrichConfig(ipv6_prefix=v6_prefix)
+        cached = Enricher(config).enrich(hits, SENT_AT)
+        assert cached == oracle(config, hits, SENT_AT)
+        masked = {row["client_ip_masked"] for row in cached[: len(written)]}
+        assert {None, "::", "17.1.2.0"} <= masked
+        assert any(m and ":" in m and m != "::" for m in masked) == (v6_prefix > 0)
+        assert sum(row["country"] is not None for row in cached) > 80  # random IPv4 ones mostly have one
+
     def test_mix_has_every_kind_of_verdict(self) -> None:
         """The mix is worth comparing: every reason, and clicks only the behavioural rules flag."""
         hits = mix(3000, seed=11)
