@@ -35,7 +35,7 @@ from pathlib import Path
 
 from loadtest import campaign as campaigns
 from loadtest import collecting, ledger, procs, support, verify
-from loadtest.traffic import build_mix, vary_agents
+from loadtest.traffic import build_mix, vary_addresses, vary_agents
 from pixeltrack.core import db
 
 DEFAULT_SERVER = "postgresql://root@127.0.0.1:5432/root"
@@ -115,15 +115,20 @@ async def run(url: str, args: argparse.Namespace, folder: Path) -> Outcome:
     camp = await campaigns.setup(url, args.recipients)
     secret = secrets.token_urlsafe(32)
     requests = vary_agents(build_mix(camp, secret, args.mix_size), args.agents)
+    if args.addresses:
+        requests = vary_addresses(requests, args.addresses)
     agents = {v for r in requests for n, v in r.headers if n == "User-Agent"}
+    addresses = {v for r in requests for n, v in r.headers if n == "X-Forwarded-For"} if args.addresses else set()
     print(f"campaign   {len(camp.jobs)} jobs ({', '.join(j.mode for j in camp.jobs)}), {camp.recipients:,} "
-          f"recipients, {len(requests):,} distinct requests, {len(agents)} distinct agents", flush=True)  # fmt: skip
+          f"recipients, {len(requests):,} distinct requests, {len(agents)} distinct agents, "
+          f"{len(addresses) or 1:,} client addresses", flush=True)  # fmt: skip
     agg = await start_aggregator(url, args.interval, folder / "aggregator.log")
     try:
         watch = Watch(url, args.every)
         task = asyncio.create_task(watch.run())
         collected = await collecting.collect(url, requests, secret, folder, duration=args.duration,
-                                             connections=args.connections, rate=args.rate)  # fmt: skip
+                                             connections=args.connections, rate=args.rate,
+                                             balanced=bool(args.addresses))  # fmt: skip
         load_seconds, cpu_load = time.monotonic() - watch.started, agg.cpu_seconds()
         watch.phase = "catch-up"
         at_load_end = await _snapshot(url)
@@ -255,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recipients", type=int, default=20_000, help="recipients over all jobs (default 20000)")
     parser.add_argument("--mix-size", type=int, default=50_000, help="distinct requests (default 50000)")
     parser.add_argument("--agents", type=int, default=30, help="builds of each agent of the mix (default 30)")
+    parser.add_argument("--addresses", type=int, default=20_000,
+                        help="client addresses behind the balancer (default 20000; 0: the mix's own)")
     parser.add_argument("--catch-up-limit", type=float, default=1800.0, help="longest wait for the catch-up")
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL") or DEFAULT_SERVER)
     parser.add_argument("--keep-db", action="store_true", help="keep the throwaway database")

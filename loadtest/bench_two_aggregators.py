@@ -41,7 +41,7 @@ from pathlib import Path
 from loadtest import campaign as campaigns
 from loadtest import collecting, ledger, procs, support, verify
 from loadtest.bench_keepup import DEFAULT_SERVER
-from loadtest.traffic import build_mix, vary_agents
+from loadtest.traffic import build_mix, vary_addresses, vary_agents
 from pixeltrack.core import db
 
 ROUNDS_OF_JOBS = 4  # campaign.setup makes one job per mode: four times over, 20 jobs
@@ -63,7 +63,9 @@ async def make_backlog(url: str, args: argparse.Namespace, folder: Path) -> int:
     camp = campaigns.Campaign(tuple(jobs))
     secret = secrets.token_urlsafe(32)
     requests = vary_agents(build_mix(camp, secret, args.mix_size), args.agents)
-    collected = await collecting.collect(url, requests, secret, folder, count=args.hits)
+    if args.addresses:
+        requests = vary_addresses(requests, args.addresses)
+    collected = await collecting.collect(url, requests, secret, folder, count=args.hits, balanced=bool(args.addresses))
     conn = await db.connect(url)
     try:
         await conn.execute(JOB_KEYS, camp.job_ids, [secrets.token_bytes(32) for _ in camp.job_ids])
@@ -247,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recipients", type=int, default=20_000, help="recipients over all jobs (default 20000)")
     parser.add_argument("--mix-size", type=int, default=50_000, help="distinct requests (default 50000)")
     parser.add_argument("--agents", type=int, default=30, help="builds of each agent of the mix (default 30)")
+    parser.add_argument("--addresses", type=int, default=20_000,
+                        help="client addresses behind the balancer (default 20000; 0: the mix's own)")
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL") or DEFAULT_SERVER)
     return 0 if asyncio.run(bench(parser.parse_args(argv))) else 1
 

@@ -38,13 +38,17 @@ async def drive(requests: Sequence[Request], port: int, *, duration: float | Non
 
 
 async def collect(url: str, requests: Sequence[Request], secret: str, folder: Path, *, duration: float | None = None,
-                  count: int | None = None, connections: int = 32, rate: float | None = None) -> Collected:  # fmt: skip
+                  count: int | None = None, connections: int = 32, rate: float | None = None,
+                  balanced: bool = False) -> Collected:  # fmt: skip
     """Start a collector on ``url``'s database, drive it (``rate`` requests/s, default as fast as it goes), stop it.
 
-    The collector flushes as it stops; its log goes to ``folder``.
+    The collector flushes as it stops; its log goes to ``folder``. ``balanced``: the collector
+    trusts 127.0.0.1 as its load balancer, so a request's X-Forwarded-For names its client
+    (traffic.vary_addresses).
     """
     port = support.free_port()
-    env = procs.collector_env(url, secret, folder / "spool")
+    extra = {"PIXELTRACK_TRUSTED_PROXIES": "127.0.0.1"} if balanced else {}
+    env = procs.collector_env(url, secret, folder / "spool", **extra)
     collector = procs.Server(procs.collector_cmd(port), port, env, log=folder / "collector.log")
     try:
         collector.wait_ready()

@@ -30,6 +30,8 @@ class TestKeepUpSmoke:
         out = bench("bench_keepup", server_url, "--duration", "5", "--interval", "1", "--every", "1",
                     "--recipients", "2000", "--mix-size", "5000").stdout  # fmt: skip
         assert len(re.findall(r"^ +\d+ s  load +stored", out, re.MULTILINE)) >= 4, out
+        clients = re.search(r"^campaign .* distinct agents, ([\d,]+) client addresses$", out, re.MULTILINE)
+        assert clients and int(clients[1].replace(",", "")) > 1_000, out  # 5,000 requests from 20,000 addresses
         answered = int(re.search(r"^answered +([\d,]+) hits", out, re.MULTILINE)[1].replace(",", ""))  # type: ignore[index]
         assert answered > 0, out
         assert f"loss: 0 of {answered} (database holds exactly the {answered} answered hits)" in out, out
