@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
+import random
 import uuid
 from collections import Counter
 
-from collector.cleaning import ClientAddress
+from collector.cleaning import ClientAddress, parse_ip, parse_ip_text, parse_reference
 from collector.rows import COLUMNS, HIT_FIELDS, RowMaker, Tally, text_column
 from pixeltrack.core.config import parse_networks
 
@@ -88,6 +90,34 @@ class TestRows:
         ], tally)
         assert [r[COLUMNS.index("client_ip")] for r in rows] == ["198.51.100.9", "192.0.2.7", "10.0.0.5", "10.0.0.5"]
         assert tally.repairs == Counter(bad_forwarded_for=1)
+
+    def test_forwarded_for_ipv6_and_mapped(self) -> None:
+        """Hops in IPv6 and IPv4-mapped form: stored in their canonical text, a mapped one as IPv4."""
+        rows = maker("10.0.0.0/8, 2001:db8:ffff::/48").rows([
+            hit(peer="10.0.0.5", xff="2001:DB8:0:0:1::1, 2001:db8:ffff::9"), hit(peer="10.0.0.5", xff="::ffff:198.51.100.9"),
+            hit(peer="2001:db8:ffff::1", xff="2001:0db8:0000:0000:0000:0000:0000:0001"), hit(peer="::ffff:10.1.2.3"),
+            hit(peer="10.0.0.5", xff="fe80::1%eth0"),
+        ], Tally())  # fmt: skip
+        assert [r[COLUMNS.index("client_ip")] for r in rows] == [
+            "2001:db8::1:0:0:1", "198.51.100.9", "2001:db8::1", "10.1.2.3", "fe80::1"]
+
+    def test_addresses_parse_as_ipaddress_does(self) -> None:
+        """Every spelling: the C fast path gives ipaddress's address and text, or goes its way."""
+        rng = random.Random(5)
+        texts = [
+            "::", "::1", "::2", "::ffff:17.1.2.3", "::ffff:1102:303", "::17.1.2.3", "0:0:0:0:0:1:0:0", "::1234:0:0",
+            "fe80::1%eth0", "fe80::1%", " 2001:db8::1", "2001:db8::1\n", "2001:DB8::A", "1:2:3:4:5:6:7::",
+            "::2:3:4:5:6:7:8", "2001:db8:::1", "2001:db8::g", "::1.2.3.04", "1.2.3.04", "01.2.3.4", "1.2.3", "1.2.3.4.5",
+            "256.1.1.1", "\u0661.2.3.4", "1.2.3.4\x00", "", " ", "0.0.0.0", "255.255.255.255", "1.2.3.4 ", "x",
+        ]  # fmt: skip
+        texts += [str(ipaddress.IPv6Address(rng.getrandbits(128))) for _ in range(300)]
+        texts += [ipaddress.IPv6Address(rng.getrandbits(128)).exploded.upper() for _ in range(100)]
+        texts += [str(ipaddress.IPv6Address(rng.getrandbits(64) << 64)) for _ in range(100)]
+        texts += [str(ipaddress.IPv4Address(rng.getrandbits(32))) for _ in range(300)]
+        for text in texts:
+            reference = parse_reference(text)
+            assert (parse_ip(text), parse_ip_text(text)) == (reference, None if reference is None else str(reference))
+        assert sum(parse_ip(t) is None for t in texts) == 13  # the 13 misspelt ones, from "2001:db8:::1" on
 
     def test_page_view_extras(self) -> None:
         """Website extras fill their columns, cut at their limits; mail hits beside them stay empty."""
