@@ -108,3 +108,18 @@ class TestMarkingBenchSmoke:
                                "delete"], proc.stdout
         assert lines["product"] == "1.00x product    0% HOT" and lines["delete"].endswith(" 0% HOT")
         assert not lines["HOT, fillfactor 50"].endswith(" 0% HOT"), proc.stdout
+
+
+class TestAddressesBenchSmoke:
+    """`python -m loadtest.bench_addresses` on 200 addresses: both lines, with their ratios."""
+
+    def test_both_lines(self) -> None:
+        """Exit 0; the pool line counts the 200 addresses; a ratio for the collector and the enrichment."""
+        proc = subprocess.run(
+            [sys.executable, "-m", "loadtest.bench_addresses", "--addresses", "200", "--hops", "2000", "--rounds", "1"],
+            cwd=ROOT, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert re.search(r"^200 addresses \(\d+ IPv6\), 2,000 hops$", proc.stdout, re.MULTILINE), proc.stdout
+        for what in ("collector, per hop", "enrichment, per address"):
+            assert re.search(rf"^{what}: +[\d.]+ µs; reference +[\d.]+ µs: \d+\.\d\dx$", proc.stdout, re.MULTILINE), proc.stdout
