@@ -55,6 +55,22 @@ GATE_EXCLUSIVE = f"SELECT pg_advisory_xact_lock({LOCK_KEY})"
 # A batch locks at most this many jobs: advisory locks take slots of the lock
 # table (max_locks_per_transaction), and thousands of tiny jobs would fill it.
 MAX_JOBS_PER_BATCH = 50
+# Jobs a run finds by probing the index one job at a time before it reads the
+# whole backlog instead (Backlog.every). A probe is a few index look-ups; the
+# read costs about half a microsecond a hit waiting, and the scheduled roll-up
+# leaves the hold-back's hits waiting every run (250,000 at 13k hits/s: about
+# 0.13 s a read, where the probes of five jobs take a millisecond).
+PROBED_JOBS = 256
+SMALLEST_JOB = -(2**63)
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """How a roll-up finds its jobs: statements over its partial index of the hits waiting."""
+
+    next_job: str  # the first job id >= $1 with hits waiting (one probe of the index), or none
+    span: str  # first and last: the oldest and newest hit waiting of job $1
+    every: str  # job_id, first, last of every job with hits waiting, by job_id: one read of all of them
 
 
 @dataclass
@@ -70,12 +86,31 @@ class Pending:
         return bool(self.todo or self.held)
 
 
-async def pending(conn: asyncpg.Connection, sql: str) -> Pending:
-    """The jobs with unrolled hits (``sql`` yields job_id, first, last), in job_id order."""
-    rows = await conn.fetch(sql)
+async def pending(conn: asyncpg.Connection, backlog: Backlog) -> Pending:
+    """The jobs with unrolled hits, in job_id order, with their oldest and newest.
+
+    A loose index scan: the next job with hits waiting, then its span, job after
+    job, so that finding the work costs what the jobs do, not what the backlog
+    does; past PROBED_JOBS jobs, one read of the whole backlog (``every``) instead.
+    On Citus a probe is one query of every shard, a span one of the job's.
+    """
+    rows: list[tuple[int, dt.datetime, dt.datetime]] = []
+    job = SMALLEST_JOB
+    for _ in range(PROBED_JOBS):
+        found = await conn.fetchval(backlog.next_job, job)
+        if found is None:
+            break
+        span = await conn.fetchrow(backlog.span, found)
+        if span["first"] is not None:  # (rolled up since the probe: gone)
+            rows.append((found, span["first"], span["last"]))
+        if found == -SMALLEST_JOB - 1:
+            break
+        job = found + 1
+    else:
+        rows = [(r["job_id"], r["first"], r["last"]) for r in await conn.fetch(backlog.every)]
     if not rows:
         return Pending([])
-    return Pending([r["job_id"] for r in rows], min(r["first"] for r in rows), max(r["last"] for r in rows))
+    return Pending([job for job, _, _ in rows], min(r[1] for r in rows), max(r[2] for r in rows))
 
 
 async def claim(conn: asyncpg.Connection, jobs: Pending, sql: str, limit: int, *more: object) -> list[asyncpg.Record]:

@@ -54,7 +54,7 @@ from pixeltrack.core import db
 AGENT = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 "
          "Safari/537.36")
 PRIMARY_KEY = "PRIMARY KEY (job_id, received_at, hit_id)"
-UNROLLED = "CREATE INDEX ON {t} (job_id, received_at) WHERE rolled_at IS NULL"
+UNROLLED = "CREATE INDEX ON {t} (job_id, received_at) WHERE rolled_at IS NULL AND kind <> 'page'"
 RECIPIENT = "CREATE INDEX ON {t} (job_id, recipient_id) WHERE recipient_id IS NOT NULL"
 RECIPIENT_NO_DEDUP = ("CREATE INDEX ON {t} (job_id, recipient_id) WITH (deduplicate_items = off) "
                       "WHERE recipient_id IS NOT NULL")

@@ -62,7 +62,7 @@ _VIEW_ONLY = {name: f"CASE WHEN kind = 'doc' THEN {name} END" for name in (*colu
 AHEAD = f"""
 SELECT {columns.listed(columns.HIT, client_ip="CASE WHEN kind = 'doc' THEN host(client_ip) END", **_VIEW_ONLY)}
 FROM raw_hits
-WHERE job_id = $1 AND rolled_at IS NULL AND reject_reason IS NULL AND received_at BETWEEN $3 AND $4
+WHERE job_id = $1 AND rolled_at IS NULL AND kind <> 'page' AND reject_reason IS NULL AND received_at BETWEEN $3 AND $4
   AND (kind = 'open' AND recipient_id IN (SELECT unnest($2::bigint[]))
        OR kind = 'click' AND received_at <= $6 AND recipient_id IN (SELECT unnest($2::bigint[]))
        OR kind = 'doc' AND received_at < $7 AND recipient_id IN (SELECT unnest($5::bigint[])))

@@ -32,7 +32,10 @@ from aggregator.triggers.payload import body
 
 log = logging.getLogger(__name__)
 
-OLDEST_UNROLLED = "SELECT min(received_at) FROM raw_hits WHERE rolled_at IS NULL"
+OLDEST_UNROLLED = """
+SELECT least((SELECT min(received_at) FROM raw_hits WHERE rolled_at IS NULL AND kind <> 'page'),
+             (SELECT min(received_at) FROM raw_hits WHERE rolled_at IS NULL AND kind = 'page'))
+"""
 TRIGGER_IDS = "SELECT trigger_id FROM triggers ORDER BY trigger_id"
 LOCK = """
 SELECT t.trigger_id, t.job_id, t.event, t.filters::text AS filters, t.created_at, t.scanned_to,

@@ -106,10 +106,30 @@ COMMENT ON TABLE raw_hits IS 'Every pixel fetch and click as the collector saw i
 -- replayed after its day was dropped) so a COPY never fails for want of one.
 CREATE TABLE IF NOT EXISTS raw_hits_default PARTITION OF raw_hits DEFAULT;
 
--- The aggregator finds and claims work through this partial index, job by
+-- The aggregator finds and claims work through these partial indexes, job by
 -- job (aggregator.claims), so a run costs what the new hits cost, whatever
--- the history. (It replaces raw_hits_unrolled, on received_at alone.)
-CREATE INDEX IF NOT EXISTS raw_hits_unrolled_job ON raw_hits (job_id, received_at) WHERE rolled_at IS NULL;
+-- the history: mail hits for the mail roll-up, page views for the websites'.
+-- Apart, each roll-up finds its jobs by probing its own index once a job (a
+-- loose index scan) instead of reading every hit waiting, and claims without
+-- stepping over the other's hits. (They replace raw_hits_unrolled_job, on
+-- both, which replaced raw_hits_unrolled, on received_at alone.)
+-- Made and dropped alone (EXECUTE): on a distributed table Citus sends such a
+-- statement to the workers as it came, and in this file it comes with all the
+-- others ("cannot insert multiple commands into a prepared statement").
+DO $$
+BEGIN
+    IF to_regclass('raw_hits_unrolled_mail') IS NULL THEN
+        EXECUTE 'CREATE INDEX raw_hits_unrolled_mail ON raw_hits (job_id, received_at)
+                 WHERE rolled_at IS NULL AND kind <> ''page''';
+    END IF;
+    IF to_regclass('raw_hits_unrolled_page') IS NULL THEN
+        EXECUTE 'CREATE INDEX raw_hits_unrolled_page ON raw_hits (job_id, received_at)
+                 WHERE rolled_at IS NULL AND kind = ''page''';
+    END IF;
+    IF to_regclass('raw_hits_unrolled_job') IS NOT NULL THEN
+        EXECUTE 'DROP INDEX raw_hits_unrolled_job';
+    END IF;
+END $$;
 DROP INDEX IF EXISTS raw_hits_unrolled;
 CREATE INDEX IF NOT EXISTS raw_hits_recipient ON raw_hits (job_id, recipient_id) WHERE recipient_id IS NOT NULL;
 

@@ -55,8 +55,11 @@ ORDER BY job_id, day
 """
 # Pipeline health: hits stored in the last $1 minutes (the time each was stored, replays included).
 RECENT_HITS = "SELECT coalesce(sum(hits), 0) FROM copied_hits WHERE copied_at > now() - make_interval(mins => $1)"
-# The oldest hit not rolled up, through the partial index raw_hits_unrolled of each partition.
-OLDEST_UNROLLED = "SELECT min(received_at) FROM raw_hits WHERE rolled_at IS NULL"
+# The oldest hit not rolled up, through the partial indexes raw_hits_unrolled_mail and _page.
+OLDEST_UNROLLED = """
+SELECT least((SELECT min(received_at) FROM raw_hits WHERE rolled_at IS NULL AND kind <> 'page'),
+             (SELECT min(received_at) FROM raw_hits WHERE rolled_at IS NULL AND kind = 'page'))
+"""
 
 # Recipients of a personal job, a page at a time; the ORDER BY is one of the
 # fixed clauses below, never text from the request. Without a search, the
