@@ -6,13 +6,28 @@ Both share one enricher so each distinct agent is parsed once per run.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 
 import asyncpg
 
+from aggregator import claims
 from aggregator.config import AggregatorConfig
 from aggregator.enrich.enricher import Enriching, make_enricher
+from aggregator.mail import queries as mail
 from aggregator.mail.rollup import RunStats, rollup
+from aggregator.web import queries as web
 from aggregator.web.rollup import rollup_sites
+
+
+async def oldest_waiting(conn: asyncpg.Connection) -> dt.datetime | None:
+    """The oldest hit not rolled up yet, mail or page view (None: none waits).
+
+    The least of both roll-ups' listings (``claims.pending``: a probe and a span per job), so that the
+    roll-up's lag costs what the jobs do: the min over each partial index, which leads with job_id,
+    read every hit waiting (the dashboard's health, and every scan of the triggers).
+    """
+    firsts = [(await claims.pending(conn, backlog)).first for backlog in (mail.PENDING, web.PENDING)]
+    return min((first for first in firsts if first is not None), default=None)
 
 
 async def rollup_all(

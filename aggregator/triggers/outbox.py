@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 
 from aggregator.mail.reading import BURST_SECONDS
+from aggregator.rollup import oldest_waiting
 from aggregator.triggers.config import TriggerConfig
 from aggregator.triggers.detect import FINDERS, Found, Trigger, Window
 from aggregator.triggers.metrics import TriggerMetrics
@@ -32,10 +33,6 @@ from aggregator.triggers.payload import body
 
 log = logging.getLogger(__name__)
 
-OLDEST_UNROLLED = """
-SELECT least((SELECT min(received_at) FROM raw_hits WHERE rolled_at IS NULL AND kind <> 'page'),
-             (SELECT min(received_at) FROM raw_hits WHERE rolled_at IS NULL AND kind = 'page'))
-"""
 TRIGGER_IDS = "SELECT trigger_id FROM triggers ORDER BY trigger_id"
 LOCK = """
 SELECT t.trigger_id, t.job_id, t.event, t.filters::text AS filters, t.created_at, t.scanned_to,
@@ -60,7 +57,7 @@ Fault = Callable[[], Awaitable[None]]
 async def settled_until(conn: asyncpg.Connection, config: TriggerConfig, now: dt.datetime) -> dt.datetime:
     """The latest receive time whose hits all have their verdict: the hold-back, and nothing unrolled before."""
     cut = now - dt.timedelta(seconds=config.hold)
-    oldest = await conn.fetchval(OLDEST_UNROLLED)
+    oldest = await oldest_waiting(conn)
     if oldest is not None:
         margin = dt.timedelta(seconds=max(config.burst_seconds, BURST_SECONDS) + 1)
         cut = min(cut, oldest - margin)

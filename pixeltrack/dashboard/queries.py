@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 
 from aggregator.mail.report import counts
+from aggregator.rollup import oldest_waiting
 
 JOBS = "SELECT job_id, name, kind, mode, sent_at, created_at FROM jobs ORDER BY job_id DESC"
 MAIL_TOTALS = """
@@ -55,11 +56,6 @@ ORDER BY job_id, day
 """
 # Pipeline health: hits stored in the last $1 minutes (the time each was stored, replays included).
 RECENT_HITS = "SELECT coalesce(sum(hits), 0) FROM copied_hits WHERE copied_at > now() - make_interval(mins => $1)"
-# The oldest hit not rolled up, through the partial indexes raw_hits_unrolled_mail and _page.
-OLDEST_UNROLLED = """
-SELECT least((SELECT min(received_at) FROM raw_hits WHERE rolled_at IS NULL AND kind <> 'page'),
-             (SELECT min(received_at) FROM raw_hits WHERE rolled_at IS NULL AND kind = 'page'))
-"""
 
 # Recipients of a personal job, a page at a time; the ORDER BY is one of the
 # fixed clauses below, never text from the request. Without a search, the
@@ -177,7 +173,7 @@ def spool_bytes(directory: Path | None) -> int | None:
 async def health(conn: asyncpg.Connection, spool_dir: Path | None, minutes: int = 5) -> dict[str, Any]:
     """Hits per minute over the last minutes, roll-up lag, spool size."""
     recent = await conn.fetchval(RECENT_HITS, minutes)
-    oldest = await conn.fetchval(OLDEST_UNROLLED)
+    oldest = await oldest_waiting(conn)
     lag = None if oldest is None else max(0.0, (dt.datetime.now(dt.UTC) - oldest).total_seconds())
     return {"hits_per_minute": round(recent / minutes, 1), "rollup_lag_seconds": lag,
             "spool_bytes": spool_bytes(spool_dir)}

@@ -215,6 +215,20 @@ class TestPending:
             assert sum(n["Actual Rows"] for n in scans) == (found is not None)
             assert await conn.fetchval(queries.PENDING.next_job, after) == found
 
+    async def test_oldest_waiting(self, conn: asyncpg.Connection) -> None:
+        """The oldest hit waiting of either kind: a page view at 10:02 before mail at 10:05; the mail once the
+        pages are rolled up; none at the end."""
+        from aggregator.rollup import oldest_waiting
+
+        a, b = await add_job(conn, "blind"), await add_job(conn, "blind")
+        await add_hits(conn, [hit("open", a, None, 5), hit("click", b, None, 8), hit("page", b, None, 2),
+                              hit("page", 0, None, 30)])  # fmt: skip
+        answers = []
+        for rolled in ("false", "kind = 'page'", "true"):
+            await conn.execute(f"UPDATE raw_hits SET rolled_at = now() WHERE {rolled}")
+            answers.append(await oldest_waiting(conn))
+        assert answers == [T0 + dt.timedelta(minutes=2), T0 + dt.timedelta(minutes=5), None]
+
     async def test_older_index_replaced(self, conn: asyncpg.Connection, db_url: str) -> None:
         """A database with the one index of both kinds (before 2026-12-04): schema.sql, run twice, leaves the two
         partial indexes in its place, on raw_hits and each day partition, and listing finds the same jobs."""
