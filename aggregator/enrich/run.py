@@ -21,7 +21,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from ipaddress import IPv4Address, IPv6Address
-from socket import AF_INET, AF_INET6, inet_ntop, inet_pton
+from socket import AF_INET6, inet_ntop
 from typing import TYPE_CHECKING, Any
 
 from aggregator.enrich.client import Client
@@ -38,6 +38,7 @@ from aggregator.enrich.machine import (
     scanner_click_indexes,
 )
 from aggregator.enrich.text import language
+from pixeltrack.core.addresses import parse_in_c
 
 if TYPE_CHECKING:
     from aggregator.enrich.enricher import Enricher
@@ -59,7 +60,6 @@ Agent = tuple[
 Parts = tuple[dict[str, Any], dict[str, Any], str | None, dict[str, Any], str | None]
 Opened = defaultdict[tuple[Any, Any], list[datetime | None]]  # open times per (job_id, recipient_id)
 NOWHERE_SPOT: Spot = (dict.fromkeys(GEO_KEYS), None, False, False)
-_ZEROS_80 = bytes(10)
 _UNSEEN: Any = object()  # a language not looked up yet (None is a language's value)
 
 
@@ -102,28 +102,10 @@ def mask_v6(address: IPv6Address, prefix: int) -> str:
 
 
 def parse_text(raw: str) -> tuple[Address | None, str | None]:
-    """``parse_ip`` of a str, and the address's canonical text when at hand.
-
-    A dotted quad that ``inet_pton`` takes (four decimal octets up to 255, no
-    leading zeros, nothing else) is one ``ipaddress`` takes, and is already
-    in its canonical form. What ``inet_pton`` takes as IPv6 ``ipaddress``
-    takes as the same address (it also takes a scope, "%eth0", which goes the
-    reference way); an IPv4-mapped one is its IPv4 address, as in ``parse_ip``,
-    and the text of any other that does not start with 96 zero bits is what
-    ``inet_ntop`` writes (see ``mask_v6``). Anything else goes the reference way.
-    """
-    if len(raw) <= 64 and raw.isprintable():
-        try:
-            return IPv4Address(inet_pton(AF_INET, raw)), raw
-        except (OSError, ValueError):
-            pass
-        try:
-            packed = inet_pton(AF_INET6, raw)
-        except (OSError, ValueError):
-            return parse_ip(raw), None
-        if packed[:10] == _ZEROS_80:
-            return parse_ip(raw), None  # ::/80: the IPv4-mapped and IPv4-compatible forms, loopback
-        return IPv6Address(packed), inet_ntop(AF_INET6, packed)
+    """``parse_ip`` of a str, and the address's canonical text when at hand (in C where C agrees:
+    ``pixeltrack.core.addresses``; anything else goes the reference way)."""
+    if len(raw) <= 64 and raw.isprintable() and (found := parse_in_c(raw)) is not None:
+        return found
     return parse_ip(raw), None
 
 
