@@ -72,6 +72,21 @@ class Backlog:
     span: str  # first and last: the oldest and newest hit waiting of job $1
     every: str  # job_id, first, last of every job with hits waiting, by job_id: one read of all of them
 
+    @classmethod
+    def of(cls, kinds: str) -> Backlog:
+        """The statements for the hits waiting of ``kinds`` (a condition on kind: its partial index's)."""
+        waiting = f"rolled_at IS NULL AND {kinds}"
+        return cls(
+            next_job=f"SELECT job_id FROM raw_hits WHERE {waiting} AND job_id >= $1 ORDER BY job_id LIMIT 1",
+            span=f"""
+SELECT min(received_at) AS first, max(received_at) AS last FROM raw_hits WHERE job_id = $1 AND {waiting}
+""",
+            every=f"""
+SELECT job_id, min(received_at) AS first, max(received_at) AS last FROM raw_hits
+WHERE {waiting} GROUP BY job_id ORDER BY job_id
+""",
+        )
+
 
 @dataclass
 class Pending:

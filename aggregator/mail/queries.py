@@ -20,19 +20,7 @@ STORED = (*STORED_INLINE, *columns.ENRICHED)
 # ------------------------------------------------------------------ claim --
 # The jobs with hits to roll up (aggregator.claims.pending), through the
 # partial index raw_hits_unrolled_mail: probed once a job, or read whole.
-PENDING = claims.Backlog(
-    next_job="""
-SELECT job_id FROM raw_hits WHERE rolled_at IS NULL AND kind <> 'page' AND job_id >= $1 ORDER BY job_id LIMIT 1
-""",
-    span="""
-SELECT min(received_at) AS first, max(received_at) AS last FROM raw_hits
-WHERE job_id = $1 AND rolled_at IS NULL AND kind <> 'page'
-""",
-    every="""
-SELECT job_id, min(received_at) AS first, max(received_at) AS last FROM raw_hits
-WHERE rolled_at IS NULL AND kind <> 'page' GROUP BY job_id ORDER BY job_id
-""",
-)
+PENDING = claims.Backlog.of("kind <> 'page'")
 # Claims the oldest unrolled hits of one job ($1), under the job's lock
 # (aggregator.claims: no row lock needed, MARK_ROLLED checks they are still
 # unrolled). Page views of websites are left to aggregator.web (its own claim

@@ -23,19 +23,7 @@ STORED = ("client_ip", *columns.HEADERS, *columns.PAGE_VIEW, *columns.ENRICHED)
 # reference tables on Citus): joined to the claim, two join levels and a
 # sort per view (20k views of one site: 5.5 -> 2.8 us a view of PostgreSQL
 # CPU, 9.8 -> 8.5 of the aggregator's).
-PENDING = claims.Backlog(
-    next_job="""
-SELECT job_id FROM raw_hits WHERE rolled_at IS NULL AND kind = 'page' AND job_id >= $1 ORDER BY job_id LIMIT 1
-""",
-    span="""
-SELECT min(received_at) AS first, max(received_at) AS last FROM raw_hits
-WHERE job_id = $1 AND rolled_at IS NULL AND kind = 'page'
-""",
-    every="""
-SELECT job_id, min(received_at) AS first, max(received_at) AS last FROM raw_hits
-WHERE rolled_at IS NULL AND kind = 'page' GROUP BY job_id ORDER BY job_id
-""",
-)
+PENDING = claims.Backlog.of("kind = 'page'")
 CLAIM_PAGES = f"""
 SELECT {columns.listed(columns.RAW, client_ip="host(client_ip)")}
 FROM raw_hits WHERE job_id = $1 AND rolled_at IS NULL AND kind = 'page'
