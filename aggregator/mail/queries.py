@@ -82,8 +82,9 @@ SELECT * FROM unnest($1::bigint[], $2::bytea[]) ON CONFLICT (job_id) DO NOTHING
 # another), so a block-range index on job_id, summarized once filled
 # (ANALYZE_BATCH), lets the marking's statements, one job each, read their job's
 # few block ranges instead of the whole batch: read whole, the batch was scanned
-# twice per job (50 jobs a batch: the marking 8.7 -> 4.5 us a hit of PostgreSQL
-# CPU). A B-tree cost more to fill (0.4 us a hit in the COPY) than it saved with 5 jobs.
+# twice per job (50 jobs a batch: the marking 9.2-12.1 -> 6.2-6.5 us a hit of
+# PostgreSQL CPU, the COPY 0.2-0.3 us dearer). A B-tree on job_id cost 0.4 us a
+# hit more in the COPY than this; with 5 jobs none of the three is past noise.
 BATCH_TYPES = {
     "track": "text", "machine": "boolean", "unknown": "boolean", "family": "text", "rhash": "bytea",
     "link_id": "bigint", "reason": "text", "age_band": "text", "gender": "text", "zip": "text",
