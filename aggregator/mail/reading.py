@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -86,15 +86,16 @@ _AT, _JOB, _KIND, _TRACK, _MACHINE, _RECIPIENT, _RHASH = (
     BATCH_COLUMNS.index(name) for name in ("received_at", "job_id", "kind", "track", "machine", "recipient_id", "rhash")
 )
 LOAD_STATE = """
-SELECT s.job_id, s.hash, s.last_at, s.last_page, s.last_preload, s.furthest
+SELECT s.job_id, s.hash, s.last_at, s.last_page, s.last_preload, s.furthest, s.last_personal
 FROM unnest($1::bigint[], $2::bytea[]) AS k(job_id, hash)
 JOIN doc_reading_state s ON s.job_id = k.job_id AND s.hash = k.hash
 """
 SAVE_STATE = """
-INSERT INTO doc_reading_state AS t (job_id, hash, last_at, last_page, last_preload, furthest)
-SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::timestamptz[], $4::integer[], $5::boolean[], $6::integer[])
+INSERT INTO doc_reading_state AS t (job_id, hash, last_at, last_page, last_preload, furthest, last_personal)
+SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::timestamptz[], $4::integer[], $5::boolean[], $6::integer[],
+                     $7::boolean[])
 ON CONFLICT (job_id, hash) DO UPDATE SET last_at = excluded.last_at, last_page = excluded.last_page,
-    last_preload = excluded.last_preload, furthest = excluded.furthest
+    last_preload = excluded.last_preload, furthest = excluded.furthest, last_personal = excluded.last_personal
 """
 # A page's readers: scope 'doc_page' of unique_seen, in the row of the page
 # (link_id). The row may be there for another scope (a link id or page 0
@@ -140,6 +141,7 @@ class Last:
     page: int
     preload: bool
     furthest: int
+    personal: bool = False  # on the personal track: its seconds are its reader's (doc_reader_pages)
 
 
 @dataclass
@@ -194,15 +196,22 @@ def preloads(read: Read, ahead: Sequence[PageView], idle: float) -> bool:
 
 def advance(
     job: int, rid: int | None, last: Last | None, views: list[PageView], idle: float, tally: Tally,
-    ahead: Sequence[PageView] = (),
+    ahead: Sequence[PageView] = (), personal: Set[tuple[dt.datetime, int]] = frozenset(),
 ) -> tuple[Last, list[int]]:
     """Add one reader's new views of a batch to ``tally``; return their new last view and the pages read.
 
     ``ahead``: the reader's views after the batch, which tell whether its last view is a pre-load.
+    ``personal``: the (time, page) of the views on the personal track: only those count for the
+    reader ``rid`` (doc_reader_pages), each by its own track, so a view before the recipient's
+    consent is never theirs, in whichever batch it comes or the view that times it.
     """
+
+    def whose(at: dt.datetime, page: int) -> int | None:
+        return rid if (at, page) in personal else None
+
     late = [v for v in views if last is not None and v.at <= last.at]
     for view in late:  # arrived after later views were rolled up: a view, but untimed
-        tally.view(job, rid, view.page)
+        tally.view(job, whose(view.at, view.page), view.page)
     on_time = [v for v in views if last is None or v.at > last.at]
     timed = reads(([PageView(last.at, last.page)] if last else []) + on_time, idle)
     if len(timed) > (1 if last else 0) and preloads(timed[-1], ahead, idle):
@@ -213,20 +222,20 @@ def advance(
         # that comes within that second now arrived late and leaves its verdict as it is.
         first, rest = timed[0], timed[1:]
         if not last.preload and not first.preload and first.seconds is not None:
-            tally.timed(job, rid, last.page, first.seconds)
+            tally.timed(job, rid if last.personal else None, last.page, first.seconds)
     for read in rest:
         if read.preload:
             tally.pages[(job, read.page)]["preloaded"] += 1
             continue
-        tally.view(job, rid, read.page)
+        tally.view(job, whose(read.at, read.page), read.page)
         if read.seconds is not None:
-            tally.timed(job, rid, read.page, read.seconds)
+            tally.timed(job, whose(read.at, read.page), read.page, read.seconds)
     counted = [v.page for v in late] + [r.page for r in rest if not r.preload]
     furthest = max([last.furthest if last else 0, *counted])
     if last is not None and not rest:
-        return Last(last.at, last.page, last.preload, furthest), counted
+        return replace(last, furthest=furthest), counted
     end = timed[-1]
-    return Last(end.at, end.page, end.preload, furthest), counted
+    return Last(end.at, end.page, end.preload, furthest, (end.at, end.page) in personal), counted
 
 
 async def merge_reads(
@@ -241,7 +250,8 @@ async def merge_reads(
     """
     tally = Tally()
     readers: defaultdict[tuple[int, bytes], list[PageView]] = defaultdict(list)
-    personal: dict[tuple[int, bytes], int] = {}
+    ids: dict[tuple[int, bytes], int] = {}  # a reader's recipient, for their views on the personal track
+    personal: defaultdict[tuple[int, bytes], set[tuple[dt.datetime, int]]] = defaultdict(set)
     for hit, row in zip(hits, rows, strict=True):
         if row[_KIND] != "doc" or row[_MACHINE] or row[_TRACK] == "rejected" or (page := hit["page"]) is None:
             continue
@@ -250,31 +260,35 @@ async def merge_reads(
             continue
         key = (row[_JOB], row[_RHASH])
         readers[key].append(PageView(row[_AT], page))
+        ids[key] = hit["recipient_id"]
         if row[_RECIPIENT] is not None:
-            personal[key] = row[_RECIPIENT]
+            personal[key].add((row[_AT], page))
     if readers:
-        await _advance_all(conn, readers, personal, idle, tally, ahead or {})
+        await _advance_all(conn, readers, (ids, personal), idle, tally, ahead or {})
     await tally.merge(conn)
 
 
 async def _advance_all(conn: asyncpg.Connection, readers: Mapping[tuple[int, bytes], list[PageView]],
-                       personal: Mapping[tuple[int, bytes], int], idle: float, tally: Tally,
+                       who: tuple[Mapping[tuple[int, bytes], int], Mapping[tuple[int, bytes], Set[Any]]],
+                       idle: float, tally: Tally,
                        ahead: Mapping[tuple[int, bytes], Sequence[PageView]]) -> None:  # fmt: skip
     keys = sorted(readers)
     states = {
-        (r["job_id"], bytes(r["hash"])): Last(r["last_at"], r["last_page"], r["last_preload"], r["furthest"])
+        (r["job_id"], bytes(r["hash"])): Last(*tuple(r)[2:])
         for r in await conn.fetch(LOAD_STATE, [k[0] for k in keys], [k[1] for k in keys])
     }
     saved = []
     for key in keys:
         job, rhash = key
         before = states.get(key)
-        after, counted = advance(job, personal.get(key), before, readers[key], idle, tally, ahead.get(key, ()))
+        ids, personal = who
+        after, counted = advance(job, ids.get(key), before, readers[key], idle, tally, ahead.get(key, ()),
+                                 personal.get(key, frozenset()))
         old = before.furthest if before else 0
         if after.furthest != old:  # the reader got further: reached by one more reader from here back
             if old:
                 tally.pages[(job, old)]["furthest"] -= 1
             tally.pages[(job, after.furthest)]["furthest"] += 1
         tally.seen.update((job, rhash, page) for page in counted)
-        saved.append((job, rhash, after.at, after.page, after.preload, after.furthest))
+        saved.append((job, rhash, after.at, after.page, after.preload, after.furthest, after.personal))
     await conn.execute(SAVE_STATE, *[list(col) for col in zip(*saved, strict=True)])

@@ -905,10 +905,13 @@ CREATE TABLE IF NOT EXISTS doc_reading_state (
     last_page     integer NOT NULL,
     last_preload  boolean NOT NULL,
     furthest      integer NOT NULL DEFAULT 0,   -- furthest page read (pre-loads aside)
+    last_personal boolean NOT NULL DEFAULT false,  -- the last view was on the personal track (consent then)
     PRIMARY KEY (job_id, hash),
     FOREIGN KEY (job_id, seen_link, hash) REFERENCES unique_seen (job_id, link_id, hash) ON DELETE CASCADE
 );
 COMMENT ON TABLE doc_reading_state IS 'Documents: a reader''s last page view (keyed hash), to time it when the next comes.';
+-- Older databases: a reader's last view counts as not personal (its seconds go to the page, not to the reader).
+ALTER TABLE doc_reading_state ADD COLUMN IF NOT EXISTS last_personal boolean NOT NULL DEFAULT false;
 
 -- What earlier roll-up batches saw of a recipient, for the behavioural
 -- machine rules (aggregator/mail/context.py), so a verdict does not depend on

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import asyncpg
+import pytest
 
 from aggregator.config import AggregatorConfig
 from aggregator.enrich import EnrichConfig
@@ -153,6 +154,21 @@ class TestDocumentsReport:
         rows = page_rows(await build_report(conn, job))
         assert rows == [(1, 2, 0, None, None, None, None, None), (2, 3, 0, None, None, None, None, None),
                         (3, 3, 0, None, None, None, None, None), (4, 2, 0, None, None, None, None, None)]  # fmt: skip
+
+    @pytest.mark.parametrize("batch", [1000, 1])
+    async def test_consent_given_while_reading(self, conn: asyncpg.Connection, batch: int) -> None:
+        """Consent from 50 s: of pages 1-3 at 0, 40 and 100 s only page 3 is the reader's (untimed, the last);
+        page 2's 60 s, timed by the consented view, stay the page's, in one batch or in batches of one."""
+        job = await add_job(conn, "permission_personal")
+        await add_recipients(conn, job, 1, consent=True, changed_at=T0 + dt.timedelta(seconds=50))
+        await add_hits(conn, [doc(job, 1, 0, 1), doc(job, 1, 40, 2), doc(job, 1, 100, 3)])
+        cfg = AggregatorConfig(batch_size=batch, reading_idle=IDLE, enrich=EnrichConfig())
+        await rollup(conn, cfg, make_enricher(cfg.enrich))
+        assert page_rows(await build_report(conn, job)) == [
+            (1, 1, 0, 1, 1, 40, 40, 1), (2, 1, 0, 1, 1, 60, 60, 1), (3, 1, 0, 1, 1, None, 0, 0)]  # fmt: skip
+        readers = await conn.fetch("SELECT recipient_id, page, views, seconds FROM doc_reader_pages ORDER BY page")
+        assert [tuple(r) for r in readers] == [(1, 3, 1, 0.0)]
+        assert await conn.fetchval("SELECT last_personal FROM doc_reading_state") is True
 
     async def test_no_documents_no_section(self, conn: asyncpg.Connection) -> None:
         """A job without document pages has no documents section."""
