@@ -193,18 +193,31 @@ def spans(hits: Sequence[Mapping[str, Any]]) -> dict[int, Span]:
     return out
 
 
-async def mark(conn: asyncpg.Connection, sql: str, hits: Sequence[Mapping[str, Any]], drop: str | None = None) -> None:
+async def mark(
+    conn: asyncpg.Connection,
+    sql: str,
+    hits: Sequence[Mapping[str, Any]],
+    drop: str | None = None,
+    dropped: Mapping[int, int] | None = None,
+) -> None:
     """Mark the claimed ``hits`` rolled, one statement a job (``sql``: $1 now, $2 job, $3 first, $4 last).
 
     ``drop`` ($1 job, $2 first, $3 last): a statement that deletes the
-    claimed hits ``sql`` leaves out. Both touch only hits still unrolled; one fewer than
-    claimed in all means another transaction rolled it up meanwhile, and the
-    batch is refused.
+    claimed hits ``sql`` leaves out; ``dropped``: how many of each job's hits
+    it takes. A job's statement runs only where it has hits to take, the
+    deletion first: run after the marking, it stepped over the job's rows the
+    marking had just rewritten as well (twice the index entries: a personal
+    job of 52k hits, 51 ms to delete nothing). Both touch only hits still
+    unrolled; one fewer than claimed in all means another transaction rolled
+    it up meanwhile, and the batch is refused.
     """
     now = dt.datetime.now(dt.UTC)
     for job, span in sorted(spans(hits).items()):
-        marked = int((await conn.execute(sql, now, job, span.first, span.last)).split()[-1])
-        if drop is not None:
+        gone = None if dropped is None else dropped.get(job, 0)  # None: not known, both statements run
+        marked = 0
+        if drop is not None and gone != 0:
             marked += int((await conn.execute(drop, job, span.first, span.last)).split()[-1])
+        if gone is None or gone < span.hits:
+            marked += int((await conn.execute(sql, now, job, span.first, span.last)).split()[-1])
         if marked != span.hits:
             raise ClaimLost(f"job {job}: {span.hits} hits claimed, {marked} still unrolled when marked")

@@ -17,6 +17,7 @@ import gc
 import logging
 import secrets
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -131,7 +132,8 @@ async def merge(
     # unique-visitor statements took 3x as long on top of a long history.
     await conn.execute(queries.ANALYZE_BATCH)
     await conn.execute(queries.NO_NESTED_LOOP)
-    await claims.mark(conn, queries.MARK_ROLLED, hits, queries.DROP_ROLLED)
+    dropped = Counter(hit["job_id"] for hit, track in zip(hits, tracks, strict=True) if track in modes.ROWLESS)
+    await claims.mark(conn, queries.MARK_ROLLED, hits, queries.DROP_ROLLED, dropped)
     await conn.execute(queries.NESTED_LOOP)
     stats.add("mark", t)
     return rows
