@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import asyncpg
 
 from aggregator.config import AggregatorConfig
@@ -73,6 +75,23 @@ class TestAnonymous:
         assert [(c["age_band"], c["recipients"], c["unique_opens"]) for c in cells] == [
             ("25-34", 6, 6), ("35-44", 2, 2), ("other", 1, 1),
         ]  # fmt: skip
+
+    async def test_unique_in_the_cell_of_the_first_hit(self, conn: asyncpg.Connection) -> None:
+        """r1 (born 2000) opens at 23:59:50 on New Year's Eve 2024 (24) and at 00:00:10 (25), clicks at 00:00:20:
+        each hit counts in the cell of its own age; r1 as a recipient and an opener in the cell of their first
+        hit (18-24), as a clicker in that of their click (25-34). One batch, the same as three."""
+        job = await add_job(conn, "anonymous")
+        await add_recipients(conn, job, 1, profile=(2000, "f", "10115"))
+        midnight = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+        await add_hits(conn, [
+            hit("open", job, 1, received_at=midnight - dt.timedelta(seconds=10)),
+            hit("open", job, 1, received_at=midnight + dt.timedelta(seconds=10)),
+            hit("click", job, 1, link=A, received_at=midnight + dt.timedelta(seconds=20)),
+        ])  # fmt: skip
+        await roll(conn)
+        cells = await conn.fetch("SELECT age_band, recipients, opens, unique_opens, clicks, unique_clicks"
+                                 " FROM report_demographics WHERE job_id = $1 ORDER BY age_band", job)  # fmt: skip
+        assert [tuple(r) for r in cells] == [("18-24", 1, 1, 1, 0, 0), ("25-34", 0, 1, 0, 1, 1)]
 
     async def test_no_identity_stored(self, conn: asyncpg.Connection) -> None:
         """Raw hits are deleted once counted (11 opens, 2 clicks); no per-recipient roll-up rows exist."""
