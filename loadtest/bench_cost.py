@@ -23,7 +23,13 @@ With ``--rounds N`` the collected hits are rolled up N times, each time in a
 fresh copy of the collected database; with ``--against DIR`` (another source
 tree, e.g. ``git worktree add /tmp/base <commit>``) that tree's aggregator
 rolls up copies of the same hits too, alternating with this tree's, so the
-two are compared on the same hits in the same session. With ``--pairs N``
+two are compared on the same hits in the same session. ``--stages`` rolls up
+in process and prints each stage's CPU, ours and the PostgreSQL backend's;
+with ``--against DIR`` and ``--rounds N`` each round rolls up a copy with each
+tree in a process of its own (agents parsed beforehand, so the stages hold
+what the hits cost), alternating, and the medians of every stage are printed
+side by side: a change of 1 µs a hit is below one run's noise on a shared
+machine and shows only in medians of alternating runs. With ``--pairs N``
 the whole measure is made N times, each roll-up right after its collect
 (the machine's speed drifts on a shared host), and the ratios' median printed.
 """
@@ -32,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import resource
 import secrets
@@ -180,6 +187,92 @@ async def stages(server_url: str, url: str, hits: int) -> None:
         await support.drop_database(server_url, copy)
 
 
+# One in-process roll-up of a database (argv[1]) with the code of the tree it runs in, agents parsed
+# beforehand; prints {stage: [aggregator s, backend s]} and the hits as JSON. Only the API every tree
+# of this issue has (rollup's stats, RunStats.add), so that an older tree can be compared with it.
+STAGE_RUN = """
+import asyncio, json, sys, time
+import psutil
+from aggregator.config import AggregatorConfig
+from aggregator.enrich.enricher import make_enricher
+from aggregator.mail.rollup import RunStats, rollup
+from pixeltrack.core import db
+
+class Split(RunStats):
+    def __init__(self, backend):
+        super().__init__()
+        self.backend, self.cpu = backend, {}
+        self.mark = self.now()
+    def now(self):
+        return time.process_time(), sum(self.backend.cpu_times()[:2])
+    def add(self, stage, started):
+        now = self.now()
+        spent = self.cpu.setdefault(stage, [0.0, 0.0])
+        spent[0] += now[0] - self.mark[0]
+        spent[1] += now[1] - self.mark[1]
+        self.mark = now
+        return super().add(stage, started)
+
+async def main():
+    conn = await db.connect(sys.argv[1])
+    config = AggregatorConfig.from_env({})
+    enricher = make_enricher(config.enrich)
+    for row in await conn.fetch("SELECT DISTINCT user_agent FROM raw_hits"):
+        enricher.parse_agent(row[0])
+    stats = Split(psutil.Process(await conn.fetchval("SELECT pg_backend_pid()")))
+    await rollup(conn, config, enricher, stats=stats)
+    await conn.close()
+    print(json.dumps({"hits": stats.hits, "stages": stats.cpu}))
+
+asyncio.run(main())
+"""
+
+
+async def stage_run(server_url: str, url: str, tree: Path | None) -> tuple[int, dict[str, list[float]]]:
+    """Roll up a fresh copy of ``url`` in a process of ``tree``'s (None: this one's); hits, each stage's CPU."""
+    copy = await support.create_database(server_url, "pt_cost_stages", template=url)
+    try:
+        await drop_rollup_state(copy)
+        pixeltrack(copy, tree, "initdb")
+        env = {**os.environ} | ({"PYTHONPATH": str(tree)} if tree is not None else {})
+        done = subprocess.run([sys.executable, "-c", STAGE_RUN, copy], capture_output=True, text=True, env=env,
+                              cwd=tree, timeout=1800)
+        if done.returncode:
+            raise RuntimeError(f"stage run in {tree or 'this tree'} failed:\n{done.stderr}")
+    finally:
+        await support.drop_database(server_url, copy)
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    return found["hits"], found["stages"]
+
+
+async def compare_stages(server_url: str, url: str, rounds: int, against: Path) -> None:
+    """``rounds`` times, in-process roll-ups of the collected hits by this tree and ``against``, alternating;
+    each stage's median µs a hit (aggregator / PostgreSQL) for both."""
+    trees: dict[str, Path | None] = {"this tree": None, "against": against}
+    runs: dict[str, list[dict[str, list[float]]]] = {name: [] for name in trees}
+    for n in range(rounds):
+        for name, tree in trees.items():
+            hits, stages_cpu = await stage_run(server_url, url, tree)
+            per_hit = {k: [v[0] / hits * 1e6, v[1] / hits * 1e6] for k, v in stages_cpu.items()}
+            runs[name].append(per_hit)
+            total = sum(sum(v) for v in per_hit.values())
+            print(f"round {n + 1} {name}: {hits:,} hits, {total:.2f} us per hit", flush=True)
+
+    def median(name: str, stage: str, side: int) -> float:
+        return statistics.median(run.get(stage, [0.0, 0.0])[side] for run in runs[name])
+
+    stages = sorted({k for each in runs.values() for run in each for k in run},
+                    key=lambda k: -median("against", k, 0) - median("against", k, 1))
+    print(f"medians of {rounds} rounds, µs per hit (aggregator / PostgreSQL); against = {against}")
+    print(f"  {'stage':<22} {'this tree':>15} {'against':>15}")
+    for stage in stages:
+        ours, theirs = (f"{median(t, stage, 0):6.2f} / {median(t, stage, 1):5.2f}" for t in trees)
+        print(f"  {stage:<22} {ours:>15} {theirs:>15}")
+    totals = {name: statistics.median(sum(sum(v) for v in run.values()) for run in runs[name]) for name in trees}
+    print(f"  {'total (median)':<22} {totals['this tree']:15.2f} {totals['against']:15.2f}"
+          f"  ({totals['this tree'] / totals['against']:.2f}x)")
+
+
 async def compare(server_url: str, url: str, postmaster: psutil.Process, hits: int, collect: float,
                   rounds: int, against: Path | None) -> None:
     """Roll up copies of the collected hits ``rounds`` times with this tree (and ``against``), alternating."""
@@ -300,6 +393,10 @@ async def bench(server_url: str, postmaster: psutil.Process, seconds: float, tmp
     url, hits, collect_app, collect_pg = got.url, got.hits, got.app, got.pg
     if by_stage:
         print(got.line)
+        if against is not None:
+            await compare_stages(server_url, url, rounds, against)
+            await support.drop_database(server_url, url)
+            return
         for _ in range(rounds):
             await stages(server_url, url, hits)
         await support.drop_database(server_url, url)
@@ -340,7 +437,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="roll-ups of copies of the collected hits (default 1)")
     parser.add_argument("--against", type=Path, help="another source tree whose aggregator rolls up copies too")
     parser.add_argument("--stages", action="store_true",
-                        help="instead: roll up in this process and print each stage's CPU (``--rounds`` times)")
+                        help="instead: roll up in this process and print each stage's CPU (``--rounds`` times;"
+                             " with --against, each tree in a process of its own, alternating, and the medians)")
     parser.add_argument("--pairs", type=int, default=0,
                         help="instead: N times collect and roll up at once, each pair's ratio and the median")
     parser.add_argument("--sets", type=int, default=1,

@@ -77,3 +77,17 @@ class TestCostPairsSmoke:
         assert pair and int(pair[1].replace(",", "")) == int(pair[2]) > 0, out
         assert re.search(r"^roll-up / collect, 1 pairs: median (\d+\.\d\d)x, least \1x, all \1 \(aim 0\.25x\)$", out,
                          re.MULTILINE), out
+
+    def test_stages_against(self, server_url: str) -> None:
+        """`--stages --against` this very tree: each round rolls up every collected hit with both, and the medians
+        table names the stages for both, then the totals' ratio."""
+        out = bench("bench_cost", server_url, "--duration", "1", "--stages", "--rounds", "1",
+                    "--against", str(ROOT)).stdout  # fmt: skip
+        collected = re.search(r"^([\d,]+) hits collected at", out, re.MULTILINE)
+        assert collected, out
+        rounds = re.findall(r"^round 1 (this tree|against): ([\d,]+) hits, [\d.]+ us per hit$", out, re.MULTILINE)
+        assert [who for who, _ in rounds] == ["this tree", "against"], out
+        assert {hits for _, hits in rounds} == {collected[1]}, out
+        for stage in ("claim", "enrich", "build", "copy", "mark", "merge_totals"):
+            assert re.search(rf"^  {stage} +\d+\.\d\d / +\d+\.\d\d +\d+\.\d\d / +\d+\.\d\d$", out, re.MULTILINE), out
+        assert re.search(r"^  total \(median\) +[\d.]+ +[\d.]+  \(\d+\.\d\dx\)$", out, re.MULTILINE), out
