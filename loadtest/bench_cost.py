@@ -49,6 +49,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -234,15 +235,20 @@ async def stage_run(server_url: str, url: str, tree: Path | None) -> tuple[int, 
     try:
         await drop_rollup_state(copy)
         pixeltrack(copy, tree, "initdb")
-        env = {**os.environ} | ({"PYTHONPATH": str(tree)} if tree is not None else {})
-        done = subprocess.run([sys.executable, "-c", STAGE_RUN, copy], capture_output=True, text=True, env=env,
-                              cwd=tree, timeout=1800)
-        if done.returncode:
-            raise RuntimeError(f"stage run in {tree or 'this tree'} failed:\n{done.stderr}")
+        found = stages_of(copy, tree)
     finally:
         await support.drop_database(server_url, copy)
-    found = json.loads(done.stdout.strip().splitlines()[-1])
     return found["hits"], found["stages"]
+
+
+def stages_of(url: str, tree: Path | None) -> dict[str, Any]:
+    """STAGE_RUN on ``url`` in a process of ``tree``'s; what it printed."""
+    env = {**os.environ} | ({"PYTHONPATH": str(tree)} if tree is not None else {})
+    done = subprocess.run([sys.executable, "-c", STAGE_RUN, url], capture_output=True, text=True, env=env, cwd=tree,
+                          timeout=1800)  # fmt: skip
+    if done.returncode:
+        raise RuntimeError(f"stage run in {tree or 'this tree'} failed:\n{done.stderr}")
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
 async def compare_stages(server_url: str, url: str, rounds: int, against: Path) -> None:

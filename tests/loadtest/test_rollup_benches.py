@@ -91,3 +91,20 @@ class TestCostPairsSmoke:
         for stage in ("claim", "enrich", "build", "copy", "mark", "merge_totals"):
             assert re.search(rf"^  {stage} +\d+\.\d\d / +\d+\.\d\d +\d+\.\d\d / +\d+\.\d\d$", out, re.MULTILINE), out
         assert re.search(r"^  total \(median\) +[\d.]+ +[\d.]+  \(\d+\.\d\dx\)$", out, re.MULTILINE), out
+
+
+@pytest.mark.slow
+class TestSetBasedSmoke:
+    """`bench_setbased --duration 1 --rounds 1`: both ways build a batch of every collected hit, each step priced."""
+
+    def test_both_ways(self, server_url: str) -> None:
+        """Every collected hit built by today's steps and by the prototype; each step's line; the ratio line."""
+        out = bench("bench_setbased", server_url, "--duration", "1", "--rounds", "1").stdout
+        collected = re.search(r"^([\d,]+) hits collected at", out, re.MULTILINE)
+        assert collected, out
+        built = re.findall(r"^(today|set-based): ([\d,]+) hits, [\d.]+ us per hit$", out, re.MULTILINE)
+        assert built == [("today", collected[1]), ("set-based", collected[1])], out
+        for step in ("today: judge, enrich, build, copy", "set: batch rows (one INSERT ... SELECT)",
+                     "set: clicks and document views, hit by hit"):  # fmt: skip
+            assert re.search(rf"^  {re.escape(step)} +\d+\.\d\d / +\d+\.\d\d$", out, re.MULTILINE), out
+        assert re.search(r"^set-based / today: \d+\.\d\dx, -?[\d.]+ us per hit less$", out, re.MULTILINE), out
