@@ -911,15 +911,7 @@ CREATE TABLE IF NOT EXISTS doc_reading_state (
 );
 COMMENT ON TABLE doc_reading_state IS 'Documents: a reader''s last page view (keyed hash), to time it when the next comes.';
 -- Older databases: a reader's last view counts as not personal (its seconds go to the page, not to the reader).
--- Alone (EXECUTE), as the indexes of raw_hits: Citus sends DDL on a distributed table to its shards as the
--- statement came, and here it comes with all of this file's.
-DO $$
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'doc_reading_state'::regclass
-                   AND attname = 'last_personal' AND NOT attisdropped) THEN
-        EXECUTE 'ALTER TABLE doc_reading_state ADD COLUMN last_personal boolean NOT NULL DEFAULT false';
-    END IF;
-END $$;
+ALTER TABLE doc_reading_state ADD COLUMN IF NOT EXISTS last_personal boolean NOT NULL DEFAULT false;
 
 -- What earlier roll-up batches saw of a recipient, for the behavioural
 -- machine rules (aggregator/mail/context.py), so a verdict does not depend on
