@@ -11,7 +11,10 @@ neither a view nor any time. The same page again within a second is one view.
 
 Merged at roll-up (``merge_reads``, in the roll-up's transaction) into
 aggregates per page for every mode (views only for blind jobs, whose hits
-tell no reader apart) and, for personal tracking, per reader and page.
+tell no reader apart) and, for personal tracking, per reader and page: a
+view (and its seconds) is the reader's only if that view's own track is
+personal, so a view from before a recipient's consent stays the page's
+alone, in whichever batch it comes.
 
 The same views give the same figures however they are split into batches:
 a reader's last view so far waits in ``doc_reading_state`` for the next
