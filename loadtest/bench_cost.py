@@ -189,30 +189,16 @@ async def stages(server_url: str, url: str, hits: int) -> None:
 
 
 # One in-process roll-up of a database (argv[1]) with the code of the tree it runs in, agents parsed
-# beforehand; prints {stage: [aggregator s, backend s]} and the hits as JSON. Only the API every tree
-# of this issue has (rollup's stats, RunStats.add), so that an older tree can be compared with it.
+# beforehand; prints the hits and {stage: [aggregator s, backend s]} as JSON. Only what every tree of
+# this issue since --stages has (StageCPU, rollup's stats), so that an older tree can be compared.
 STAGE_RUN = """
-import asyncio, json, sys, time
+import asyncio, json, sys
 import psutil
 from aggregator.config import AggregatorConfig
 from aggregator.enrich.enricher import make_enricher
-from aggregator.mail.rollup import RunStats, rollup
+from aggregator.mail.rollup import rollup
+from loadtest.bench_cost import StageCPU
 from pixeltrack.core import db
-
-class Split(RunStats):
-    def __init__(self, backend):
-        super().__init__()
-        self.backend, self.cpu = backend, {}
-        self.mark = self.now()
-    def now(self):
-        return time.process_time(), sum(self.backend.cpu_times()[:2])
-    def add(self, stage, started):
-        now = self.now()
-        spent = self.cpu.setdefault(stage, [0.0, 0.0])
-        spent[0] += now[0] - self.mark[0]
-        spent[1] += now[1] - self.mark[1]
-        self.mark = now
-        return super().add(stage, started)
 
 async def main():
     conn = await db.connect(sys.argv[1])
@@ -220,7 +206,7 @@ async def main():
     enricher = make_enricher(config.enrich)
     for row in await conn.fetch("SELECT DISTINCT user_agent FROM raw_hits"):
         enricher.parse_agent(row[0])
-    stats = Split(psutil.Process(await conn.fetchval("SELECT pg_backend_pid()")))
+    stats = StageCPU(psutil.Process(await conn.fetchval("SELECT pg_backend_pid()")))
     await rollup(conn, config, enricher, stats=stats)
     await conn.close()
     print(json.dumps({"hits": stats.hits, "stages": stats.cpu}))
