@@ -267,24 +267,24 @@ async def merge_reads(
         if row[_RECIPIENT] is not None:
             personal[key].add((row[_AT], page))
     if readers:
-        await _advance_all(conn, readers, (ids, personal), idle, tally, ahead or {})
+        await _advance_all(conn, readers, ids, personal, idle, tally, ahead or {})
     await tally.merge(conn)
 
 
 async def _advance_all(conn: asyncpg.Connection, readers: Mapping[tuple[int, bytes], list[PageView]],
-                       who: tuple[Mapping[tuple[int, bytes], int], Mapping[tuple[int, bytes], Set[Any]]],
+                       ids: Mapping[tuple[int, bytes], int], personal: Mapping[tuple[int, bytes], Set[Any]],
                        idle: float, tally: Tally,
                        ahead: Mapping[tuple[int, bytes], Sequence[PageView]]) -> None:  # fmt: skip
     keys = sorted(readers)
     states = {
-        (r["job_id"], bytes(r["hash"])): Last(*tuple(r)[2:])
+        (r["job_id"], bytes(r["hash"])): Last(r["last_at"], r["last_page"], r["last_preload"], r["furthest"],
+                                              r["last_personal"])
         for r in await conn.fetch(LOAD_STATE, [k[0] for k in keys], [k[1] for k in keys])
     }
     saved = []
     for key in keys:
         job, rhash = key
         before = states.get(key)
-        ids, personal = who
         after, counted = advance(job, ids.get(key), before, readers[key], idle, tally, ahead.get(key, ()),
                                  personal.get(key, frozenset()))
         old = before.furthest if before else 0
