@@ -156,6 +156,10 @@ class StageCPU(RunStats):
         b = self.backend.cpu_times()
         return time.process_time(), b.user + b.system
 
+    def restart(self) -> None:
+        """Count from now on: what was spent since the last stage is no stage's."""
+        self._mark = self._now()
+
     def add(self, stage: str, started: float) -> float:
         """As RunStats.add, and the CPU of both since the previous stage ended (or the batch began)."""
         now = self._now()

@@ -54,11 +54,11 @@ from aggregator.mail import rollup as mail
 from aggregator.mail import tracks as modes
 from aggregator.mail.rows import BATCH_COLUMNS, PROFILE_COLUMNS
 from loadtest import support
-from loadtest.bench_cost import Mix, collect
+from loadtest.bench_cost import Mix, StageCPU, collect
 from pixeltrack.core import db
 
 BATCH = 100_000
-Step = dict[str, list[float]]  # step -> [aggregator s, backend s]
+Step = dict[str, list[float]]  # step -> [aggregator s, backend s] (StageCPU.cpu)
 
 TABLES = """
 CREATE TEMP TABLE claimed (hit_id uuid, received_at timestamptz, kind text, job_id bigint, recipient_id bigint,
@@ -115,25 +115,6 @@ PER_HIT = "SELECT * FROM claimed WHERE kind IN ('click', 'doc')"
 RECIPIENTS = "SELECT DISTINCT job_id, recipient_id FROM claimed WHERE recipient_id IS NOT NULL"
 
 
-class Clock:
-    """CPU of this process and of the backend since the last lap, per step."""
-
-    def __init__(self, backend: psutil.Process) -> None:
-        self.backend = backend
-        self.steps: Step = {}
-        self.mark = self.now()
-
-    def now(self) -> tuple[float, float]:
-        return time.process_time(), sum(self.backend.cpu_times()[:2])
-
-    def lap(self, step: str) -> None:
-        now = self.now()
-        spent = self.steps.setdefault(step, [0.0, 0.0])
-        spent[0] += now[0] - self.mark[0]
-        spent[1] += now[1] - self.mark[1]
-        self.mark = now
-
-
 async def per_hit(conn: asyncpg.Connection, hits: list[Any], enricher: Enricher, config: AggregatorConfig) -> int:
     """Today's steps up to the batch table for ``hits``; how many rows went in."""
     if not hits:
@@ -149,26 +130,28 @@ async def per_hit(conn: asyncpg.Connection, hits: list[Any], enricher: Enricher,
     return len(rows)
 
 
-async def today(conn: asyncpg.Connection, clock: Clock, enricher: Enricher, config: AggregatorConfig) -> int:
+async def today(conn: asyncpg.Connection, clock: StageCPU, enricher: Enricher, config: AggregatorConfig) -> int:
     """The product's batch: claim and every step to the batch table."""
+    t = time.perf_counter()
     pending = await claims.pending(conn, queries.PENDING)
     hits = await claims.claim(conn, pending, queries.CLAIM, BATCH, mail.EVER)
-    clock.lap("today: claim")
+    t = clock.add("today: claim", t)
     done = await per_hit(conn, hits, enricher, config)
-    clock.lap("today: judge, enrich, build, copy")
+    clock.add("today: judge, enrich, build, copy", t)
     return done
 
 
-async def set_based(conn: asyncpg.Connection, clock: Clock, enricher: Enricher, config: AggregatorConfig) -> int:
+async def set_based(conn: asyncpg.Connection, clock: StageCPU, enricher: Enricher, config: AggregatorConfig) -> int:
     """The prototype's batch (see the module's text); how many hits it built."""
     await conn.execute(TABLES)
-    clock.mark = clock.now()
+    clock.restart()
+    t = time.perf_counter()
     left = BATCH
     for job in [r[0] for r in await conn.fetch("SELECT job_id FROM jobs UNION SELECT 0 ORDER BY 1")]:
         left -= int((await conn.execute(CLAIM, job, left)).split()[-1])
         if left <= 0:
             break
-    clock.lap("set: claim (INSERT ... SELECT)")
+    t = clock.add("set: claim (INSERT ... SELECT)", t)
     run = Run(enricher)
     agents = {r[0]: n for n, r in enumerate(await conn.fetch("SELECT DISTINCT user_agent FROM claimed"))}
     parsed = {text: run.agent(text) for text in agents}
@@ -188,7 +171,7 @@ async def set_based(conn: asyncpg.Connection, clock: Clock, enricher: Enricher, 
         part = run.source({"kind": kind, "link": link, "referer": referer, "url": None}, kind)
         found.append((kind, link, referer, sources.setdefault(id(part), len(sources))))
     await conn.copy_records_to_table("d_source", records=found)
-    clock.lap("set: agents, addresses, languages, sources")
+    t = clock.add("set: agents, addresses, languages, sources", t)
     by_job: dict[int, list[int]] = {}
     for job, rid in await conn.fetch(RECIPIENTS):
         by_job.setdefault(job, []).append(rid)
@@ -204,7 +187,7 @@ async def set_based(conn: asyncpg.Connection, clock: Clock, enricher: Enricher, 
             people.append((job, rid, None if hasher is None else hasher(rid), consent_from,
                            bool(person is not None and person["forgotten"])))  # fmt: skip
     await conn.copy_records_to_table("d_person", records=people)
-    clock.lap("set: recipients, keyed hashes")
+    t = clock.add("set: recipients, keyed hashes", t)
     clients: dict[int, int] = {}
     verdicts = []
     for text, kind, prefetch, apple, scanner in await conn.fetch(VERDICTS):
@@ -213,13 +196,13 @@ async def set_based(conn: asyncpg.Connection, clock: Clock, enricher: Enricher, 
         verdicts.append((agents[text], kind, prefetch, apple, scanner, clients.setdefault(id(client), len(clients)),
                          traffic == "machine", traffic == "unknown", client.get("machine_family")))  # fmt: skip
     await conn.copy_records_to_table("d_verdict", records=verdicts)
-    clock.lap("set: verdicts of (agent, kind, prefetch, networks)")
+    t = clock.add("set: verdicts of (agent, kind, prefetch, networks)", t)
     await conn.execute(BUILD)
     built = int(await conn.fetchval("SELECT count(*) FROM built"))
-    clock.lap("set: batch rows (one INSERT ... SELECT)")
+    t = clock.add("set: batch rows (one INSERT ... SELECT)", t)
     hits = [dict(r) for r in await conn.fetch(PER_HIT)]
     await per_hit(conn, hits, enricher, config)
-    clock.lap("set: clicks and document views, hit by hit")
+    clock.add("set: clicks and document views, hit by hit", t)
     return built
 
 
@@ -236,17 +219,17 @@ async def measure(url: str, rounds: int) -> None:
             enricher.parse_agent(text)  # parsed agents are kept across batches: not what is compared
         for _ in range(rounds):
             for name, way in ways.items():
-                clock = Clock(psutil.Process(await conn.fetchval("SELECT pg_backend_pid()")))
+                clock = StageCPU(psutil.Process(await conn.fetchval("SELECT pg_backend_pid()")))
                 tr = conn.transaction()
                 await tr.start()
                 try:
                     await conn.execute(queries.CREATE_BATCH)
-                    clock.mark = clock.now()
+                    clock.restart()
                     hits = await way(conn, clock, enricher, config)
                 finally:
                     await tr.rollback()
-                runs[name].append((hits, clock.steps))
-                total = sum(sum(v) for v in clock.steps.values()) / hits * 1e6
+                runs[name].append((hits, clock.cpu))
+                total = sum(sum(v) for v in clock.cpu.values()) / hits * 1e6
                 print(f"{name}: {hits:,} hits, {total:.2f} us per hit", flush=True)
     finally:
         await conn.close()
