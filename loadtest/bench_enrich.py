@@ -23,12 +23,14 @@ import argparse
 import json
 import random
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from aggregator.enrich import EnrichConfig, Enricher
 
+oracle: Callable[..., list[dict[str, Any]]] | None
 try:  # the test oracle, present in a source checkout only
     from tests.aggregator.enrich.reference import enrich as oracle
 except ImportError:

@@ -36,7 +36,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from loadtest import campaign as campaigns
-from loadtest import procs
+from loadtest import procs, support
 from loadtest.ab import drop_worktree, worktree
 from loadtest.support import free_port
 from pixeltrack.core.mint import Minter
@@ -230,7 +230,7 @@ def collector_cmd(fd_limit: int, tree: Path | None) -> list[str]:
 
 async def run(args: argparse.Namespace) -> None:
     server_url = campaigns.server_url(args.database_url)
-    url = await campaigns.create_database(server_url, "pt_idle")
+    url = await support.create_database(server_url, "pt_idle")
     tmp = Path(tempfile.mkdtemp(prefix="pixeltrack-idle-"))
     against = worktree(args.against, tmp) if args.against else None
     try:
@@ -240,7 +240,7 @@ async def run(args: argparse.Namespace) -> None:
     finally:
         if against is not None:
             drop_worktree(against)
-        await campaigns.drop_database(server_url, url)
+        await support.drop_database(server_url, url)
 
 
 def main(argv: list[str] | None = None) -> int:

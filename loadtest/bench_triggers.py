@@ -34,8 +34,8 @@ import asyncpg
 from aiohttp import web
 
 from aggregator.triggers.store import TriggerSpec, create_trigger
-from loadtest.campaign import create_database, drop_database, server_url
-from loadtest.support import free_port
+from loadtest.campaign import server_url
+from loadtest.support import create_database, drop_database, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROME = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "

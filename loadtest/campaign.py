@@ -64,7 +64,7 @@ def server_url(configured: str | None, data_dir: Path = Path(".pixeltrack")) -> 
 
 
 def _recipient_rows(job_id: int, count: int, rng: random.Random) -> list[tuple[object, ...]]:
-    rows = []
+    rows: list[tuple[object, ...]] = []
     for rid in range(count):
         year = rng.randint(1950, 2006) if rng.random() < 0.8 else None
         rows.append((job_id, rid, f"r{rid}.j{job_id}@mail.example.net", rng.random() < 0.6, year,

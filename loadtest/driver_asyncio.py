@@ -64,7 +64,7 @@ async def _read_answer(reader: asyncio.StreamReader) -> tuple[int, bool]:
 async def _connection(shared: _Shared, host: str, port: int) -> None:
     """One kept-alive connection, reconnecting after errors (bounded)."""
     result, failures = shared.result, 0
-    writer = None
+    stream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
     while failures < 20:
         n = shared.next_index()
         if n is None:
@@ -76,17 +76,18 @@ async def _connection(shared: _Shared, host: str, port: int) -> None:
         category = shared.categories[n]
         result.sent[category] += 1
         try:
-            if writer is None:
-                reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), READ_TIMEOUT)
+            if stream is None:
+                stream = await asyncio.wait_for(asyncio.open_connection(host, port), READ_TIMEOUT)
+            reader, writer = stream
             started = time.perf_counter()
             writer.write(shared.payloads[n])
             status, keep = await asyncio.wait_for(_read_answer(reader), READ_TIMEOUT)
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ValueError) as exc:
             result.errors[type(exc).__name__] += 1
             failures += 1
-            if writer is not None:
-                writer.close()
-            writer = None
+            if stream is not None:
+                stream[1].close()
+            stream = None
             continue
         shared.latencies.append((time.perf_counter() - started) * 1000.0)
         result.statuses[status] += 1
@@ -96,9 +97,9 @@ async def _connection(shared: _Shared, host: str, port: int) -> None:
             result.errors[str(status)] += 1
         if not keep:
             writer.close()
-            writer = None
-    if writer is not None:
-        writer.close()
+            stream = None
+    if stream is not None:
+        stream[1].close()
 
 
 async def _progress(shared: _Shared, progress: Progress) -> None:

@@ -121,7 +121,7 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
-        if self._log is not subprocess.DEVNULL:
+        if not isinstance(self._log, int):  # a file, not subprocess.DEVNULL
             self._log.close()
         return int(self.proc.returncode)
 

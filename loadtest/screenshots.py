@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestServer
 
 from aggregator.config import AggregatorConfig
 from aggregator.rollup import rollup_all
-from loadtest.bench_aggregator import admin, with_database
+from loadtest import support
 from pixeltrack.core import db
 from pixeltrack.core.config import Secrets
 from pixeltrack.core.websites import create_site
@@ -123,15 +123,12 @@ async def main(out: Path) -> None:
     server = os.environ.get("DATABASE_URL")
     if not server:
         raise SystemExit("DATABASE_URL is not set: point it at a PostgreSQL server")
-    name = f"pt_shots_{secrets.token_hex(4)}"
-    await admin(server, f'CREATE DATABASE "{name}"')
-    url = with_database(server, name)
+    url = await support.create_database(server, "pt_shots")  # with the schema applied
     try:
-        await db.apply_schema(url)
         job, site = await fill(url)
         await photograph(url, out, job, site)
     finally:
-        await admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await support.drop_database(server, url)
 
 
 if __name__ == "__main__":
