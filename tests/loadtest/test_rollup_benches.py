@@ -108,3 +108,25 @@ class TestSetBasedSmoke:
                      "set: clicks and document views, hit by hit"):  # fmt: skip
             assert re.search(rf"^  {re.escape(step)} +\d+\.\d\d / +\d+\.\d\d$", out, re.MULTILINE), out
         assert re.search(r"^set-based / today: \d+\.\d\dx, -?[\d.]+ us per hit less$", out, re.MULTILINE), out
+
+
+@pytest.mark.slow
+class TestFloorSmoke:
+    """`bench_floor --duration 1 --rounds 1`: the product, the SQL floor and the read on the same collected hits."""
+
+    def test_floor_and_read(self, server_url: str) -> None:
+        """Every collected hit judged by the floor and read by the claim; each step's line; the three sums."""
+        out = bench("bench_floor", server_url, "--duration", "1", "--rounds", "1").stdout
+        collected = re.search(r"^([\d,]+) hits collected at", out, re.MULTILINE)
+        assert collected, out
+        judged = re.search(r"^round 1: ([\d,]+) hits judged \(([\d,]+) deleted, ([\d,]+) rewritten\), ([\d,]+) read; "
+                           r"product [\d.]+, floor [\d.]+, read [\d.]+ us per hit$", out, re.MULTILINE)
+        assert judged, out
+        hits, deleted, rewritten, read = (int(n.replace(",", "")) for n in judged.groups())
+        assert hits == read == int(collected[1].replace(",", "")), out
+        assert deleted + rewritten == hits and deleted > 0 and rewritten > 0, out
+        for step in ("product", "judge", "group", "delete", "rewrite", "floor", "read (aggregator)",
+                     "read (PostgreSQL)"):  # fmt: skip
+            assert re.search(rf"^  {re.escape(step)} +\d+\.\d\d  \d\.\d\d\dx$", out, re.MULTILINE), out
+        assert re.search(r"^floor without the rewrite .*: [\d.]+ us per hit, \d\.\d\d\dx$", out, re.MULTILINE), out
+        assert re.search(r"^floor with every hit read by the aggregator: [\d.]+ us per hit", out, re.MULTILINE), out
