@@ -37,11 +37,7 @@ product can only cost more. Measures and prints; asserts nothing.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import statistics
-import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -54,7 +50,7 @@ from aggregator.mail import queries
 from aggregator.mail.rollup import EVER
 from aggregator.mail.tracks import ROWLESS
 from loadtest import support
-from loadtest.bench_cost import Collected, Mix, StageCPU, collect, roll_up
+from loadtest.bench_cost import Collected, Mix, StageCPU, collect, collect_and_measure, roll_up
 from pixeltrack.core import columns, db
 
 _ROWLESS = ", ".join(f"'{track}'" for track in sorted(ROWLESS))
@@ -211,18 +207,7 @@ async def bench(server_url: str, postmaster: psutil.Process, seconds: float, rou
 
 def main() -> None:
     """A private PostgreSQL in a temporary folder; collect; the rounds; stop it."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds of traffic (default 10)")
-    parser.add_argument("--rounds", type=int, default=3, help="product, floor and read, alternating (default 3)")
-    args = parser.parse_args()
-    import pgserver
-
-    with tempfile.TemporaryDirectory(prefix="pixeltrack-floor-") as name:
-        tmp = Path(name)
-        server = pgserver.get_server(tmp / "pg", cleanup_mode="stop")
-        postmaster = psutil.Process(server.get_pid())
-        asyncio.run(bench(server.get_uri(), postmaster, args.duration, args.rounds, tmp))
-    sys.stdout.flush()
+    collect_and_measure(__doc__ or "", "pixeltrack-floor-", "product, floor and read, alternating", bench)
 
 
 if __name__ == "__main__":

@@ -32,11 +32,7 @@ and the marking come after the batch table and are the same either way.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import statistics
-import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -54,7 +50,7 @@ from aggregator.mail import rollup as mail
 from aggregator.mail import tracks as modes
 from aggregator.mail.rows import BATCH_COLUMNS, PROFILE_COLUMNS
 from loadtest import support
-from loadtest.bench_cost import Mix, StageCPU, collect
+from loadtest.bench_cost import Mix, StageCPU, collect, collect_and_measure
 from pixeltrack.core import db
 
 BATCH = 100_000
@@ -258,18 +254,7 @@ async def main_async(server_url: str, postmaster: psutil.Process, seconds: float
 
 def main() -> None:
     """A private PostgreSQL in a temporary folder; collect; both ways; stop it."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds of traffic (default 10)")
-    parser.add_argument("--rounds", type=int, default=3, help="batches built each way, alternating (default 3)")
-    args = parser.parse_args()
-    import pgserver
-
-    with tempfile.TemporaryDirectory(prefix="pixeltrack-setbased-") as name:
-        tmp = Path(name)
-        server = pgserver.get_server(tmp / "pg", cleanup_mode="stop")
-        postmaster = psutil.Process(server.get_pid())
-        asyncio.run(main_async(server.get_uri(), postmaster, args.duration, args.rounds, tmp))
-    sys.stdout.flush()
+    collect_and_measure(__doc__ or "", "pixeltrack-setbased-", "batches built each way, alternating", main_async)
 
 
 if __name__ == "__main__":

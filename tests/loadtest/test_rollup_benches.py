@@ -21,6 +21,13 @@ def bench(module: str, server_url: str, *flags: str) -> subprocess.CompletedProc
     return proc
 
 
+def hits_collected(out: str) -> str:
+    """How many hits a benchmark's collect took, as it printed the number (with commas)."""
+    found = re.search(r"^([\d,]+) hits collected at", out, re.MULTILINE)
+    assert found, out
+    return found[1]
+
+
 @pytest.mark.slow
 class TestKeepUpSmoke:
     """`bench_keepup` for 5 s: a line per second, then every answered hit stored, counted and rolled up."""
@@ -83,11 +90,10 @@ class TestCostPairsSmoke:
         table names the stages for both, then the totals' ratio."""
         out = bench("bench_cost", server_url, "--duration", "1", "--stages", "--rounds", "1",
                     "--against", str(ROOT)).stdout  # fmt: skip
-        collected = re.search(r"^([\d,]+) hits collected at", out, re.MULTILINE)
-        assert collected, out
+        collected = hits_collected(out)
         rounds = re.findall(r"^round 1 (this tree|against): ([\d,]+) hits, [\d.]+ us per hit$", out, re.MULTILINE)
         assert [who for who, _ in rounds] == ["this tree", "against"], out
-        assert {hits for _, hits in rounds} == {collected[1]}, out
+        assert {hits for _, hits in rounds} == {collected}, out
         for stage in ("claim", "enrich", "build", "copy", "mark", "merge_totals"):
             assert re.search(rf"^  {stage} +\d+\.\d\d / +\d+\.\d\d +\d+\.\d\d / +\d+\.\d\d$", out, re.MULTILINE), out
         assert re.search(r"^  total \(median\) +[\d.]+ +[\d.]+  \(\d+\.\d\dx\)$", out, re.MULTILINE), out
@@ -100,10 +106,9 @@ class TestSetBasedSmoke:
     def test_both_ways(self, server_url: str) -> None:
         """Every collected hit built by today's steps and by the prototype; each step's line; the ratio line."""
         out = bench("bench_setbased", server_url, "--duration", "1", "--rounds", "1").stdout
-        collected = re.search(r"^([\d,]+) hits collected at", out, re.MULTILINE)
-        assert collected, out
+        collected = hits_collected(out)
         built = re.findall(r"^(today|set-based): ([\d,]+) hits, [\d.]+ us per hit$", out, re.MULTILINE)
-        assert built == [("today", collected[1]), ("set-based", collected[1])], out
+        assert built == [("today", collected), ("set-based", collected)], out
         for step in ("today: judge, enrich, build, copy", "set: batch rows (one INSERT ... SELECT)",
                      "set: clicks and document views, hit by hit"):  # fmt: skip
             assert re.search(rf"^  {re.escape(step)} +\d+\.\d\d / +\d+\.\d\d$", out, re.MULTILINE), out
@@ -117,13 +122,12 @@ class TestFloorSmoke:
     def test_floor_and_read(self, server_url: str) -> None:
         """Every collected hit judged by the floor and read by the claim; each step's line; the three sums."""
         out = bench("bench_floor", server_url, "--duration", "1", "--rounds", "1").stdout
-        collected = re.search(r"^([\d,]+) hits collected at", out, re.MULTILINE)
-        assert collected, out
+        collected = hits_collected(out)
         judged = re.search(r"^round 1: ([\d,]+) hits judged \(([\d,]+) deleted, ([\d,]+) rewritten\), ([\d,]+) read; "
                            r"product [\d.]+, floor [\d.]+, read [\d.]+ us per hit$", out, re.MULTILINE)
         assert judged, out
         hits, deleted, rewritten, read = (int(n.replace(",", "")) for n in judged.groups())
-        assert hits == read == int(collected[1].replace(",", "")), out
+        assert hits == read == int(collected.replace(",", "")), out
         assert deleted + rewritten == hits and deleted > 0 and rewritten > 0, out
         for step in ("product", "judge", "group", "delete", "rewrite", "floor", "read (aggregator)",
                      "read (PostgreSQL)"):  # fmt: skip
