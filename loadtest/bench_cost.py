@@ -427,30 +427,24 @@ async def bench(server_url: str, postmaster: psutil.Process, seconds: float, tmp
     await support.drop_database(server_url, url)
 
 
-def on_private_server(prefix: str, work: Callable[[str, psutil.Process, Path], Coroutine[Any, Any, None]]) -> None:
-    """A private PostgreSQL (pgserver) in a temporary folder named ``prefix``...; ``work(its URL, its postmaster,
-    the folder)``; stop it. Only its own processes count in its CPU."""
-    import pgserver
-
-    with tempfile.TemporaryDirectory(prefix=prefix) as name:
-        tmp = Path(name)
-        server = pgserver.get_server(tmp / "pg", cleanup_mode="stop")
-        asyncio.run(work(server.get_uri(), psutil.Process(server.get_pid()), tmp))
-    sys.stdout.flush()
-
-
 Measure = Callable[[str, psutil.Process, float, int, Path], Coroutine[Any, Any, None]]
 
 
 def collect_and_measure(doc: str, prefix: str, rounds: str, work: Measure) -> None:
     """The command of a benchmark that collects ``--duration`` seconds of the mix and measures ``--rounds`` times
-    (``rounds``: what a round is, for its help), on a private server: ``work(URL, postmaster, seconds, rounds,
-    folder)``."""
+    (``rounds``: what a round is, for its help): ``work(URL, postmaster, seconds, rounds, folder)`` on a private
+    PostgreSQL (pgserver) in a temporary folder named from ``prefix``, stopped afterwards."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of traffic (default 10)")
     parser.add_argument("--rounds", type=int, default=3, help=f"{rounds} (default 3)")
     args = parser.parse_args()
-    on_private_server(prefix, lambda url, postmaster, tmp: work(url, postmaster, args.duration, args.rounds, tmp))
+    import pgserver
+
+    with tempfile.TemporaryDirectory(prefix=prefix) as name:
+        tmp = Path(name)
+        server = pgserver.get_server(tmp / "pg", cleanup_mode="stop")
+        asyncio.run(work(server.get_uri(), psutil.Process(server.get_pid()), args.duration, args.rounds, tmp))
+    sys.stdout.flush()
 
 
 def main() -> None:

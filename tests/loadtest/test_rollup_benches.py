@@ -28,6 +28,12 @@ def hits_collected(out: str) -> str:
     return found[1]
 
 
+def assert_lines(out: str, names: tuple[str, ...], figures: str) -> None:
+    """A line "  <name> <figures>" in ``out`` for each of ``names`` (``figures``: a pattern)."""
+    for name in names:
+        assert re.search(rf"^  {re.escape(name)} +{figures}$", out, re.MULTILINE), out
+
+
 @pytest.mark.slow
 class TestKeepUpSmoke:
     """`bench_keepup` for 5 s: a line per second, then every answered hit stored, counted and rolled up."""
@@ -94,8 +100,8 @@ class TestCostPairsSmoke:
         rounds = re.findall(r"^round 1 (this tree|against): ([\d,]+) hits, [\d.]+ us per hit$", out, re.MULTILINE)
         assert [who for who, _ in rounds] == ["this tree", "against"], out
         assert {hits for _, hits in rounds} == {collected}, out
-        for stage in ("claim", "enrich", "build", "copy", "mark", "merge_totals"):
-            assert re.search(rf"^  {stage} +\d+\.\d\d / +\d+\.\d\d +\d+\.\d\d / +\d+\.\d\d$", out, re.MULTILINE), out
+        assert_lines(out, ("claim", "enrich", "build", "copy", "mark", "merge_totals"),
+                     r"\d+\.\d\d / +\d+\.\d\d +\d+\.\d\d / +\d+\.\d\d")  # fmt: skip
         assert re.search(r"^  total \(median\) +[\d.]+ +[\d.]+  \(\d+\.\d\dx\)$", out, re.MULTILINE), out
 
 
@@ -109,9 +115,8 @@ class TestSetBasedSmoke:
         collected = hits_collected(out)
         built = re.findall(r"^(today|set-based): ([\d,]+) hits, [\d.]+ us per hit$", out, re.MULTILINE)
         assert built == [("today", collected), ("set-based", collected)], out
-        for step in ("today: judge, enrich, build, copy", "set: batch rows (one INSERT ... SELECT)",
-                     "set: clicks and document views, hit by hit"):  # fmt: skip
-            assert re.search(rf"^  {re.escape(step)} +\d+\.\d\d / +\d+\.\d\d$", out, re.MULTILINE), out
+        assert_lines(out, ("today: judge, enrich, build, copy", "set: batch rows (one INSERT ... SELECT)",
+                           "set: clicks and document views, hit by hit"), r"\d+\.\d\d / +\d+\.\d\d")  # fmt: skip
         assert re.search(r"^set-based / today: \d+\.\d\dx, -?[\d.]+ us per hit less$", out, re.MULTILINE), out
 
 
@@ -129,8 +134,7 @@ class TestFloorSmoke:
         hits, deleted, rewritten, read = (int(n.replace(",", "")) for n in judged.groups())
         assert hits == read == int(collected.replace(",", "")), out
         assert deleted + rewritten == hits and deleted > 0 and rewritten > 0, out
-        for step in ("product", "judge", "group", "delete", "rewrite", "floor", "read (aggregator)",
-                     "read (PostgreSQL)"):  # fmt: skip
-            assert re.search(rf"^  {re.escape(step)} +\d+\.\d\d  \d\.\d\d\dx$", out, re.MULTILINE), out
+        assert_lines(out, ("product", "judge", "group", "delete", "rewrite", "floor", "read (aggregator)",
+                           "read (PostgreSQL)"), r"\d+\.\d\d  \d\.\d\d\dx")  # fmt: skip
         assert re.search(r"^floor without the rewrite .*: [\d.]+ us per hit, \d\.\d\d\dx$", out, re.MULTILINE), out
         assert re.search(r"^floor with every hit read by the aggregator: [\d.]+ us per hit", out, re.MULTILINE), out
