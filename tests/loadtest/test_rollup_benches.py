@@ -138,3 +138,29 @@ class TestFloorSmoke:
                            "read (PostgreSQL)"), r"\d+\.\d\d  \d\.\d\d\dx")  # fmt: skip
         assert re.search(r"^floor without the rewrite .*: [\d.]+ us per hit, \d\.\d\d\dx$", out, re.MULTILINE), out
         assert re.search(r"^floor with every hit read by the aggregator: [\d.]+ us per hit", out, re.MULTILINE), out
+
+
+@pytest.mark.slow
+class TestVectorSmoke:
+    """`bench_vector --duration 1 --rounds 1`: the product and the columnar prototype on the same collected hits."""
+
+    def test_counts_agree_with_the_product(self, server_url: str) -> None:
+        """Every collected hit read once, deleted or rewritten; its counts per job and kind are the product's; each
+        step's line and the three sums."""
+        out = bench("bench_vector", server_url, "--duration", "1", "--rounds", "1").stdout
+        collected = int(hits_collected(out).replace(",", ""))
+        done = re.search(r"^round 1: ([\d,]+) hits read \(([\d,]+) deleted, ([\d,]+) rewritten\); product [\d.]+, "
+                         r"columnar core [\d.]+ us per hit$", out, re.MULTILINE)  # fmt: skip
+        assert done, out
+        read, deleted, rewritten = (int(n.replace(",", "")) for n in done.groups())
+        assert read == collected and deleted + rewritten == read and deleted > 0 and rewritten > 0, out
+        agree = re.search(r"^counted ([\d,]+) hits in (\d+) \(job, kind\) cells; cells that differ from the "
+                          r"product's: (\d+)$", out, re.MULTILINE)  # fmt: skip
+        # every hit in one cell (rejected hits in cells of their own), each cell as the product counted it
+        assert agree and agree[3] == "0" and int(agree[2]) >= 10 and int(agree[1].replace(",", "")) == read, out
+        assert_lines(out, ("read", "tracks", "distinct values", "verdicts", "hashes", "click rules", "groupings",
+                           "grouped rows in", "keys in", "delete", "rewrite"),
+                     r"\d+\.\d\d \( *\d+\.\d\d\)  \d\.\d\d\dx")  # fmt: skip
+        for total in ("columnar core", "core \\+ delete \\+ rewrite \\(raw rows as today\\)",
+                      "core \\+ delete, kept rows not rewritten"):
+            assert re.search(rf"^{total}: [\d.]+ us per hit, \d\.\d\d\dx", out, re.MULTILINE), out
