@@ -38,9 +38,9 @@ what they have just removed.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -135,29 +135,43 @@ async def claim(conn: asyncpg.Connection, jobs: Pending, sql: str, limit: int, *
     comes last in the hits), so the next batch starts with the next job in turn. ``more``: further
     parameters of ``sql`` ($3 ...).
     """
+
+    async def one(job: int, room: int) -> list[asyncpg.Record]:
+        return list(await conn.fetch(sql, job, room, *more))
+
+    return [hit for rows in await claim_with(conn, jobs, one, limit) for hit in rows]
+
+
+Rows = TypeVar("Rows", bound=Sized)
+
+
+async def claim_with(
+    conn: asyncpg.Connection, jobs: Pending, fetch: Callable[[int, int], Awaitable[Rows]], limit: int
+) -> list[Rows]:
+    """``claim`` with each job's hits fetched by ``fetch(job, room)`` (at most ``room`` of them): their chunks."""
     await conn.execute(GATE_SHARED)
-    hits: list[asyncpg.Record] = []
+    chunks: list[Rows] = []
+    hits = 0
     taken = 0
     for job in list(jobs.todo):
-        if len(hits) >= limit or taken >= MAX_JOBS_PER_BATCH:
+        if hits >= limit or taken >= MAX_JOBS_PER_BATCH:
             break
         jobs.todo.remove(job)
         if not await conn.fetchval(TRY_JOB_LOCK, job):
             jobs.held.append(job)
             continue
         taken += 1
-        hits += await _claim_job(conn, jobs, job, sql, limit - len(hits), more)
+        chunks.append(await _claim_job(jobs, job, fetch, limit - hits))
+        hits += len(chunks[-1])
     if not hits and not jobs.todo and jobs.held and not taken:
         job = jobs.held.pop(0)
         await conn.execute(JOB_LOCK, job)  # the other aggregator's batch of it commits first
-        hits = await _claim_job(conn, jobs, job, sql, limit, more)
-    return hits
+        chunks = [await _claim_job(jobs, job, fetch, limit)]
+    return chunks
 
 
-async def _claim_job(
-    conn: asyncpg.Connection, jobs: Pending, job: int, sql: str, room: int, more: tuple[object, ...]
-) -> list[asyncpg.Record]:
-    rows = list(await conn.fetch(sql, job, room, *more))
+async def _claim_job(jobs: Pending, job: int, fetch: Callable[[int, int], Awaitable[Rows]], room: int) -> Rows:
+    rows = await fetch(job, room)
     if len(rows) == room:
         jobs.todo.append(job)  # maybe more: after the other jobs' turn (a backlog never starves them)
     return rows
@@ -199,6 +213,7 @@ async def mark(
     hits: Sequence[Mapping[str, Any]],
     drop: str | None = None,
     dropped: Mapping[int, int] | None = None,
+    spanned: Mapping[int, Span] | None = None,
 ) -> None:
     """Mark the claimed ``hits`` rolled, one statement a job (``sql``: $1 now, $2 job, $3 first, $4 last).
 
@@ -209,10 +224,11 @@ async def mark(
     marking had just rewritten as well (twice the index entries: a personal
     job of 52k hits, 51 ms to delete nothing). Both touch only hits still
     unrolled; one fewer than claimed in all means another transaction rolled
-    it up meanwhile, and the batch is refused.
+    it up meanwhile, and the batch is refused. ``spanned``: the spans of ``hits`` when the caller has them
+    (then ``hits`` is not read).
     """
     now = dt.datetime.now(dt.UTC)
-    for job, span in sorted(spans(hits).items()):
+    for job, span in sorted((spans(hits) if spanned is None else spanned).items()):
         gone = None if dropped is None else dropped.get(job, 0)  # None: not known, both statements run
         marked = 0
         if drop is not None and gone != 0:

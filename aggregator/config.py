@@ -32,6 +32,10 @@ DEFAULT_ROLLUP_HOLD = 15.0
 # mail clients only (human). Reports show the three figures either way.
 HEADLINES = ("all", "recognised")
 DEFAULT_HEADLINE = "all"
+# How the mail roll-up builds a batch: on columns (aggregator.mail.frames, polars; the default) or hit by hit
+# (the reference it is tested against, and what enrichers that give rows only take).
+ENGINES = ("columns", "hits")
+DEFAULT_ENGINE = "columns"
 
 
 def headline_from_env(environ: Mapping[str, str]) -> str:
@@ -55,6 +59,7 @@ class AggregatorConfig:
     reading_idle: int = DEFAULT_READING_IDLE  # longest gap between page views that counts as reading
     rollup_hold: float = DEFAULT_ROLLUP_HOLD  # seconds the scheduled roll-up leaves the newest hits
     headline: str = DEFAULT_HEADLINE  # PIXELTRACK_HEADLINE: all | recognised
+    engine: str = DEFAULT_ENGINE  # PIXELTRACK_ROLLUP_ENGINE: columns | hits (aggregator.mail.frames)
     enrich: EnrichConfig = field(default_factory=EnrichConfig)
 
     @classmethod
@@ -70,6 +75,7 @@ class AggregatorConfig:
             reading_idle=env_int(environ, "PIXELTRACK_READING_IDLE", DEFAULT_READING_IDLE),
             rollup_hold=env_float(environ, "PIXELTRACK_ROLLUP_HOLD", DEFAULT_ROLLUP_HOLD),
             headline=headline_from_env(environ),
+            engine=environ.get("PIXELTRACK_ROLLUP_ENGINE", DEFAULT_ENGINE).strip().lower() or DEFAULT_ENGINE,
             enrich=EnrichConfig.from_env(environ),
         )
         cfg.check()
@@ -91,6 +97,8 @@ class AggregatorConfig:
             raise ConfigError(f"PIXELTRACK_PURGE_HOUR must be 0..23, got {self.purge_hour}")
         if self.headline not in HEADLINES:
             raise ConfigError(f"PIXELTRACK_HEADLINE must be one of {', '.join(HEADLINES)}, got {self.headline!r}")
+        if self.engine not in ENGINES:
+            raise ConfigError(f"PIXELTRACK_ROLLUP_ENGINE must be one of {', '.join(ENGINES)}, got {self.engine!r}")
 
     def with_interval(self, interval: int | None) -> AggregatorConfig:
         """A copy with the interval from a command-line flag, if given."""

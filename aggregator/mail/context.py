@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any
@@ -166,8 +166,8 @@ async def load(
     if not (readers or clickers):
         return known
     known.outside = {key: Outside() for key in clickers}
-    await _earlier(conn, known, clickers)
-    await _later(conn, known, hits, clickers, readers, enricher, config)
+    await earlier(conn, known, clickers)
+    await later(conn, known, lambda: {h["hit_id"] for h in hits}, clickers, readers, enricher, config)
     return known
 
 
@@ -220,7 +220,7 @@ def _gather(
     return readers, sorted(clickers)
 
 
-async def _earlier(conn: asyncpg.Connection, known: Known, clickers: list[Recipient]) -> None:
+async def earlier(conn: asyncpg.Connection, known: Known, clickers: list[Recipient]) -> None:
     """Opens and recent clicks of the batch's clickers that earlier batches rolled up."""
     if not clickers:
         return
@@ -235,16 +235,20 @@ async def _earlier(conn: asyncpg.Connection, known: Known, clickers: list[Recipi
             known.outside[by_hash[(job, bytes(r["hash"]))]].clicks.append((r["at"], r["link_key"]))
 
 
-async def _later(
+async def later(
     conn: asyncpg.Connection,
     known: Known,
-    hits: Sequence[Mapping[str, Any]],
+    claimed_ids: Callable[[], set[Any]],
     clickers: list[Recipient],
     readers: set[Recipient],
     enricher: Enriching,
     config: AggregatorConfig,
 ) -> None:
-    """Unclaimed hits of the batch's clickers and readers, up to ``look_ahead`` after each job's newest."""
+    """Unclaimed hits of the batch's clickers and readers, up to ``look_ahead`` after each job's newest.
+
+    ``claimed_ids``: the ids of the batch's hits (at least those of each job's newest instant), asked for
+    only when a hit found is of such an instant.
+    """
     claimed: set[Any] | None = None
     wanted: defaultdict[int, tuple[list[int], list[int]]] = defaultdict(lambda: ([], []))
     for job, rid in clickers:
@@ -260,7 +264,7 @@ async def _later(
         for hit in await conn.fetch(AHEAD, job, *args):
             # Of the hits found, only those of the job's newest instant can be the batch's own.
             if hit["received_at"] == newest:
-                claimed = {h["hit_id"] for h in hits} if claimed is None else claimed
+                claimed = claimed_ids() if claimed is None else claimed
                 if hit["hit_id"] in claimed:
                     continue
             _note(known, hit, docs)

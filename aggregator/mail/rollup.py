@@ -23,12 +23,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
+import polars as pl
 
 from aggregator import claims
 from aggregator.config import AggregatorConfig
-from aggregator.enrich.enricher import Enriching, enrich_parts, make_enricher
+from aggregator.enrich.enricher import Enricher, Enriching, enrich_parts, make_enricher
 from aggregator.enrich.run import Parts
-from aggregator.mail import context, queries
+from aggregator.mail import context, frames, queries
 from aggregator.mail import tracks as modes
 from aggregator.mail.reading import merge_reads
 from aggregator.mail.rows import BATCH_COLUMNS, PROFILE_COLUMNS, BatchBuilder
@@ -116,6 +117,31 @@ async def merge(
     await conn.copy_records_to_table("rollup_profile", records=builder.profile_rows(), columns=PROFILE_COLUMNS)
     await conn.copy_records_to_table("rollup_batch", records=rows, columns=BATCH_COLUMNS)
     t = stats.add("copy", t)
+    dropped = Counter(hit["job_id"] for hit, track in zip(hits, tracks, strict=True) if track in modes.ROWLESS)
+    await merge_copied(conn, stats, builder, t, dropped, claims.spans(hits))
+    return rows
+
+
+async def merge_frame(
+    conn: asyncpg.Connection, batch: frames.Batch, enriched: frames.Enriched, stats: RunStats
+) -> pl.DataFrame:
+    """``merge`` of a batch on columns (aggregator.mail.frames); the rows."""
+    t = time.perf_counter()
+    rows, profiles = frames.batch_rows(enriched, batch)
+    t = stats.add("build", t)
+    await conn.copy_records_to_table("rollup_profile", records=profiles, columns=PROFILE_COLUMNS)
+    await frames.copy_rows(conn, rows)
+    t = stats.add("copy", t)
+    await merge_copied(conn, stats, batch.builder, t, frames.dropped(batch.hits), frames.spans(batch.hits))
+    return rows
+
+
+async def merge_copied(
+    conn: asyncpg.Connection, stats: RunStats, builder: BatchBuilder, t: float, dropped: Mapping[int, int],
+    spanned: Mapping[int, claims.Span],
+) -> None:
+    """The rest of ``merge`` once the batch's rows are in: unique counting, the merges, the marking
+    (``dropped``: each job's hits on a track that keeps nothing; ``spanned``: each job's claimed span)."""
     await conn.execute(queries.SEEN_PICK)
     for job in sorted(job for job, key in builder.keys.items() if key is not None):  # the jobs with hashes
         await conn.execute(queries.SEEN_KNOWN, job)  # one job a statement: one shard on Citus
@@ -132,11 +158,9 @@ async def merge(
     # unique-visitor statements took 3x as long on top of a long history.
     await conn.execute(queries.ANALYZE_BATCH)
     await conn.execute(queries.NO_NESTED_LOOP)
-    dropped = Counter(hit["job_id"] for hit, track in zip(hits, tracks, strict=True) if track in modes.ROWLESS)
-    await claims.mark(conn, queries.MARK_ROLLED, hits, queries.DROP_ROLLED, dropped)
+    await claims.mark(conn, queries.MARK_ROLLED, (), queries.DROP_ROLLED, dropped, spanned)
     await conn.execute(queries.NESTED_LOOP)
     stats.add("mark", t)
-    return rows
 
 
 async def run_batch(
@@ -148,7 +172,13 @@ async def run_batch(
     fault: Fault | None = None,
     until: dt.datetime = EVER,
 ) -> int:
-    """Roll up one batch of ``jobs`` (hits received up to ``until``) in one transaction; return how many it took."""
+    """Roll up one batch of ``jobs`` (hits received up to ``until``) in one transaction; return how many it took.
+
+    With the production enricher a batch goes on columns (aggregator.mail.frames) unless ``config.engine``
+    says "hits"; another enricher's (tests' stand-ins, which give rows only) go hit by hit.
+    """
+    if isinstance(enricher, Enricher) and config.engine == "columns":
+        return await run_frame_batch(conn, config, enricher, stats, jobs, fault, until)
     async with conn.transaction():
         t = time.perf_counter()
         await conn.execute(queries.CREATE_BATCH)
@@ -174,6 +204,41 @@ async def run_batch(
         await merge_reads(conn, hits, rows, config.reading_idle, known.views_ahead)  # reading time, same transaction
         stats.add("reading", t)
     return len(hits)
+
+
+async def run_frame_batch(
+    conn: asyncpg.Connection,
+    config: AggregatorConfig,
+    enricher: Enricher,
+    stats: RunStats,
+    jobs: claims.Pending,
+    fault: Fault | None = None,
+    until: dt.datetime = EVER,
+) -> int:
+    """``run_batch`` on columns: the same stages, the same rows and statements."""
+    async with conn.transaction():
+        t = time.perf_counter()
+        await conn.execute(queries.CREATE_BATCH)
+        hits = await frames.claim(conn, jobs, config.batch_size, until)
+        t = stats.add("claim", t)
+        if not hits.height:
+            return 0
+        batch = await frames.judge(conn, hits, job_keys)
+        t = stats.add("claim", t)
+        known, opens = await frames.load_context(conn, batch, enricher, config)
+        t = stats.add("context", t)
+        enriched = frames.enrich(batch, enricher, known, config)
+        stats.add("enrich", t)
+        if fault is not None:
+            await fault()  # tests: a run killed between claim and merge
+        rows = await merge_frame(conn, batch, enriched, stats)
+        t = time.perf_counter()
+        await frames.save_context(conn, known, opens, config)
+        t = stats.add("context_save", t)
+        doc_hits, doc_rows = frames.documents(rows)
+        await merge_reads(conn, doc_hits, doc_rows, config.reading_idle, known.views_ahead)
+        stats.add("reading", t)
+    return hits.height
 
 
 @contextlib.contextmanager

@@ -100,3 +100,28 @@ class TestBatchInvariance:
             group.create_task(rollup(conn, AggregatorConfig(batch_size=k2), enricher))
             group.create_task(rollup(other, AggregatorConfig(batch_size=k2 + 1), enricher))
         assert await tables(conn) == whole
+
+
+class TestEngines:
+    """The batch on columns (aggregator.mail.frames) and hit by hit: the same rows in every table."""
+
+    @FUZZ
+    @given(drawn=bursts, k=st.integers(1, 6), new_year=st.booleans())
+    @example(drawn=CASES[0], k=1, new_year=False)
+    @example(drawn=CASES[2], k=2, new_year=False)
+    @example(drawn=CASES[5], k=6, new_year=False)
+    @example(drawn=CASES[6], k=1, new_year=True)
+    @example(drawn=CASES[7], k=1, new_year=False)
+    async def test_same_tables(self, pair: tuple[asyncpg.Connection, asyncpg.Connection], enricher: Enricher,
+                               drawn: Drawn, k: int, new_year: bool) -> None:  # fmt: skip
+        """One batch and batches of k, each engine: every table as the per-hit engine leaves it, row for row."""
+        conn, _ = pair
+        hits = raw_hits(drawn, base=NEW_YEAR if new_year else T0)
+        for size in (100_000, k):
+            await setup(conn, hits)
+            await rollup(conn, AggregatorConfig(batch_size=size, engine="hits"), enricher)
+            by_hit = await tables(conn)
+            await setup(conn, hits)
+            stats = await rollup(conn, AggregatorConfig(batch_size=size, engine="columns"), enricher)
+            assert stats.hits == len(hits)
+            assert await tables(conn) == by_hit

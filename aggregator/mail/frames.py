@@ -1,0 +1,482 @@
+"""A roll-up batch on columns: the same batch rows as the per-hit path, without a Python object per hit.
+
+The per-hit path (rollup.py with rows.py and context.py) decodes every
+claimed hit into a record, enriches it from cached parts, judges it and
+builds its batch row as a tuple, and encodes the row again for the COPY:
+about 12 us of a hit's 20 (loadtest/RESULTS.md §19-20). Here the batch
+comes from PostgreSQL as CSV (``COPY (claim) TO STDOUT``), parsed in Rust
+by polars, and every step is an expression over columns; Python sees only
+what is distinct in a batch, through the very functions the per-hit path
+uses: each agent, address, Accept-Language and source (``run.Run``), each
+(agent, kind, prefetch, address tests) verdict, each recipient's keyed
+hash, each profile (``BatchBuilder.describe``), each link id. Clicks, the
+one kind whose verdicts look at a recipient's other events, go through
+``machine.scanner_click_indexes`` as Click tuples, and document views
+through ``reading.merge_reads``: both a fraction of a batch. The rows go
+back in COPY's binary format, encoded from Arrow by pgpq.
+
+What comes out is what the per-hit path makes, value for value (tests:
+tests/aggregator/mail/test_frames.py draws hits and compares both paths'
+batch and profile rows). Only the production ``Enricher`` goes this way; an
+enricher that gives rows only (tests' stand-ins) takes the per-hit path.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import uuid
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import polars as pl
+from pgpq import ArrowToPostgresBinaryEncoder
+
+from aggregator import claims
+from aggregator.config import AggregatorConfig
+from aggregator.enrich.enricher import Enricher
+from aggregator.enrich.machine import BEHAVIOUR, Click, Outside, link_key, scanner_click_indexes
+from aggregator.enrich.run import Run
+from aggregator.mail import context, queries
+from aggregator.mail import tracks as modes
+from aggregator.mail.rows import BATCH_COLUMNS, BatchBuilder
+from pixeltrack.core import columns, timestamps
+
+UTC = dt.UTC
+_fromtimestamp = dt.datetime.fromtimestamp
+EPOCH_1970 = dt.datetime(1970, 1, 1, tzinfo=UTC)
+# The claim as queries.CLAIM, for a COPY to CSV: the time as microseconds since 1970 (exact, and parsed
+# as a number), the id and the address as text. $1 job, $2 limit, $3 newest receive time.
+_CLAIMED_AS = {
+    "hit_id": "hit_id::text", "received_at": "(EXTRACT(EPOCH FROM received_at) * 1000000)::int8",
+    "client_ip": "host(client_ip)", "prefetch": "prefetch::int",
+}  # fmt: skip
+CLAIM = f"""
+SELECT {columns.listed(queries.CLAIMED, **_CLAIMED_AS)}
+FROM raw_hits WHERE job_id = $1 AND rolled_at IS NULL AND kind <> 'page' AND received_at <= $3
+ORDER BY received_at LIMIT $2
+"""
+SCHEMA: dict[str, Any] = {
+    "hit_id": pl.String, "received_at": pl.Int64, "kind": pl.String, "job_id": pl.Int64, "recipient_id": pl.Int64,
+    "link": pl.String, "page": pl.Int32, "client_ip": pl.String, "user_agent": pl.String, "referer": pl.String,
+    "accept_language": pl.String, "prefetch": pl.Int8, "reject_reason": pl.String,
+}  # fmt: skip
+assert tuple(SCHEMA) == queries.CLAIMED
+NULL = "\\N"  # the CSV's NULL (quoted, the same text is a string)
+# context.SAVE_OPENERS with the times as microseconds since 1970 (no datetime made per opener).
+SAVE_OPENERS = context.SAVE_OPENERS.replace(
+    "SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::timestamptz[])",
+    "SELECT j, h, timestamptz 'epoch' + t * interval '1 microsecond' FROM unnest($1::bigint[], $2::bytea[], "
+    "$3::bigint[]) AS u(j, h, t)",
+)
+assert SAVE_OPENERS != context.SAVE_OPENERS
+
+
+def at(micros: int) -> dt.datetime:
+    """The datetime of microseconds since 1970, exactly (timestamps.decode's way: ``fromtimestamp`` where its
+    float is exact, 1970 to 2106 on a platform that counts no leap seconds)."""
+    if 0 <= micros < timestamps.FAST_DECODE:
+        return _fromtimestamp(micros / 1e6, UTC)
+    return EPOCH_1970 + dt.timedelta(microseconds=micros)
+
+
+def micros(value: dt.datetime) -> int:
+    """Microseconds since 1970 of an aware datetime, exactly."""
+    return (value - EPOCH_1970) // dt.timedelta(microseconds=1)
+
+
+async def fetch(conn: asyncpg.Connection, sql: str, *args: Any) -> pl.DataFrame:
+    """The rows of ``sql`` (CLAIM's columns) as a frame, through a COPY to CSV."""
+    chunks: list[bytes] = []
+
+    async def keep(data: bytes) -> None:
+        chunks.append(bytes(data))
+
+    await conn.copy_from_query(sql, *args, output=keep, format="csv", null=NULL)
+    if not chunks:
+        return pl.DataFrame(schema=SCHEMA)
+    return pl.read_csv(io.BytesIO(b"".join(chunks)), has_header=False, new_columns=list(SCHEMA), schema=SCHEMA,
+                       null_values=NULL, quote_char='"')  # fmt: skip
+
+
+async def claim(conn: asyncpg.Connection, jobs: claims.Pending, limit: int, until: dt.datetime) -> pl.DataFrame:
+    """claims.claim of the batch's hits as one frame, whole instants included (context.whole_instants)."""
+
+    async def one(job: int, room: int) -> pl.DataFrame:
+        return await fetch(conn, CLAIM, job, room, until)
+
+    parts = await claims.claim_with(conn, jobs, one, limit)
+    hits = pl.concat(parts) if parts else pl.DataFrame(schema=SCHEMA)
+    if hits.height < limit:
+        return hits
+    job, newest = hits.item(-1, "job_id"), hits.item(-1, "received_at")
+    tail = hits.filter((pl.col("job_id") == job) & (pl.col("received_at") == newest)).height
+    if await conn.fetchval(context.AT_INSTANT, job, at(newest)) <= tail:
+        return hits
+    rest = await fetch(conn, CLAIM, job, context.WHOLE, at(newest))
+    return pl.concat([hits.filter(pl.col("job_id") != job), rest])
+
+
+@dataclass
+class Batch:
+    """A claimed batch on columns, with what the roll-up looked up once for it."""
+
+    hits: pl.DataFrame  # the claimed hits, with track, rhash
+    who: modes.Who
+    builder: BatchBuilder
+
+
+async def who_of(conn: asyncpg.Connection, hits: pl.DataFrame) -> modes.Who:
+    """rollup.who_of for a frame: the jobs, and the recipients of each (one look-up a job)."""
+    by_job = hits.group_by("job_id").agg(pl.col("recipient_id").drop_nulls().unique().sort()).sort("job_id")
+    job_ids = by_job.get_column("job_id").to_list()
+    who = modes.Who(sent=dict.fromkeys(job_ids))
+    for r in await conn.fetch(queries.JOBS, job_ids):
+        who.modes[r["job_id"]], who.sent[r["job_id"]] = r["mode"], r["sent_at"]
+    people = who.people
+    for job, ids in by_job.iter_rows():
+        mode = who.modes.get(job)
+        if mode is None or mode == "blind" or not ids:
+            continue
+        sql = queries.PEOPLE if mode in queries.PERSON_MODES else queries.FORGOTTEN
+        for r in await conn.fetch(sql, job, ids):
+            key = (job, r["recipient_id"])
+            if not people.get(key, modes.NOBODY).forgotten:
+                people[key] = modes.Person(*tuple(r)[1:])
+    return who
+
+
+def people_frame(who: modes.Who) -> pl.DataFrame:
+    """The batch's recipients as a frame: consent in force from (or null), birth year, gender, zip, forgotten."""
+    rows = [(job, rid, micros(p.consent_changed_at) if p.consent and p.consent_changed_at is not None else None,
+             p.birth_year, p.gender, p.zip, p.forgotten) for (job, rid), p in who.people.items()]  # fmt: skip
+    return pl.DataFrame(rows, orient="row", schema={
+        "job_id": pl.Int64, "recipient_id": pl.Int64, "consent_from": pl.Int64, "birth_year": pl.Int64,
+        "gender": pl.String, "zip": pl.String, "forgotten": pl.Boolean})  # fmt: skip
+
+
+def with_tracks(hits: pl.DataFrame, who: modes.Who) -> pl.DataFrame:
+    """Each hit's track as tracks.track_of gives it, and its recipient's columns."""
+    jobs = pl.DataFrame({"job_id": list(who.modes), "mode": list(who.modes.values())},
+                        schema={"job_id": pl.Int64, "mode": pl.String})  # fmt: skip
+    h = hits.join(jobs, on="job_id", how="left").join(people_frame(who), on=["job_id", "recipient_id"], how="left")
+    track = (
+        pl.when(pl.col("reject_reason").is_not_null() | (pl.col("job_id") == 0) | pl.col("mode").is_null())
+        .then(pl.lit(modes.REJECTED))
+        .when((pl.col("mode") == "blind") | pl.col("recipient_id").is_null() | pl.col("forgotten").fill_null(False))
+        .then(pl.lit(modes.BLIND))
+        .when(pl.col("mode") == "permission_personal")
+        .then(pl.when(pl.col("consent_from") <= pl.col("received_at")).then(pl.lit(modes.PERSONAL))
+              .otherwise(pl.lit(modes.UNIQUE)))
+        .otherwise(pl.col("mode"))
+    )  # fmt: skip
+    return h.with_columns(track=track)
+
+
+KeysOf = Callable[[asyncpg.Connection, set[int]], Awaitable[dict[int, bytes | None]]]
+
+
+async def judge(conn: asyncpg.Connection, hits: pl.DataFrame, keys_of: KeysOf) -> Batch:
+    """Tracks, job keys (``keys_of``: rollup.job_keys) and each linked recipient's keyed hash, once a recipient."""
+    who = await who_of(conn, hits)
+    h = with_tracks(hits, who)
+    hashed = h.filter(pl.col("track").is_in(sorted(modes.HASHED)))
+    keys = await keys_of(conn, set(hashed.get_column("job_id").unique().to_list()))
+    builder = BatchBuilder(keys, who)
+    pairs = hashed.select("job_id", "recipient_id").unique()
+    hashes = pl.Series("rhash", [builder.rhash(job, rid) for job, rid in pairs.iter_rows()], dtype=pl.Binary)
+    h = h.join(pairs.with_columns(hashes), on=["job_id", "recipient_id"], how="left")
+    return Batch(h, who, builder)
+
+
+async def load_context(
+    conn: asyncpg.Connection, batch: Batch, enricher: Enricher, config: AggregatorConfig
+) -> tuple[context.Known, pl.DataFrame]:
+    """context.load for a frame: what the rules and reading know beyond the batch, and the linked hits'
+    earliest opens by (job, hash) (what ``save`` keeps)."""
+    h = batch.hits
+    known = context.Known()
+    newest = h.group_by("job_id").agg(pl.col("received_at").max().alias("newest"))
+    known.newest = {job: at(n) for job, n in newest.iter_rows()}
+    # A recipient is linked by a hit of a hashed track; their other hits (a rejected one) follow.
+    linked_ids = h.filter(pl.col("rhash").is_not_null()).select("job_id", "recipient_id", "rhash").unique()
+    linked = h.drop("rhash").join(linked_ids, on=["job_id", "recipient_id"], how="inner")
+    opens = (linked.filter(pl.col("kind") == "open").group_by("job_id", "rhash")
+             .agg(pl.col("received_at").min().alias("first_open")).sort("job_id", "rhash"))  # fmt: skip
+    clicks = linked.filter(pl.col("kind") == "click")
+    clickers = sorted(clicks.select("job_id", "recipient_id").unique().iter_rows())
+    readers = set(linked.filter(pl.col("kind") == "doc").select("job_id", "recipient_id").unique().iter_rows())
+    wanted = set(clickers) | readers
+    if wanted:
+        for job, rid, rhash in linked_ids.iter_rows():
+            if (job, rid) in wanted:
+                known.hashes[(job, rid)] = rhash
+    window = dt.timedelta(seconds=config.enrich.scanner_burst_seconds) // dt.timedelta(microseconds=1)
+    known.clicked.update(clicks.get_column("job_id").unique().to_list())
+    recent = clicks.join(newest, on="job_id").filter(pl.col("received_at") >= pl.col("newest") - window)
+    for job, rhash, when, link in recent.select("job_id", "rhash", "received_at", "link").iter_rows():
+        if (found := known.link_key(link)) is not None:
+            known.clicks.add((job, rhash, at(when), found))
+    if clickers or readers:
+        known.outside = {key: Outside() for key in clickers}
+        await context.earlier(conn, known, clickers)
+        own = h.filter(pl.col("received_at") == pl.col("job_id").replace_strict(
+            newest.get_column("job_id"), newest.get_column("newest"), return_dtype=pl.Int64))  # fmt: skip
+        claimed = {uuid.UUID(hit_id) for hit_id in own.get_column("hit_id").to_list()}
+        await context.later(conn, known, lambda: claimed, clickers, readers, enricher, config)
+    return known, opens
+
+
+async def save_context(conn: asyncpg.Connection, known: context.Known, opens: pl.DataFrame,
+                       config: AggregatorConfig) -> None:  # fmt: skip
+    """context.save with the earliest opens as a frame."""
+    if opens.height:
+        await conn.execute(SAVE_OPENERS, *(opens.get_column(n).to_list() for n in ("job_id", "rhash", "first_open")))
+    await context.save(conn, known, config)
+
+
+@dataclass
+class Enriched:
+    """The batch's hits with their parts by number: ``client`` (into ``clients``), ``geo`` (into ``geos``),
+    ``lang``, ``source`` (into ``sources``) and ``masked``, as run.Run.parts gives each hit its parts."""
+
+    hits: pl.DataFrame
+    clients: list[dict[str, Any]]
+    geos: list[dict[str, Any]]
+    sources: list[dict[str, Any]]
+
+
+def numbered(table: list[dict[str, Any]], index: dict[int, int], part: dict[str, Any]) -> int:
+    """The number of ``part`` in ``table`` (by identity: equal parts are one object within a run)."""
+    number = index.get(id(part))
+    if number is None:
+        number = index[id(part)] = len(table)
+        table.append(part)
+    return number
+
+
+def enrich(batch: Batch, enricher: Enricher, known: context.Known, config: AggregatorConfig) -> Enriched:
+    """run.Run.parts on columns: each distinct value worked out once, clicks judged as Click tuples."""
+    run = Run(enricher)
+    h = batch.hits.with_row_index("position")
+    clients: list[dict[str, Any]] = []
+    geos: list[dict[str, Any]] = []
+    sources: list[dict[str, Any]] = []
+    ids: dict[int, int] = {}
+    agents = {text: run.agent(text) for text in h.get_column("user_agent").unique().to_list()}
+    spots = []
+    for raw in h.get_column("client_ip").unique().to_list():
+        geo, masked, apple, scanner = run.spot(raw)
+        spots.append((raw, numbered(geos, ids, geo), masked, apple, scanner))
+    spot_frame = pl.DataFrame(spots, orient="row", schema={
+        "client_ip": pl.String, "geo": pl.Int64, "masked": pl.String, "apple": pl.Boolean,
+        "scanner": pl.Boolean})  # fmt: skip
+    headers = h.get_column("accept_language").unique().to_list()
+    lang_frame = pl.DataFrame({"accept_language": headers, "lang": [run.language(t) for t in headers]},
+                              schema={"accept_language": pl.String, "lang": pl.String})  # fmt: skip
+    found = []
+    for kind, link, referer in h.select("kind", "link", "referer").unique().iter_rows():
+        part = run.source({"kind": kind, "url": None, "link": link, "referer": referer}, kind)
+        found.append((kind, link, referer, numbered(sources, ids, part)))
+    source_frame = pl.DataFrame(found, orient="row", schema={
+        "kind": pl.String, "link": pl.String, "referer": pl.String, "source": pl.Int64})  # fmt: skip
+    h = (
+        h.join(spot_frame, on="client_ip", how="left", nulls_equal=True)
+        .join(lang_frame, on="accept_language", how="left", nulls_equal=True)
+        .join(source_frame, on=["kind", "link", "referer"], how="left", nulls_equal=True)
+    )
+    combos = ["user_agent", "kind", "prefetch", "apple", "scanner"]
+    verdicts = {}
+    judged = []
+    for text, kind, prefetch, apple, scanner in h.select(combos).unique().iter_rows():
+        hit = {"kind": kind, "prefetch": prefetch == 1}
+        verdicts[(text, kind, prefetch, apple, scanner)] = found_ = run.verdict(agents[text], hit, kind, apple, scanner)
+        judged.append((text, kind, prefetch, apple, scanner, numbered(clients, ids, found_[1]), found_[0]))
+    verdict_frame = pl.DataFrame(judged, orient="row", schema={
+        **{n: h.schema[n] for n in combos}, "client": pl.Int64, "reason": pl.String})  # fmt: skip
+    h = h.join(verdict_frame, on=combos, how="left", nulls_equal=True).sort("position")
+    enriched = Enriched(h, clients, geos, sources)
+    return judge_clicks(enriched, run, agents, batch.who, known, config, ids)
+
+
+def judge_clicks(
+    enriched: Enriched, run: Run, agents: dict[Any, Any], who: modes.Who,
+    known: context.Known, config: AggregatorConfig, ids: dict[int, int],
+) -> Enriched:
+    """The behavioural rules over the batch's clicks, as run.Run.parts applies them; a flagged click whose agent
+    and address told nothing gets the scanner's client part.
+
+    The send-time rule is an expression over every click. The rules that look at a recipient's other events
+    go through machine.scanner_click_indexes, for the clicks of the recipients they could flag: those the
+    context links (``known.outside``) with a click that lacks a browser, or with as many distinct links as a
+    burst needs, counting their clicks outside the batch.
+    """
+    h = enriched.hits
+    clicks = h.filter(pl.col("kind") == "click")
+    if not clicks.height:
+        return enriched
+    rules = config.enrich
+    texts = clicks.get_column("user_agent").unique().to_list()
+    agent_frame = pl.DataFrame({"user_agent": texts, "browser_like": [agents[t][0].browser_like for t in texts]},
+                               schema={"user_agent": pl.String, "browser_like": pl.Boolean})  # fmt: skip
+    links = clicks.get_column("link").unique().to_list()
+    link_frame = pl.DataFrame({"link": links, "link_key": [_link_key(run, u) for u in links]},
+                              schema={"link": pl.String, "link_key": pl.Int64})  # fmt: skip
+    sent = pl.DataFrame({"job_id": list(who.sent), "sent": [None if v is None else micros(v)
+                                                             for v in who.sent.values()]},
+                        schema={"job_id": pl.Int64, "sent": pl.Int64})  # fmt: skip
+    seconds = (pl.col("received_at") - pl.col("sent")) / 1e6
+    clicks = (
+        clicks.join(agent_frame, on="user_agent", how="left", nulls_equal=True)
+        .join(link_frame, on="link", how="left", nulls_equal=True)
+        .join(sent, on="job_id", how="left")
+        .with_columns(lacks=~pl.col("browser_like") | pl.col("lang").is_null(),
+                      early=pl.col("sent").is_not_null() & (seconds >= 0) & (seconds <= rules.scanner_send_seconds))
+    )  # fmt: skip
+    flagged: set[int] = set(clicks.filter("early").get_column("position").to_list())
+    outside = [(job, rid, len(o.clicks)) for (job, rid), o in known.outside.items()]
+    if outside:
+        linked = pl.DataFrame(outside, orient="row", schema={
+            "job_id": pl.Int64, "recipient_id": pl.Int64, "outside_clicks": pl.Int64})  # fmt: skip
+        groups = (
+            clicks.join(linked, on=["job_id", "recipient_id"], how="inner")
+            .group_by("job_id", "recipient_id")
+            .agg(pl.col("lacks").any(),
+                 (pl.col("link_key").n_unique() + pl.col("outside_clicks").first()).alias("links"))
+            .filter(pl.col("lacks") | (pl.col("links") >= rules.scanner_burst_links))
+            .select("job_id", "recipient_id")
+        )  # fmt: skip
+        judged = clicks.join(groups, on=["job_id", "recipient_id"], how="semi").sort("position")
+        judged = judged.select("position", "job_id", "recipient_id", "link_key", "received_at", "lacks")
+        found = [Click(position, job, rid, key, at(when), lacks, None, None)
+                 for position, job, rid, key, when, lacks in judged.iter_rows()]  # fmt: skip
+        opened: defaultdict[tuple[Any, Any], list[dt.datetime | None]] = defaultdict(list)
+        opens = h.filter(pl.col("kind") == "open").join(groups, on=["job_id", "recipient_id"], how="semi")
+        for job, rid, when in opens.select("job_id", "recipient_id", "received_at").iter_rows():
+            opened[(job, rid)].append(at(when))
+        flagged.update(c.position for c in scanner_click_indexes(found, opened, {}, rules, known.outside))
+    if not flagged:
+        return enriched
+    scanned = clicks.filter(pl.col("position").is_in(sorted(flagged)) & pl.col("reason").is_null())
+    texts = scanned.get_column("user_agent").unique().to_list()
+    scanner = pl.DataFrame(
+        {"user_agent": texts,
+         "flagged": [numbered(enriched.clients, ids, run.client_part(agents[t], "scanner", BEHAVIOUR)) for t in texts]},
+        schema={"user_agent": pl.String, "flagged": pl.Int64})  # fmt: skip
+    fix = scanned.select("position", "user_agent").join(scanner, on="user_agent", how="left", nulls_equal=True)
+    h = h.join(fix.select("position", "flagged"), on="position", how="left")
+    enriched.hits = h.with_columns(client=pl.coalesce("flagged", "client")).drop("flagged").sort("position")
+    return enriched
+
+
+def _link_key(run: Run, link: Any) -> int | None:
+    """machine.link_key of a clicked link, kept in the run's table as run.Run.click keeps it."""
+    key = link_key(link)
+    if type(link) is str:
+        run.links[link] = key
+    return key
+
+
+def cells(h: pl.DataFrame) -> pl.DataFrame:
+    """The anonymous hits' demographic cells (tracks.cell_of): the age band of the hit's year, gender and zip
+    cleaned once a distinct value."""
+    anonymous = h.filter(pl.col("track") == modes.ANONYMOUS)
+    genders = anonymous.get_column("gender").unique().to_list()
+    zips = anonymous.get_column("zip").unique().to_list()
+    def cell(**person: Any) -> tuple[str, str, str]:
+        return modes.cell_of({"received_at": EPOCH_1970}, modes.NOBODY._replace(**person))
+
+    gender_frame = pl.DataFrame({"gender": genders, "cell_gender": [cell(gender=g)[1] for g in genders]},
+                                schema={"gender": pl.String, "cell_gender": pl.String})  # fmt: skip
+    zip_frame = pl.DataFrame({"zip": zips, "cell_zip": [cell(zip=z)[2] for z in zips]},
+                             schema={"zip": pl.String, "cell_zip": pl.String})  # fmt: skip
+    age = pl.from_epoch("received_at", time_unit="us").dt.year().cast(pl.Int64) - pl.col("birth_year")
+    band: Any = pl.when(pl.col("birth_year").is_null()).then(pl.lit(modes.UNKNOWN))
+    for limit, name in modes.AGE_BANDS:
+        band = band.when(age < limit).then(pl.lit(name))
+    return (
+        h.join(gender_frame, on="gender", how="left", nulls_equal=True)
+        .join(zip_frame, on="zip", how="left", nulls_equal=True)
+        .with_columns(age_band=band.otherwise(pl.lit("65+")))
+        .sort("position")
+    )
+
+
+def batch_rows(enriched: Enriched, batch: Batch) -> tuple[pl.DataFrame, list[tuple[Any, ...]]]:
+    """The rollup_batch rows (BATCH_COLUMNS, then the hit's page and recipient for reading) as a frame, and the
+    rollup_profile rows."""
+    builder = batch.builder
+    h = enriched.hits
+    profiles = []
+    for track, client, geo, lang, source in h.select("track", "client", "geo", "lang", "source").unique().iter_rows():
+        parts = (enriched.clients[client], enriched.geos[geo], lang, enriched.sources[source], None)
+        profiles.append((track, client, geo, lang, source, *builder.describe(track, parts)))
+    profile_frame = pl.DataFrame(profiles, orient="row", schema={
+        "track": pl.String, "client": pl.Int64, "geo": pl.Int64, "lang": pl.String, "source": pl.Int64,
+        "profile": pl.Int32, "machine": pl.Boolean, "unknown": pl.Boolean, "family": pl.String})  # fmt: skip
+    links = h.filter(pl.col("kind") == "click").get_column("link").unique().drop_nulls().to_list()
+    link_frame = pl.DataFrame({"link": links, "link_id": [builder.link_id(u) for u in links]},
+                              schema={"link": pl.String, "link_id": pl.Int64})  # fmt: skip
+    h = cells(h.join(profile_frame, on=["track", "client", "geo", "lang", "source"], how="left", nulls_equal=True)
+              .join(link_frame, on="link", how="left"))  # fmt: skip
+    personal = pl.col("track") == modes.PERSONAL
+    anonymous = pl.col("track") == modes.ANONYMOUS
+    rejected = pl.col("track") == modes.REJECTED
+    kept_link = (pl.col("kind") == "click") & ~rejected
+    unknown_job = pl.when(pl.col("mode").is_null()).then(pl.lit("unknown_job"))
+    out = h.select(
+        "hit_id",
+        pl.from_epoch("received_at", time_unit="us").dt.replace_time_zone("UTC").alias("received_at"),
+        "job_id", "kind", "track", "machine", "unknown", "family",
+        pl.when(personal).then(pl.col("recipient_id")).alias("recipient_id"),
+        pl.when(pl.col("track").is_in(sorted(modes.HASHED))).then(pl.col("rhash")).alias("rhash"),
+        pl.when(kept_link).then(pl.col("link_id")).alias("link_id"),
+        pl.when(kept_link).then(pl.col("link")).alias("link"),
+        pl.when(rejected).then(pl.coalesce(pl.col("reject_reason"), unknown_job)).alias("reason"),
+        pl.when(anonymous).then(pl.col("age_band")).alias("age_band"),
+        pl.when(anonymous).then(pl.col("cell_gender")).alias("gender"),
+        pl.when(anonymous).then(pl.col("cell_zip")).alias("zip"),
+        "profile",
+        pl.when(personal).then(pl.col("masked")).alias("client_ip"),
+        pl.col("page").alias("_page"),
+        pl.col("recipient_id").alias("_recipient"),
+    )  # fmt: skip
+    assert tuple(out.columns[: len(BATCH_COLUMNS)]) == BATCH_COLUMNS
+    return out, builder.profile_rows()
+
+
+async def copy_rows(conn: asyncpg.Connection, rows: pl.DataFrame) -> None:
+    """The batch rows into rollup_batch in COPY's binary format, encoded from Arrow by pgpq (Rust): PostgreSQL
+    parses a row of it in about half what a CSV row costs (loadtest/RESULTS.md §20). A uuid's binary form is its
+    16 bytes, as a bytea's is its bytes: the id goes as those."""
+    table = rows.select(BATCH_COLUMNS).with_columns(pl.col("hit_id").str.replace_all("-", "").str.decode("hex"))
+    arrow = table.to_arrow()
+    encoder = ArrowToPostgresBinaryEncoder(arrow.schema)
+    data = bytearray(encoder.write_header())
+    for chunk in arrow.to_batches():
+        data += encoder.write_batch(chunk)
+    data += encoder.finish()
+    await conn.copy_to_table("rollup_batch", source=io.BytesIO(data), columns=BATCH_COLUMNS, format="binary")
+
+
+def spans(hits: pl.DataFrame) -> dict[int, claims.Span]:
+    """claims.spans of a frame."""
+    got = hits.group_by("job_id").agg(pl.len(), pl.col("received_at").min().alias("first"),
+                                      pl.col("received_at").max().alias("last"))  # fmt: skip
+    return {job: claims.Span(n, at(first), at(last)) for job, n, first, last in got.iter_rows()}
+
+
+def dropped(hits: pl.DataFrame) -> dict[int, int]:
+    """How many of each job's hits are on a track that keeps nothing per hit."""
+    got = hits.filter(pl.col("track").is_in(sorted(modes.ROWLESS))).group_by("job_id").len()
+    return dict(got.iter_rows())
+
+
+def documents(rows: pl.DataFrame) -> tuple[list[dict[str, Any]], list[tuple[Any, ...]]]:
+    """The batch's document views as hits and batch rows (what reading.merge_reads reads), in batch order."""
+    docs = rows.filter(pl.col("kind") == "doc")
+    hits = [{"page": page, "recipient_id": rid} for page, rid in docs.select("_page", "_recipient").iter_rows()]
+    return hits, list(docs.select(BATCH_COLUMNS).iter_rows())
