@@ -14,6 +14,8 @@ row for row, the raw hits' verdicts included.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import uuid
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -125,3 +127,30 @@ class TestEngines:
             stats = await rollup(conn, AggregatorConfig(batch_size=size, engine="columns"), enricher)
             assert stats.hits == len(hits)
             assert await tables(conn) == by_hit
+
+    async def test_hostile_values(self, pair: tuple[asyncpg.Connection, asyncpg.Connection],
+                                  enricher: Enricher) -> None:  # fmt: skip
+        """Headers and links with quotes, commas, line breaks, backslashes and the CSV's NULL text, an IPv6
+        address, an unknown job, an address that is no address: both engines leave the same tables, and the
+        texts come through as they were."""
+        odd = ['"quoted", with a comma\nand a line break', "\\N", "back\\slash\ttab", "", "ünïcödé ✓ \u2028"]
+        rows: list[tuple[object, ...]] = []
+        for n, text in enumerate(odd):
+            at = T0 + dt.timedelta(seconds=n * 3)
+            link = f'https://shop.example/{n}?q="{text}",x'
+            for job, rid in ((1, 1), (2, 1), (3, 2), (4, 1), (5, None), (99, 1)):
+                for kind in ("open", "click", "doc"):
+                    rows.append((uuid.UUID(int=len(rows) + 1), at + dt.timedelta(milliseconds=len(rows)), kind, job,
+                                 rid, link if kind == "click" else None, 1 if kind == "doc" else None,
+                                 "2001:db8:85a3::8a2e:370:7334" if n % 2 else "203.0.113.9", text, text, text, "GET",
+                                 False, None))  # fmt: skip
+        await setup(conn := pair[0], rows)
+        await rollup(conn, AggregatorConfig(engine="hits"), enricher)
+        by_hit = await tables(conn)
+        await setup(conn, rows)
+        await rollup(conn, AggregatorConfig(engine="columns"), enricher)
+        assert await tables(conn) == by_hit
+        kept = {r["user_agent"] for r in await conn.fetch("SELECT user_agent FROM raw_hits WHERE job_id = 1")}
+        assert kept == set(odd)  # the personal hits keep their agents, byte for byte
+        links = {r["url"] for r in await conn.fetch("SELECT url FROM report_links")}
+        assert links == {f'https://shop.example/{n}?q="{text}",x' for n, text in enumerate(odd)}
