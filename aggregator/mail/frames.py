@@ -238,6 +238,11 @@ async def save_context(conn: asyncpg.Connection, known: context.Known, opens: pl
     await context.save(conn, known, config)
 
 
+# Columns of the claimed hits that the batch rows do not read (enrich drops them once it is done).
+DONE_WITH = ("user_agent", "referer", "accept_language", "client_ip", "prefetch", "apple", "scanner", "reason",
+             "consent_from", "forgotten")  # fmt: skip
+
+
 @dataclass
 class Enriched:
     """The batch's hits with their parts by number: ``client`` (into ``clients``), ``geo`` (into ``geos``),
@@ -299,7 +304,10 @@ def enrich(batch: Batch, enricher: Enricher, known: context.Known, config: Aggre
         **{n: h.schema[n] for n in combos}, "client": pl.Int64, "reason": pl.String})  # fmt: skip
     h = h.join(verdict_frame, on=combos, how="left", nulls_equal=True).sort("position")
     enriched = Enriched(h, clients, geos, sources)
-    return judge_clicks(enriched, run, agents, batch.who, known, config, ids)
+    enriched = judge_clicks(enriched, run, agents, batch.who, known, config, ids)
+    # What the rows need no more: the headers, above all, are most of a batch's bytes.
+    enriched.hits = enriched.hits.drop(DONE_WITH)
+    return enriched
 
 
 def judge_clicks(

@@ -221,13 +221,15 @@ async def run_frame_batch(
         await conn.execute(queries.CREATE_BATCH)
         hits = await frames.claim(conn, jobs, config.batch_size, until)
         t = stats.add("claim", t)
-        if not hits.height:
+        if not (taken := hits.height):
             return 0
         batch = await frames.judge(conn, hits, job_keys)
+        del hits  # a batch's frames are kept once each (the aggregator's peak memory)
         t = stats.add("claim", t)
         known, opens = await frames.load_context(conn, batch, enricher, config)
         t = stats.add("context", t)
         enriched = frames.enrich(batch, enricher, known, config)
+        batch.hits = enriched.hits
         stats.add("enrich", t)
         if fault is not None:
             await fault()  # tests: a run killed between claim and merge
@@ -238,7 +240,7 @@ async def run_frame_batch(
         doc_hits, doc_rows = frames.documents(rows)
         await merge_reads(conn, doc_hits, doc_rows, config.reading_idle, known.views_ahead)
         stats.add("reading", t)
-    return hits.height
+    return taken
 
 
 @contextlib.contextmanager
