@@ -180,15 +180,19 @@ KeysOf = Callable[[asyncpg.Connection, set[int]], Awaitable[dict[int, bytes | No
 
 
 async def judge(conn: asyncpg.Connection, hits: pl.DataFrame, keys_of: KeysOf) -> Batch:
-    """Tracks, job keys (``keys_of``: rollup.job_keys) and each linked recipient's keyed hash, once a recipient."""
+    """Tracks, job keys (``keys_of``: rollup.job_keys) and each linked recipient's keyed hash, once a recipient.
+
+    Each hit gets its ``position`` in the claim: joins need not keep rows in order, and the batch's steps
+    that care (a reader's views of one instant, the per-hit path's order) sort by it.
+    """
     who = await who_of(conn, hits)
-    h = with_tracks(hits, who)
+    h = with_tracks(hits.with_row_index("position"), who)
     hashed = h.filter(pl.col("track").is_in(sorted(modes.HASHED)))
     keys = await keys_of(conn, set(hashed.get_column("job_id").unique().to_list()))
     builder = BatchBuilder(keys, who)
     pairs = hashed.select("job_id", "recipient_id").unique()
     hashes = pl.Series("rhash", [builder.rhash(job, rid) for job, rid in pairs.iter_rows()], dtype=pl.Binary)
-    h = h.join(pairs.with_columns(hashes), on=["job_id", "recipient_id"], how="left")
+    h = h.join(pairs.with_columns(hashes), on=["job_id", "recipient_id"], how="left").sort("position")
     return Batch(h, who, builder)
 
 
@@ -266,7 +270,7 @@ def numbered(table: list[dict[str, Any]], index: dict[int, int], part: dict[str,
 def enrich(batch: Batch, enricher: Enricher, known: context.Known, config: AggregatorConfig) -> Enriched:
     """run.Run.parts on columns: each distinct value worked out once, clicks judged as Click tuples."""
     run = Run(enricher)
-    h = batch.hits.with_row_index("position")
+    h = batch.hits
     clients: list[dict[str, Any]] = []
     geos: list[dict[str, Any]] = []
     sources: list[dict[str, Any]] = []
