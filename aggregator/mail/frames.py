@@ -492,3 +492,56 @@ def documents(rows: pl.DataFrame) -> tuple[list[dict[str, Any]], list[tuple[Any,
     docs = rows.filter(pl.col("kind") == "doc")
     hits = [{"page": page, "recipient_id": rid} for page, rid in docs.select("_page", "_recipient").iter_rows()]
     return hits, list(docs.select(BATCH_COLUMNS).iter_rows())
+
+
+# The merges whose rows come from the batch's rows alone (not unique counting): grouped here and sent as a few
+# arrays, the statements' own INSERT and ON CONFLICT around an unnest (loadtest/RESULTS.md §20: the grouping a
+# merge makes over every batch row is most of its cost). The others read seen_delta too and stay SQL.
+def _from_arrays(sql: str, types: tuple[str, ...]) -> str:
+    head, tail = sql[: sql.index("\nSELECT")], sql[sql.index("ON CONFLICT"):]
+    arrays = ", ".join(f"${n}::{t}[]" for n, t in enumerate(types, start=1))
+    return f"{head}\nSELECT * FROM unnest({arrays})\n{tail}"
+
+
+_TEXTS = ("text",) * 7
+GROUPED_MERGES = {
+    "hourly": _from_arrays(queries.MERGE_HOURLY, ("bigint", "timestamptz", "text", "bigint", "bigint", "bigint")),
+    "breakdowns": _from_arrays(queries.MERGE_BREAKDOWNS, ("bigint", "text", *_TEXTS, "bigint")),
+    "machine": _from_arrays(queries.MERGE_MACHINE, ("bigint", "text", "text", "text", "bigint")),
+    "rejected": _from_arrays(queries.MERGE_REJECTED, ("bigint", "timestamptz", "text", "text", "bigint")),
+}
+BREAKDOWN = ("traffic", "machine_reason", "device_class", "os", "browser", "mail_client", "country")
+
+
+def grouped(rows: pl.DataFrame, profiles: list[tuple[Any, ...]]) -> dict[str, pl.DataFrame]:
+    """The rows of GROUPED_MERGES' statements, in their columns' order, each sorted by its key (as the SQL's ORDER
+    BY inserts them): what queries.MERGE_HOURLY, MERGE_BREAKDOWNS, MERGE_MACHINE and MERGE_REJECTED group."""
+    at_ = {name: 1 + columns.ENRICHED.index(name) for name in BREAKDOWN}  # a profile row: (number, *ENRICHED)
+    profile = pl.DataFrame([(p[0], *(p[at_[n]] for n in BREAKDOWN)) for p in profiles], orient="row",
+                           schema={"profile": pl.Int32, **dict.fromkeys(BREAKDOWN, pl.String)})  # fmt: skip
+    counted = rows.filter(pl.col("track") != modes.REJECTED)
+    rejected = rows.filter(pl.col("track") == modes.REJECTED)
+    hour = pl.col("received_at").dt.truncate("1h").alias("hour")
+    flags = (pl.len().cast(pl.Int64), pl.col("machine").sum().cast(pl.Int64), pl.col("unknown").sum().cast(pl.Int64))
+    hits = pl.len().cast(pl.Int64).alias("hits")
+    described = counted.select("job_id", "kind", "profile", "machine", "family").join(profile, on="profile", how="left")
+    keys = ("job_id", "kind", *BREAKDOWN)
+    return {
+        "hourly": counted.group_by("job_id", hour, "kind").agg(*flags).sort("job_id", "hour", "kind"),
+        "breakdowns": described.with_columns(pl.col(BREAKDOWN).fill_null("")).group_by(keys).agg(hits).sort(keys),
+        "machine": described.filter("machine").group_by(
+            "job_id", "kind", pl.col("machine_reason").fill_null("unknown"), pl.col("family").fill_null("")
+        ).agg(hits).sort("job_id", "kind", "machine_reason", "family"),
+        "rejected": rejected.group_by("job_id", hour, "kind", pl.col("reason").fill_null("unknown")).agg(hits).sort(
+            "job_id", "hour", "kind", "reason"),
+    }  # fmt: skip
+
+
+async def merge_grouped(conn: asyncpg.Connection, rows: pl.DataFrame, profiles: list[tuple[Any, ...]],
+                        stats: Any, t: float) -> float:  # fmt: skip
+    """GROUPED_MERGES from the batch's rows, each statement's time to its stage (``stats``: rollup.RunStats)."""
+    for name, frame in grouped(rows, profiles).items():
+        if frame.height:
+            await conn.execute(GROUPED_MERGES[name], *(frame.get_column(c).to_list() for c in frame.columns))
+        t = stats.add(f"merge_{name}", t)
+    return t

@@ -132,16 +132,19 @@ async def merge_frame(
     await conn.copy_records_to_table("rollup_profile", records=profiles, columns=PROFILE_COLUMNS)
     await frames.copy_rows(conn, rows)
     t = stats.add("copy", t)
-    await merge_copied(conn, stats, batch.builder, t, frames.dropped(batch.hits), frames.spans(batch.hits))
+    t = await frames.merge_grouped(conn, rows, profiles, stats, t)
+    await merge_copied(conn, stats, batch.builder, t, frames.dropped(batch.hits), frames.spans(batch.hits),
+                       done=frozenset(frames.GROUPED_MERGES))  # fmt: skip
     return rows
 
 
 async def merge_copied(
     conn: asyncpg.Connection, stats: RunStats, builder: BatchBuilder, t: float, dropped: Mapping[int, int],
-    spanned: Mapping[int, claims.Span],
+    spanned: Mapping[int, claims.Span], done: frozenset[str] = frozenset(),
 ) -> None:
     """The rest of ``merge`` once the batch's rows are in: unique counting, the merges, the marking
-    (``dropped``: each job's hits on a track that keeps nothing; ``spanned``: each job's claimed span)."""
+    (``dropped``: each job's hits on a track that keeps nothing; ``spanned``: each job's claimed span;
+    ``done``: the merges the caller made already)."""
     await conn.execute(queries.SEEN_PICK)
     for job in sorted(job for job, key in builder.keys.items() if key is not None):  # the jobs with hashes
         await conn.execute(queries.SEEN_KNOWN, job)  # one job a statement: one shard on Citus
@@ -152,6 +155,8 @@ async def merge_copied(
     await conn.execute(queries.SEEN_INSERT)
     t = stats.add("seen", t)
     for name, sql in queries.MERGES:
+        if name in done:
+            continue
         await conn.execute(sql)
         t = stats.add(f"merge_{name}", t)
     # Analyzed for the marking only: analyzed before the merges, the
