@@ -509,13 +509,30 @@ GROUPED_MERGES = {
     "breakdowns": _from_arrays(queries.MERGE_BREAKDOWNS, ("bigint", "text", *_TEXTS, "bigint")),
     "machine": _from_arrays(queries.MERGE_MACHINE, ("bigint", "text", "text", "text", "bigint")),
     "rejected": _from_arrays(queries.MERGE_REJECTED, ("bigint", "timestamptz", "text", "text", "bigint")),
+    "recipients": _from_arrays(queries.MERGE_RECIPIENTS, ("bigint", "bigint", *("bigint",) * 6,
+                                                          *("timestamptz",) * 4)),
+    "recipient_links": _from_arrays(queries.MERGE_RECIPIENT_LINKS, ("bigint",) * 6 + ("timestamptz",) * 2),
 }
 BREAKDOWN = ("traffic", "machine_reason", "device_class", "os", "browser", "mail_client", "country")
 
 
+def count(where: pl.Expr, machine: bool | None = None) -> pl.Expr:
+    """count(*) FILTER (WHERE ``where`` [AND machine / AND NOT machine]), as a bigint."""
+    if machine is not None:
+        where = where & (pl.col("machine") if machine else ~pl.col("machine"))
+    return where.sum().cast(pl.Int64)
+
+
+def at_of(where: pl.Expr, way: str) -> pl.Expr:
+    """min or max (``way``) of received_at FILTER (WHERE ``where``): null when no row is."""
+    times = pl.col("received_at").filter(where)
+    return times.min() if way == "min" else times.max()
+
+
 def grouped(rows: pl.DataFrame, profiles: list[tuple[Any, ...]]) -> dict[str, pl.DataFrame]:
     """The rows of GROUPED_MERGES' statements, in their columns' order, each sorted by its key (as the SQL's ORDER
-    BY inserts them): what queries.MERGE_HOURLY, MERGE_BREAKDOWNS, MERGE_MACHINE and MERGE_REJECTED group."""
+    BY inserts them): what queries.MERGE_HOURLY, MERGE_BREAKDOWNS, MERGE_MACHINE, MERGE_REJECTED,
+    MERGE_RECIPIENTS and MERGE_RECIPIENT_LINKS group."""
     at_ = {name: 1 + columns.ENRICHED.index(name) for name in BREAKDOWN}  # a profile row: (number, *ENRICHED)
     profile = pl.DataFrame([(p[0], *(p[at_[n]] for n in BREAKDOWN)) for p in profiles], orient="row",
                            schema={"profile": pl.Int32, **dict.fromkeys(BREAKDOWN, pl.String)})  # fmt: skip
@@ -524,6 +541,8 @@ def grouped(rows: pl.DataFrame, profiles: list[tuple[Any, ...]]) -> dict[str, pl
     hour = pl.col("received_at").dt.truncate("1h").alias("hour")
     flags = (pl.len().cast(pl.Int64), pl.col("machine").sum().cast(pl.Int64), pl.col("unknown").sum().cast(pl.Int64))
     hits = pl.len().cast(pl.Int64).alias("hits")
+    personal = rows.filter(pl.col("track") == modes.PERSONAL)
+    opens, clicks = pl.col("kind") == "open", pl.col("kind") == "click"
     described = counted.select("job_id", "kind", "profile", "machine", "family").join(profile, on="profile", how="left")
     keys = ("job_id", "kind", *BREAKDOWN)
     return {
@@ -534,6 +553,22 @@ def grouped(rows: pl.DataFrame, profiles: list[tuple[Any, ...]]) -> dict[str, pl
         ).agg(hits).sort("job_id", "kind", "machine_reason", "family"),
         "rejected": rejected.group_by("job_id", hour, "kind", pl.col("reason").fill_null("unknown")).agg(hits).sort(
             "job_id", "hour", "kind", "reason"),
+        "recipients": personal.group_by("job_id", "recipient_id").agg(
+            count(opens, False).alias("opens"), count(opens, True).alias("machine_opens"),
+            count(clicks, False).alias("clicks"), count(clicks, True).alias("machine_clicks"),
+            count(opens & pl.col("unknown")).alias("unknown_opens"),
+            count(clicks & pl.col("unknown")).alias("unknown_clicks"),
+            at_of(opens & ~pl.col("machine"), "min").alias("first_open"),
+            at_of(opens & ~pl.col("machine"), "max").alias("last_open"),
+            at_of(clicks & ~pl.col("machine"), "min").alias("first_click"),
+            at_of(clicks & ~pl.col("machine"), "max").alias("last_click"),
+        ).sort("job_id", "recipient_id"),
+        "recipient_links": personal.filter(clicks & pl.col("link_id").is_not_null()).group_by(
+            "job_id", "recipient_id", "link_id").agg(
+            count(~pl.col("machine")).alias("clicks"), count(pl.col("machine")).alias("machine"),
+            count(pl.col("unknown")).alias("unknown"),
+            at_of(~pl.col("machine"), "min").alias("first_click"), at_of(~pl.col("machine"), "max").alias("last_click"),
+        ).sort("job_id", "recipient_id", "link_id"),
     }  # fmt: skip
 
 
