@@ -32,10 +32,13 @@ DEFAULT_ROLLUP_HOLD = 15.0
 # mail clients only (human). Reports show the three figures either way.
 HEADLINES = ("all", "recognised")
 DEFAULT_HEADLINE = "all"
-# How the mail roll-up builds a batch: on columns (aggregator.mail.frames, polars; the default) or hit by hit
-# (the reference it is tested against, and what enrichers that give rows only take).
-ENGINES = ("columns", "hits")
-DEFAULT_ENGINE = "columns"
+# How the mail roll-up builds a batch: on columns (aggregator.mail.frames, polars) or hit by hit (the reference
+# the columns are tested against, and what enrichers that give rows only take); "auto" (the default) goes on
+# columns from DEFAULT_COLUMNS_FROM claimed hits on. Columns cost a batch a fixed ~20 ms more and save CPU per hit:
+# the same CPU at batches of 10,000, less from 20,000 (loadtest/RESULTS.md §20).
+ENGINES = ("auto", "columns", "hits")
+DEFAULT_ENGINE = "auto"
+DEFAULT_COLUMNS_FROM = 20_000
 
 
 def headline_from_env(environ: Mapping[str, str]) -> str:
@@ -59,7 +62,8 @@ class AggregatorConfig:
     reading_idle: int = DEFAULT_READING_IDLE  # longest gap between page views that counts as reading
     rollup_hold: float = DEFAULT_ROLLUP_HOLD  # seconds the scheduled roll-up leaves the newest hits
     headline: str = DEFAULT_HEADLINE  # PIXELTRACK_HEADLINE: all | recognised
-    engine: str = DEFAULT_ENGINE  # PIXELTRACK_ROLLUP_ENGINE: columns | hits (aggregator.mail.frames)
+    engine: str = DEFAULT_ENGINE  # PIXELTRACK_ROLLUP_ENGINE: auto | columns | hits (aggregator.mail.frames)
+    columns_from: int = DEFAULT_COLUMNS_FROM  # PIXELTRACK_ROLLUP_COLUMNS_FROM: auto's least batch on columns
     enrich: EnrichConfig = field(default_factory=EnrichConfig)
 
     @classmethod
@@ -76,6 +80,7 @@ class AggregatorConfig:
             rollup_hold=env_float(environ, "PIXELTRACK_ROLLUP_HOLD", DEFAULT_ROLLUP_HOLD),
             headline=headline_from_env(environ),
             engine=environ.get("PIXELTRACK_ROLLUP_ENGINE", DEFAULT_ENGINE).strip().lower() or DEFAULT_ENGINE,
+            columns_from=env_int(environ, "PIXELTRACK_ROLLUP_COLUMNS_FROM", DEFAULT_COLUMNS_FROM),
             enrich=EnrichConfig.from_env(environ),
         )
         cfg.check()
@@ -90,6 +95,7 @@ class AggregatorConfig:
             ("PIXELTRACK_RETENTION_DAYS", self.retention_days, 1),
             ("PIXELTRACK_READING_IDLE", self.reading_idle, 1),
             ("PIXELTRACK_ROLLUP_HOLD", self.rollup_hold, 0),
+            ("PIXELTRACK_ROLLUP_COLUMNS_FROM", self.columns_from, 1),
         ):
             if value < low:
                 raise ConfigError(f"{name} must be at least {low}, got {value}")

@@ -120,6 +120,17 @@ async def claim(conn: asyncpg.Connection, jobs: claims.Pending, limit: int, unti
     return pl.concat([hits.filter(pl.col("job_id") != job), rest])
 
 
+def as_hits(hits: pl.DataFrame) -> list[dict[str, Any]]:
+    """A claimed frame as the per-hit path's hits (what queries.CLAIM's records hold): a small batch's way there."""
+    out = []
+    for row in hits.iter_rows(named=True):
+        row["hit_id"] = uuid.UUID(row["hit_id"])
+        row["received_at"] = at(row["received_at"])
+        row["prefetch"] = row["prefetch"] == 1
+        out.append(row)
+    return out
+
+
 @dataclass
 class Batch:
     """A claimed batch on columns, with what the roll-up looked up once for it."""

@@ -50,6 +50,7 @@ class RunStats:
 
     hits: int = 0
     batches: int = 0
+    columns: int = 0  # of the batches, how many were built on columns (aggregator.mail.frames)
     seconds: dict[str, float] = field(default_factory=dict)
 
     def add(self, stage: str, started: float) -> float:
@@ -179,10 +180,11 @@ async def run_batch(
 ) -> int:
     """Roll up one batch of ``jobs`` (hits received up to ``until``) in one transaction; return how many it took.
 
-    With the production enricher a batch goes on columns (aggregator.mail.frames) unless ``config.engine``
-    says "hits"; another enricher's (tests' stand-ins, which give rows only) go hit by hit.
+    With the production enricher a batch goes on columns (aggregator.mail.frames) as ``config.engine`` says
+    ("auto": from ``config.columns_from`` hits); another enricher's (tests' stand-ins, which give rows only) go hit
+    by hit.
     """
-    if isinstance(enricher, Enricher) and config.engine == "columns":
+    if isinstance(enricher, Enricher) and config.engine != "hits":
         return await run_frame_batch(conn, config, enricher, stats, jobs, fault, until)
     async with conn.transaction():
         t = time.perf_counter()
@@ -192,23 +194,31 @@ async def run_batch(
         t = stats.add("claim", t)
         if not hits:
             return 0
-        who = await who_of(conn, hits)
-        t = stats.add("claim", t)
-        tracks = [modes.track_of(h, who) for h in hits]  # once a hit, for the keys, the context and the rows
-        builder = await builder_for(conn, hits, tracks, who)
-        known = await context.load(conn, hits, tracks, builder, enricher, config)
-        t = stats.add("context", t)
-        enriched = enrich_parts(enricher, hits, who.sent, known.outside)
-        stats.add("enrich", t)
-        if fault is not None:
-            await fault()  # tests: a run killed between claim and merge
-        rows = await merge(conn, hits, enriched, stats, builder, tracks)
-        t = time.perf_counter()
-        await context.save(conn, known, config)
-        t = stats.add("context_save", t)
-        await merge_reads(conn, hits, rows, config.reading_idle, known.views_ahead)  # reading time, same transaction
-        stats.add("reading", t)
+        await roll_hits(conn, config, enricher, stats, hits, fault, t)
     return len(hits)
+
+
+async def roll_hits(
+    conn: asyncpg.Connection, config: AggregatorConfig, enricher: Enriching, stats: RunStats,
+    hits: Sequence[Mapping[str, Any]], fault: Fault | None, t: float,
+) -> None:
+    """A claimed batch hit by hit, in the caller's transaction (``t``: when its claim's stage ended)."""
+    who = await who_of(conn, hits)
+    t = stats.add("claim", t)
+    tracks = [modes.track_of(h, who) for h in hits]  # once a hit, for the keys, the context and the rows
+    builder = await builder_for(conn, hits, tracks, who)
+    known = await context.load(conn, hits, tracks, builder, enricher, config)
+    t = stats.add("context", t)
+    enriched = enrich_parts(enricher, hits, who.sent, known.outside)
+    stats.add("enrich", t)
+    if fault is not None:
+        await fault()  # tests: a run killed between claim and merge
+    rows = await merge(conn, hits, enriched, stats, builder, tracks)
+    t = time.perf_counter()
+    await context.save(conn, known, config)
+    t = stats.add("context_save", t)
+    await merge_reads(conn, hits, rows, config.reading_idle, known.views_ahead)  # reading time, same transaction
+    stats.add("reading", t)
 
 
 async def run_frame_batch(
@@ -228,6 +238,10 @@ async def run_frame_batch(
         t = stats.add("claim", t)
         if not (taken := hits.height):
             return 0
+        if config.engine == "auto" and taken < config.columns_from:  # a small batch costs less hit by hit
+            await roll_hits(conn, config, enricher, stats, frames.as_hits(hits), fault, t)
+            return taken
+        stats.columns += 1
         batch = await frames.judge(conn, hits, job_keys)
         del hits  # a batch's frames are kept once each (the aggregator's peak memory)
         t = stats.add("claim", t)

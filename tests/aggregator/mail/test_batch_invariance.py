@@ -53,6 +53,9 @@ CASES = [
     [burst("permission_personal", ("doc", 0, 1, 0, 0), rid=2, start=0),
      burst("permission_personal", ("doc", 0, 1, 0, 0), rid=2, start=12)],
 ]  # fmt: skip
+# The batches here go on columns whatever their size (the default, "auto", takes small ones hit by hit):
+# TestEngines ties the per-hit path to the columns one, batch for batch.
+COLUMNS = "columns"
 FUZZ = settings(max_examples=50, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])  # fmt: skip
 
@@ -91,16 +94,16 @@ class TestBatchInvariance:
         conn, other = pair
         hits = raw_hits(drawn, base=NEW_YEAR if new_year else T0)
         await setup(conn, hits)
-        stats = await rollup(conn, AggregatorConfig(batch_size=100_000), enricher)
+        stats = await rollup(conn, AggregatorConfig(batch_size=100_000, engine=COLUMNS), enricher)
         assert (stats.hits, stats.batches) == (len(hits), 1)
         whole = await tables(conn)
         await setup(conn, hits)
-        await rollup(conn, AggregatorConfig(batch_size=k), enricher)
+        await rollup(conn, AggregatorConfig(batch_size=k, engine=COLUMNS), enricher)
         assert await tables(conn) == whole
         await setup(conn, hits)
         async with asyncio.TaskGroup() as group:  # a failing one stops the other: no run outlives the example
-            group.create_task(rollup(conn, AggregatorConfig(batch_size=k2), enricher))
-            group.create_task(rollup(other, AggregatorConfig(batch_size=k2 + 1), enricher))
+            group.create_task(rollup(conn, AggregatorConfig(batch_size=k2, engine=COLUMNS), enricher))
+            group.create_task(rollup(other, AggregatorConfig(batch_size=k2 + 1, engine=COLUMNS), enricher))
         assert await tables(conn) == whole
 
 
@@ -154,3 +157,21 @@ class TestEngines:
         assert kept == set(odd)  # the personal hits keep their agents, byte for byte
         links = {r["url"] for r in await conn.fetch("SELECT url FROM report_links")}
         assert links == {f'https://shop.example/{n}?q="{text}",x' for n, text in enumerate(odd)}
+
+    async def test_auto(self, pair: tuple[asyncpg.Connection, asyncpg.Connection], enricher: Enricher) -> None:
+        """"auto" builds a batch of columns_from hits or more on columns and a smaller one hit by hit: the same
+        tables as the per-hit engine either way."""
+        conn, _ = pair
+        hits = raw_hits(CASES[5])  # six document views: a batch of four, then one of two
+        assert len(hits) == 6
+        await setup(conn, hits)
+        await rollup(conn, AggregatorConfig(engine="hits"), enricher)
+        by_hit = await tables(conn)
+        await setup(conn, hits)
+        stats = await rollup(conn, AggregatorConfig(batch_size=4, engine="auto", columns_from=3), enricher)
+        assert (stats.hits, stats.batches, stats.columns) == (6, 2, 1)
+        assert await tables(conn) == by_hit
+        await setup(conn, hits)
+        stats = await rollup(conn, AggregatorConfig(batch_size=4, engine="auto"), enricher)  # 20,000: never here
+        assert (stats.hits, stats.batches, stats.columns) == (6, 2, 0)
+        assert await tables(conn) == by_hit
