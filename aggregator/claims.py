@@ -210,12 +210,12 @@ def spans(hits: Sequence[Mapping[str, Any]]) -> dict[int, Span]:
 async def mark(
     conn: asyncpg.Connection,
     sql: str,
-    hits: Sequence[Mapping[str, Any]],
+    spanned: Mapping[int, Span],
     drop: str | None = None,
     dropped: Mapping[int, int] | None = None,
-    spanned: Mapping[int, Span] | None = None,
 ) -> None:
-    """Mark the claimed ``hits`` rolled, one statement a job (``sql``: $1 now, $2 job, $3 first, $4 last).
+    """Mark the claimed hits rolled, one statement a job (``sql``: $1 now, $2 job, $3 first, $4 last; ``spanned``:
+    each job's claimed hits, ``spans``).
 
     ``drop`` ($1 job, $2 first, $3 last): a statement that deletes the
     claimed hits ``sql`` leaves out; ``dropped``: how many of each job's hits
@@ -224,11 +224,10 @@ async def mark(
     marking had just rewritten as well (twice the index entries: a personal
     job of 52k hits, 51 ms to delete nothing). Both touch only hits still
     unrolled; one fewer than claimed in all means another transaction rolled
-    it up meanwhile, and the batch is refused. ``spanned``: the spans of ``hits`` when the caller has them
-    (then ``hits`` is not read).
+    it up meanwhile, and the batch is refused.
     """
     now = dt.datetime.now(dt.UTC)
-    for job, span in sorted((spans(hits) if spanned is None else spanned).items()):
+    for job, span in sorted(spanned.items()):
         gone = None if dropped is None else dropped.get(job, 0)  # None: not known, both statements run
         marked = 0
         if drop is not None and gone != 0:

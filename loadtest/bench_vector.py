@@ -37,8 +37,8 @@ saved context) and its verdicts are not checked against the product's.
 What it does check, and the CI smoke asserts: every waiting hit read once,
 and its counts per job and kind equal the product's report_job_totals and
 report_rejected on the same hits. Needs the ``vector`` extra
-(``pip install 'pixeltrack[vector]'``: polars, pyarrow,
-adbc-driver-postgresql). Measures and prints; asserts nothing.
+(``pip install 'pixeltrack[vector]'``: adbc-driver-postgresql; polars and
+pyarrow are the product's own since its columns engine). Measures and prints; asserts nothing.
 """
 
 from __future__ import annotations

@@ -16,8 +16,8 @@ through ``reading.merge_reads``: both a fraction of a batch. The rows go
 back in COPY's binary format, encoded from Arrow by pgpq.
 
 What comes out is what the per-hit path makes, value for value (tests:
-tests/aggregator/mail/test_frames.py draws hits and compares both paths'
-batch and profile rows). Only the production ``Enricher`` goes this way; an
+TestEngines in tests/aggregator/mail/test_batch_invariance.py draws hits and
+compares every table both engines leave). Only the production ``Enricher`` goes this way; an
 enricher that gives rows only (tests' stand-ins) takes the per-hit path.
 """
 
@@ -27,7 +27,7 @@ import datetime as dt
 import io
 import uuid
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +43,7 @@ from aggregator.enrich.run import Run
 from aggregator.mail import context, queries
 from aggregator.mail import tracks as modes
 from aggregator.mail.rows import BATCH_COLUMNS, BatchBuilder
+from aggregator.mail.who import job_keys, lookup
 from pixeltrack.core import columns, timestamps
 
 UTC = dt.UTC
@@ -141,23 +142,9 @@ class Batch:
 
 
 async def who_of(conn: asyncpg.Connection, hits: pl.DataFrame) -> modes.Who:
-    """rollup.who_of for a frame: the jobs, and the recipients of each (one look-up a job)."""
-    by_job = hits.group_by("job_id").agg(pl.col("recipient_id").drop_nulls().unique().sort()).sort("job_id")
-    job_ids = by_job.get_column("job_id").to_list()
-    who = modes.Who(sent=dict.fromkeys(job_ids))
-    for r in await conn.fetch(queries.JOBS, job_ids):
-        who.modes[r["job_id"]], who.sent[r["job_id"]] = r["mode"], r["sent_at"]
-    people = who.people
-    for job, ids in by_job.iter_rows():
-        mode = who.modes.get(job)
-        if mode is None or mode == "blind" or not ids:
-            continue
-        sql = queries.PEOPLE if mode in queries.PERSON_MODES else queries.FORGOTTEN
-        for r in await conn.fetch(sql, job, ids):
-            key = (job, r["recipient_id"])
-            if not people.get(key, modes.NOBODY).forgotten:
-                people[key] = modes.Person(*tuple(r)[1:])
-    return who
+    """rollup.who_of for a frame: the jobs, and the recipients of each (who.lookup)."""
+    by_job = hits.group_by("job_id").agg(pl.col("recipient_id").drop_nulls().unique())
+    return await lookup(conn, dict(by_job.iter_rows()))
 
 
 def people_frame(who: modes.Who) -> pl.DataFrame:
@@ -187,11 +174,8 @@ def with_tracks(hits: pl.DataFrame, who: modes.Who) -> pl.DataFrame:
     return h.with_columns(track=track)
 
 
-KeysOf = Callable[[asyncpg.Connection, set[int]], Awaitable[dict[int, bytes | None]]]
-
-
-async def judge(conn: asyncpg.Connection, hits: pl.DataFrame, keys_of: KeysOf) -> Batch:
-    """Tracks, job keys (``keys_of``: rollup.job_keys) and each linked recipient's keyed hash, once a recipient.
+async def judge(conn: asyncpg.Connection, hits: pl.DataFrame) -> Batch:
+    """Tracks, job keys and each linked recipient's keyed hash, once a recipient.
 
     Each hit gets its ``position`` in the claim: joins need not keep rows in order, and the batch's steps
     that care (a reader's views of one instant, the per-hit path's order) sort by it.
@@ -199,7 +183,7 @@ async def judge(conn: asyncpg.Connection, hits: pl.DataFrame, keys_of: KeysOf) -
     who = await who_of(conn, hits)
     h = with_tracks(hits.with_row_index("position"), who)
     hashed = h.filter(pl.col("track").is_in(sorted(modes.HASHED)))
-    keys = await keys_of(conn, set(hashed.get_column("job_id").unique().to_list()))
+    keys = await job_keys(conn, set(hashed.get_column("job_id").unique().to_list()))
     builder = BatchBuilder(keys, who)
     pairs = hashed.select("job_id", "recipient_id").unique()
     hashes = pl.Series("rhash", [builder.rhash(job, rid) for job, rid in pairs.iter_rows()], dtype=pl.Binary)
@@ -544,8 +528,8 @@ def grouped(rows: pl.DataFrame, profiles: list[tuple[Any, ...]]) -> dict[str, pl
     """The rows of GROUPED_MERGES' statements, in their columns' order, each sorted by its key (as the SQL's ORDER
     BY inserts them): what queries.MERGE_HOURLY, MERGE_BREAKDOWNS, MERGE_MACHINE, MERGE_REJECTED,
     MERGE_RECIPIENTS and MERGE_RECIPIENT_LINKS group."""
-    at_ = {name: 1 + columns.ENRICHED.index(name) for name in BREAKDOWN}  # a profile row: (number, *ENRICHED)
-    profile = pl.DataFrame([(p[0], *(p[at_[n]] for n in BREAKDOWN)) for p in profiles], orient="row",
+    place = {name: 1 + columns.ENRICHED.index(name) for name in BREAKDOWN}  # a profile row: (number, *ENRICHED)
+    profile = pl.DataFrame([(p[0], *(p[place[n]] for n in BREAKDOWN)) for p in profiles], orient="row",
                            schema={"profile": pl.Int32, **dict.fromkeys(BREAKDOWN, pl.String)})  # fmt: skip
     counted = rows.filter(pl.col("track") != modes.REJECTED)
     rejected = rows.filter(pl.col("track") == modes.REJECTED)
@@ -584,10 +568,10 @@ def grouped(rows: pl.DataFrame, profiles: list[tuple[Any, ...]]) -> dict[str, pl
 
 
 async def merge_grouped(conn: asyncpg.Connection, rows: pl.DataFrame, profiles: list[tuple[Any, ...]],
-                        stats: Any, t: float) -> float:  # fmt: skip
-    """GROUPED_MERGES from the batch's rows, each statement's time to its stage (``stats``: rollup.RunStats)."""
+                        add: Callable[[str, float], float], t: float) -> float:  # fmt: skip
+    """GROUPED_MERGES from the batch's rows, each statement's time to its stage (``add``: rollup.RunStats.add)."""
     for name, frame in grouped(rows, profiles).items():
         if frame.height:
             await conn.execute(GROUPED_MERGES[name], *(frame.get_column(c).to_list() for c in frame.columns))
-        t = stats.add(f"merge_{name}", t)
+        t = add(f"merge_{name}", t)
     return t

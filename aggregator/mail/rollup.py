@@ -15,7 +15,6 @@ import contextlib
 import datetime as dt
 import gc
 import logging
-import secrets
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
@@ -33,6 +32,7 @@ from aggregator.mail import context, frames, queries
 from aggregator.mail import tracks as modes
 from aggregator.mail.reading import merge_reads
 from aggregator.mail.rows import BATCH_COLUMNS, PROFILE_COLUMNS, BatchBuilder
+from aggregator.mail.who import job_keys, lookup
 
 log = logging.getLogger(__name__)
 
@@ -60,19 +60,6 @@ class RunStats:
         return now
 
 
-async def job_keys(conn: asyncpg.Connection, job_ids: set[int]) -> dict[int, bytes | None]:
-    """Hash keys of the jobs, made on first use; None where destroyed."""
-    if not job_ids:
-        return {}
-    ids = sorted(job_ids)
-    keys = {r["job_id"]: r["key"] for r in await conn.fetch(queries.JOB_KEYS, ids)}
-    missing = [j for j in ids if j not in keys]
-    if missing:
-        await conn.execute(queries.NEW_JOB_KEYS, missing, [secrets.token_bytes(32) for _ in missing])
-        keys = {r["job_id"]: r["key"] for r in await conn.fetch(queries.JOB_KEYS, ids)}
-    return keys
-
-
 async def who_of(conn: asyncpg.Connection, hits: Sequence[Mapping[str, Any]]) -> modes.Who:
     """The batch's jobs and recipients, once each (a recipient's hits share one lookup)."""
     recipients: dict[int, set[int]] = {}  # by job: every job of the batch, with or without recipients
@@ -82,21 +69,7 @@ async def who_of(conn: asyncpg.Connection, hits: Sequence[Mapping[str, Any]]) ->
             ids = recipients[job] = set()
         if (rid := hit["recipient_id"]) is not None:
             ids.add(rid)
-    job_ids = sorted(recipients)
-    who = modes.Who(sent=dict.fromkeys(job_ids))
-    for r in await conn.fetch(queries.JOBS, job_ids):
-        who.modes[r["job_id"]], who.sent[r["job_id"]] = r["mode"], r["sent_at"]
-    people = who.people
-    for job, ids in sorted(recipients.items()):
-        mode = who.modes.get(job)
-        if mode is None or mode == "blind" or not ids:  # rejected or blind whoever the recipient is; no recipient
-            continue
-        sql = queries.PEOPLE if mode in queries.PERSON_MODES else queries.FORGOTTEN
-        for r in await conn.fetch(sql, job, sorted(ids)):
-            key = (job, r["recipient_id"])
-            if not people.get(key, modes.NOBODY).forgotten:  # forgotten, whatever recipients still holds
-                people[key] = modes.Person(*tuple(r)[1:])
-    return who
+    return await lookup(conn, recipients)
 
 
 async def builder_for(
@@ -133,7 +106,7 @@ async def merge_frame(
     await conn.copy_records_to_table("rollup_profile", records=profiles, columns=PROFILE_COLUMNS)
     await frames.copy_rows(conn, rows)
     t = stats.add("copy", t)
-    t = await frames.merge_grouped(conn, rows, profiles, stats, t)
+    t = await frames.merge_grouped(conn, rows, profiles, stats.add, t)
     await merge_copied(conn, stats, batch.builder, t, frames.dropped(batch.hits), frames.spans(batch.hits),
                        done=frozenset(frames.GROUPED_MERGES))  # fmt: skip
     return rows
@@ -164,7 +137,7 @@ async def merge_copied(
     # unique-visitor statements took 3x as long on top of a long history.
     await conn.execute(queries.ANALYZE_BATCH)
     await conn.execute(queries.NO_NESTED_LOOP)
-    await claims.mark(conn, queries.MARK_ROLLED, (), queries.DROP_ROLLED, dropped, spanned)
+    await claims.mark(conn, queries.MARK_ROLLED, spanned, queries.DROP_ROLLED, dropped)
     await conn.execute(queries.NESTED_LOOP)
     stats.add("mark", t)
 
@@ -180,22 +153,34 @@ async def run_batch(
 ) -> int:
     """Roll up one batch of ``jobs`` (hits received up to ``until``) in one transaction; return how many it took.
 
-    With the production enricher a batch goes on columns (aggregator.mail.frames) as ``config.engine`` says
-    ("auto": from ``config.columns_from`` hits); another enricher's (tests' stand-ins, which give rows only) go hit
-    by hit.
+    With the production enricher a batch is claimed as columns (aggregator.mail.frames) and built on them as
+    ``config.engine`` says ("auto": from ``config.columns_from`` hits), else turned into the per-hit path's hits;
+    another enricher's (tests' stand-ins, which give rows only) are claimed and built hit by hit.
     """
-    if isinstance(enricher, Enricher) and config.engine != "hits":
-        return await run_frame_batch(conn, config, enricher, stats, jobs, fault, until)
+    on_columns = isinstance(enricher, Enricher) and config.engine != "hits"
     async with conn.transaction():
         t = time.perf_counter()
         await conn.execute(queries.CREATE_BATCH)
-        hits = await claims.claim(conn, jobs, queries.CLAIM, config.batch_size, until)
-        hits = await context.whole_instants(conn, hits, config.batch_size)
+        claimed: pl.DataFrame | None = None
+        if on_columns:
+            claimed = await frames.claim(conn, jobs, config.batch_size, until)
+            taken = claimed.height
+            if config.engine == "auto" and taken < config.columns_from:  # a small batch costs less hit by hit
+                hits, claimed = frames.as_hits(claimed), None
+        else:
+            hits = await claims.claim(conn, jobs, queries.CLAIM, config.batch_size, until)
+            hits = await context.whole_instants(conn, hits, config.batch_size)
+            taken = len(hits)
         t = stats.add("claim", t)
-        if not hits:
+        if not taken:
             return 0
-        await roll_hits(conn, config, enricher, stats, hits, fault, t)
-    return len(hits)
+        if claimed is None:
+            await roll_hits(conn, config, enricher, stats, hits, fault, t)
+        else:
+            assert isinstance(enricher, Enricher)
+            stats.columns += 1
+            await roll_frame(conn, config, enricher, stats, claimed, fault, t)
+    return taken
 
 
 async def roll_hits(
@@ -221,45 +206,28 @@ async def roll_hits(
     stats.add("reading", t)
 
 
-async def run_frame_batch(
-    conn: asyncpg.Connection,
-    config: AggregatorConfig,
-    enricher: Enricher,
-    stats: RunStats,
-    jobs: claims.Pending,
-    fault: Fault | None = None,
-    until: dt.datetime = EVER,
-) -> int:
-    """``run_batch`` on columns: the same stages, the same rows and statements."""
-    async with conn.transaction():
-        t = time.perf_counter()
-        await conn.execute(queries.CREATE_BATCH)
-        hits = await frames.claim(conn, jobs, config.batch_size, until)
-        t = stats.add("claim", t)
-        if not (taken := hits.height):
-            return 0
-        if config.engine == "auto" and taken < config.columns_from:  # a small batch costs less hit by hit
-            await roll_hits(conn, config, enricher, stats, frames.as_hits(hits), fault, t)
-            return taken
-        stats.columns += 1
-        batch = await frames.judge(conn, hits, job_keys)
-        del hits  # a batch's frames are kept once each (the aggregator's peak memory)
-        t = stats.add("claim", t)
-        known, opens = await frames.load_context(conn, batch, enricher, config)
-        t = stats.add("context", t)
-        enriched = frames.enrich(batch, enricher, known, config)
-        batch.hits = enriched.hits
-        stats.add("enrich", t)
-        if fault is not None:
-            await fault()  # tests: a run killed between claim and merge
-        rows = await merge_frame(conn, batch, enriched, stats)
-        t = time.perf_counter()
-        await frames.save_context(conn, known, opens, config)
-        t = stats.add("context_save", t)
-        doc_hits, doc_rows = frames.documents(rows)
-        await merge_reads(conn, doc_hits, doc_rows, config.reading_idle, known.views_ahead)
-        stats.add("reading", t)
-    return taken
+async def roll_frame(
+    conn: asyncpg.Connection, config: AggregatorConfig, enricher: Enricher, stats: RunStats,
+    hits: pl.DataFrame, fault: Fault | None, t: float,
+) -> None:
+    """``roll_hits`` on columns: the same stages, the same rows and statements."""
+    batch = await frames.judge(conn, hits)
+    del hits  # a batch's frames are kept once each (the aggregator's peak memory)
+    t = stats.add("claim", t)
+    known, opens = await frames.load_context(conn, batch, enricher, config)
+    t = stats.add("context", t)
+    enriched = frames.enrich(batch, enricher, known, config)
+    batch.hits = enriched.hits
+    stats.add("enrich", t)
+    if fault is not None:
+        await fault()  # tests: a run killed between claim and merge
+    rows = await merge_frame(conn, batch, enriched, stats)
+    t = time.perf_counter()
+    await frames.save_context(conn, known, opens, config)
+    t = stats.add("context_save", t)
+    doc_hits, doc_rows = frames.documents(rows)
+    await merge_reads(conn, doc_hits, doc_rows, config.reading_idle, known.views_ahead)
+    stats.add("reading", t)
 
 
 @contextlib.contextmanager

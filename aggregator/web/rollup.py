@@ -206,7 +206,7 @@ async def _mark(conn: asyncpg.Connection, hits: Sequence[Mapping[str, Any]], row
     await conn.execute(queries.CREATE_BATCH)
     await conn.copy_records_to_table("site_batch", records=rows, columns=queries.BATCH_COLUMNS)
     await conn.execute(queries.ANALYZE_BATCH)
-    await claims.mark(conn, queries.MARK_ROLLED, hits)
+    await claims.mark(conn, queries.MARK_ROLLED, claims.spans(hits))
 
 
 async def _contacts(conn: asyncpg.Connection, hits: Sequence[Mapping[str, Any]], tracks: list[str],
