@@ -455,18 +455,28 @@ def batch_rows(enriched: Enriched, batch: Batch) -> tuple[pl.DataFrame, list[tup
     return out, builder.profile_rows()
 
 
+# What of a batch row the marking reads (queries.MARK_ROLLED, DROP_ROLLED, ANALYZE_BATCH): nothing else reads
+# rollup_batch on columns (merge_grouped, picks and after_seen group the frame), so only these go in.
+MARKED = ("hit_id", "received_at", "job_id", "track", "recipient_id", "profile", *queries.STORED_INLINE)
+
+
 async def copy_rows(conn: asyncpg.Connection, rows: pl.DataFrame) -> None:
-    """The batch rows into rollup_batch in COPY's binary format, encoded from Arrow by pgpq (Rust): PostgreSQL
-    parses a row of it in about half what a CSV row costs (loadtest/RESULTS.md §20). A uuid's binary form is its
-    16 bytes, as a bytea's is its bytes: the id goes as those."""
-    table = rows.select(BATCH_COLUMNS).with_columns(pl.col("hit_id").str.replace_all("-", "").str.decode("hex"))
-    arrow = table.to_arrow()
+    """What the marking reads of the batch rows into rollup_batch. A uuid's binary form is its 16 bytes, as a
+    bytea's is its bytes: the id goes as those."""
+    table = rows.select(MARKED).with_columns(pl.col("hit_id").str.replace_all("-", "").str.decode("hex"))
+    await copy_frame(conn, "rollup_batch", table)
+
+
+async def copy_frame(conn: asyncpg.Connection, table: str, frame: pl.DataFrame) -> None:
+    """``frame`` into ``table`` (its columns by name) in COPY's binary format, encoded from Arrow by pgpq (Rust):
+    PostgreSQL parses a row of it in about half what a CSV row costs (loadtest/RESULTS.md §20)."""
+    arrow = frame.to_arrow()
     encoder = ArrowToPostgresBinaryEncoder(arrow.schema)
     data = bytearray(encoder.write_header())
     for chunk in arrow.to_batches():
         data += encoder.write_batch(chunk)
     data += encoder.finish()
-    await conn.copy_to_table("rollup_batch", source=io.BytesIO(data), columns=BATCH_COLUMNS, format="binary")
+    await conn.copy_to_table(table, source=io.BytesIO(data), columns=frame.columns, format="binary")
 
 
 def spans(hits: pl.DataFrame) -> dict[int, claims.Span]:
@@ -575,3 +585,117 @@ async def merge_grouped(conn: asyncpg.Connection, rows: pl.DataFrame, profiles: 
             await conn.execute(GROUPED_MERGES[name], *(frame.get_column(c).to_list() for c in frame.columns))
         t = add(f"merge_{name}", t)
     return t
+
+
+# ------------------------------------------------------------- unique counting --
+def _weighted(bits: pl.Expr) -> pl.Expr:
+    """queries.SEEN_PICK's bits times a hit's weight: 0 for a machine's, 1 for an unknown agent's, 1 + RECOGNISED
+    for a recognised one's."""
+    weight = pl.when("machine").then(0).when("unknown").then(1).otherwise(1 + queries.RECOGNISED)
+    return (bits * weight).cast(pl.Int32)
+
+
+def picks(rows: pl.DataFrame) -> pl.DataFrame:
+    """queries.SEEN_PICK's rows (seen_pick: job_id, link_id, hash, scopes, inferred) from the batch's rows."""
+    kind = pl.col("kind")
+    any_bit = pl.when(pl.col("track") == modes.ANONYMOUS).then(queries.ANY).otherwise(0).cast(pl.Int32)
+    def bits(click: int) -> pl.Expr:
+        return pl.when(kind == "open").then(queries.OPEN).when(kind == "click").then(click).when(
+            kind == "doc").then(queries.DOC).otherwise(0)  # fmt: skip
+
+    seen, plain = bits(queries.CLICK | queries.OPEN), bits(queries.CLICK)  # a click is an (inferred) open too
+    hashed = rows.filter(pl.col("rhash").is_not_null())
+    link = _weighted(pl.lit(queries.LINK))
+    scoped = pl.concat([
+        hashed.select("job_id", pl.lit(0, pl.Int64).alias("link_id"), pl.col("rhash").alias("hash"),
+                      (_weighted(seen) | any_bit).alias("scopes"), (_weighted(plain) | any_bit).alias("plain")),
+        hashed.filter((kind == "click") & ~pl.col("machine")).select(
+            "job_id", "link_id", pl.col("rhash").alias("hash"), link.alias("scopes"), link.alias("plain")),
+    ])  # fmt: skip
+    return (
+        scoped.filter(pl.col("scopes") != 0)
+        .group_by("job_id", "link_id", "hash")
+        .agg(pl.col("scopes").bitwise_or(), pl.col("plain").bitwise_or())
+        .select("job_id", "link_id", "hash", "scopes", (pl.col("scopes") & ~pl.col("plain")).alias("inferred"))
+    )
+
+
+# The merges that read unique counting's seen_delta as well as the batch's rows: the batch's part of each
+# (queries.TOTALS_OF_BATCH, ...) grouped here and sent as arrays, the statement's seen_delta part as it is.
+def _unnest(first: int, types: dict[str, str], branch: tuple[str, ...] = ()) -> str:
+    """A SELECT of arrays ${first}... of ``types``, named as they are; with ``branch`` (a UNION branch's column
+    names), its columns in that order, the ones not in ``types`` zero."""
+    arrays = ", ".join(f"${n}::{t}[]" for n, t in enumerate(types.values(), start=first))
+    names = ", ".join(f'"{name}"' for name in types)
+    listed = ", ".join(name if name in types else f"0 AS {name}" for name in branch) if branch else "*"
+    return f"SELECT {listed} FROM unnest({arrays}) AS b({names})"
+
+
+_OF_BATCH_TYPES = {
+    "totals": {"job_id": "bigint", "kind": "text", "total": "bigint", "machine": "bigint", "unknown": "bigint"},
+    "links": {"job_id": "bigint", "link_id": "bigint", "url": "text", "total": "bigint", "machine": "bigint",
+              "unknown": "bigint"},
+    "demographics": {"job_id": "bigint", "age_band": "text", "gender": "text", "zip": "text", "o": "bigint",
+                     "c": "bigint", "m": "bigint", "xo": "bigint", "xc": "bigint"},
+    "first_cells": {"job_id": "bigint", "rhash": "bytea", "gender": "text", "zip": "text",
+                    **dict.fromkeys(("any", "open", "click", "r:open", "r:click"), "integer")},
+}  # fmt: skip
+# The columns of the batch's UNION branch in each statement (queries.TOTALS_OF_BATCH, ...), in order.
+_BRANCHES = {
+    "totals": ("job_id", "kind", "total", "machine", "unknown", "uniq", "inferred", "uniq_r", "inferred_r"),
+    "links": ("job_id", "link_id", "url", "total", "machine", "unknown", "uniq", "uniq_r"),
+    "demographics": ("job_id", "age_band", "gender", "zip", "r", "o", "uo", "c", "uc", "m", "xo", "xc", "ruo", "ruc"),
+}  # fmt: skip
+
+
+def _in_place(sql: str, part: str, by: str) -> str:
+    assert sql.count(part) == 1, part
+    return sql.replace(part, by)
+
+
+def _of_batch(name: str) -> str:
+    return _unnest(1, _OF_BATCH_TYPES[name], _BRANCHES[name])
+
+
+AFTER_SEEN = {
+    "totals": _in_place(queries.MERGE_TOTALS, queries.TOTALS_OF_BATCH, _of_batch("totals")),
+    "links": _in_place(queries.MERGE_LINKS, queries.LINKS_OF_BATCH, _of_batch("links")),
+    "demographics": _in_place(
+        _in_place(queries.MERGE_DEMOGRAPHICS, queries.DEMOGRAPHICS_OF_BATCH, _of_batch("demographics")),
+        queries.FIRST_CELLS_OF_BATCH,
+        _unnest(1 + len(_OF_BATCH_TYPES["demographics"]), _OF_BATCH_TYPES["first_cells"])),
+}  # fmt: skip
+# queries.FIRST_CELLS_OF_BATCH's scopes: which of an anonymous recipient's hits count in each.
+_FIRST_IN = {
+    "any": pl.lit(True), "open": ~pl.col("machine") & pl.col("kind").is_in(["open", "click"]),
+    "click": ~pl.col("machine") & (pl.col("kind") == "click"),
+    "r:open": ~pl.col("machine") & ~pl.col("unknown") & pl.col("kind").is_in(["open", "click"]),
+    "r:click": ~pl.col("machine") & ~pl.col("unknown") & (pl.col("kind") == "click"),
+}  # fmt: skip
+assert tuple(_FIRST_IN) == tuple(_OF_BATCH_TYPES["first_cells"])[4:]
+
+
+def after_seen(rows: pl.DataFrame) -> list[tuple[str, str, list[list[Any]]]]:
+    """AFTER_SEEN's statements with their arrays: (merge name, statement, arguments)."""
+    counted = rows.filter(pl.col("track") != modes.REJECTED)
+    opens, clicks = pl.col("kind") == "open", pl.col("kind") == "click"
+    anonymous = rows.filter(pl.col("track") == modes.ANONYMOUS)
+    bands = pl.DataFrame({"age_band": queries.BAND_ORDER, "band": range(1, 1 + len(queries.BAND_ORDER))},
+                         schema={"age_band": pl.String, "band": pl.Int32})  # fmt: skip
+    flags = (pl.len().cast(pl.Int64).alias("total"), count(pl.col("machine")).alias("machine"),
+             count(pl.col("unknown")).alias("unknown"))  # fmt: skip
+    parts = {
+        "totals": counted.group_by("job_id", "kind").agg(*flags),
+        "links": counted.filter(clicks & pl.col("link_id").is_not_null()).group_by("job_id", "link_id").agg(
+            pl.col("link").min().alias("url"), *flags),
+        "demographics": anonymous.group_by("job_id", "age_band", "gender", "zip").agg(
+            count(opens, False).alias("o"), count(clicks, False).alias("c"), count(pl.col("machine")).alias("m"),
+            count(opens & pl.col("unknown")).alias("xo"), count(clicks & pl.col("unknown")).alias("xc")),
+        "first_cells": anonymous.filter(pl.col("rhash").is_not_null()).join(bands, on="age_band", how="left")
+        .group_by("job_id", "rhash").agg(
+            pl.col("gender").min(), pl.col("zip").min(),
+            *(pl.col("band").filter(where).min().alias(scope) for scope, where in _FIRST_IN.items())),
+    }  # fmt: skip
+    args = {name: [frame.get_column(c).to_list() for c in _OF_BATCH_TYPES[name]] for name, frame in parts.items()}
+    return [("totals", AFTER_SEEN["totals"], args["totals"]), ("links", AFTER_SEEN["links"], args["links"]),
+            ("demographics", AFTER_SEEN["demographics"], args["demographics"] + args["first_cells"])]  # fmt: skip

@@ -220,15 +220,19 @@ WHERE k.hash IS NULL ORDER BY p.job_id, p.link_id, p.hash
 # ----------------------------------------------------------------- merges --
 # Nothing but columns of the row and EXCLUDED in a SET list: Citus refuses
 # now() or a parameter there (the time of the merge comes in the SELECT list).
-MERGE_TOTALS = """
+# The parts of MERGE_TOTALS, MERGE_LINKS and MERGE_DEMOGRAPHICS that read the batch's rows alone (not
+# unique counting's seen_delta): the columns engine groups those rows itself and puts its rows in their
+# place (aggregator.mail.frames.AFTER_SEEN).
+TOTALS_OF_BATCH = """SELECT job_id, kind, count(*) AS total, count(*) FILTER (WHERE machine) AS machine,
+           count(*) FILTER (WHERE unknown) AS unknown, 0 AS uniq, 0 AS inferred, 0 AS uniq_r, 0 AS inferred_r
+    FROM rollup_batch WHERE track <> 'rejected' GROUP BY job_id, kind"""
+MERGE_TOTALS = f"""
 INSERT INTO report_job_totals AS t (job_id, kind, total, machine, unknown, unique_count, inferred,
                                     unique_recognised, inferred_recognised, updated_at)
 SELECT job_id, kind, sum(total), sum(machine), sum(unknown), sum(uniq), sum(inferred), sum(uniq_r), sum(inferred_r),
        now()
 FROM (
-    SELECT job_id, kind, count(*) AS total, count(*) FILTER (WHERE machine) AS machine,
-           count(*) FILTER (WHERE unknown) AS unknown, 0 AS uniq, 0 AS inferred, 0 AS uniq_r, 0 AS inferred_r
-    FROM rollup_batch WHERE track <> 'rejected' GROUP BY job_id, kind
+    {TOTALS_OF_BATCH}
     UNION ALL
     SELECT job_id, kind, 0, 0, 0, count(*) FILTER (WHERE added),
            count(*) FILTER (WHERE added AND inferred) - count(*) FILTER (WHERE NOT added), 0, 0
@@ -255,14 +259,15 @@ ON CONFLICT (job_id, hour, kind) DO UPDATE SET
     total = t.total + excluded.total, machine = t.machine + excluded.machine, unknown = t.unknown + excluded.unknown
 """
 
-MERGE_LINKS = """
-INSERT INTO report_links AS t (job_id, link_id, url, total, machine, unknown, unique_count, unique_recognised)
-SELECT job_id, link_id, max(url), sum(total), sum(machine), sum(unknown), sum(uniq), sum(uniq_r) FROM (
-    SELECT job_id, link_id, min(link) AS url, count(*) AS total,
+LINKS_OF_BATCH = """SELECT job_id, link_id, min(link) AS url, count(*) AS total,
            count(*) FILTER (WHERE machine) AS machine, count(*) FILTER (WHERE unknown) AS unknown,
            0 AS uniq, 0 AS uniq_r
     FROM rollup_batch WHERE kind = 'click' AND track <> 'rejected' AND link_id IS NOT NULL
-    GROUP BY job_id, link_id
+    GROUP BY job_id, link_id"""
+MERGE_LINKS = f"""
+INSERT INTO report_links AS t (job_id, link_id, url, total, machine, unknown, unique_count, unique_recognised)
+SELECT job_id, link_id, max(url), sum(total), sum(machine), sum(unknown), sum(uniq), sum(uniq_r) FROM (
+    {LINKS_OF_BATCH}
     UNION ALL
     SELECT job_id, link_id, NULL, 0, 0, 0, count(*) FILTER (WHERE kind = 'link'),
            count(*) FILTER (WHERE kind = 'r:link')
@@ -323,7 +328,8 @@ ON CONFLICT (job_id, recipient_id, link_id) DO UPDATE SET
 # finds all five scopes' cells (gender and zip are the recipient's, the same
 # in every hit of a batch), where sorting five copies of every row to take
 # the first per scope (DISTINCT ON) cost 1.3 us a hit of PostgreSQL CPU.
-_BANDS = "ARRAY[" + ", ".join(f"'{band}'" for _, band in AGE_BANDS) + ", '65+', 'unknown']"
+BAND_ORDER = (*(band for _, band in AGE_BANDS), "65+", "unknown")
+_BANDS = "ARRAY[" + ", ".join(f"'{band}'" for band in BAND_ORDER) + "]"
 _FIRST_BAND = {
     "any": "", "open": "NOT machine AND kind IN ('open', 'click')", "click": "NOT machine AND kind = 'click'",
     "r:open": "NOT machine AND NOT unknown AND kind IN ('open', 'click')",
@@ -334,29 +340,32 @@ _FIRST_BANDS = ", ".join(
     for scope, where in _FIRST_BAND.items()
 )
 _BAND_OF_SCOPE = " ".join(f"WHEN '{scope}' THEN m.\"{scope}\"" for scope in _FIRST_BAND)
+DEMOGRAPHICS_OF_BATCH = """SELECT job_id, age_band, gender, zip, 0 AS r,
+           count(*) FILTER (WHERE kind = 'open' AND NOT machine) AS o, 0 AS uo,
+           count(*) FILTER (WHERE kind = 'click' AND NOT machine) AS c, 0 AS uc,
+           count(*) FILTER (WHERE machine) AS m,
+           count(*) FILTER (WHERE kind = 'open' AND unknown) AS xo,
+           count(*) FILTER (WHERE kind = 'click' AND unknown) AS xc, 0 AS ruo, 0 AS ruc
+    FROM rollup_batch WHERE track = 'anonymous' GROUP BY 1, 2, 3, 4"""
+# Each anonymous recipient's cell (gender, zip) and, per scope, the position in _BANDS of their youngest band.
+FIRST_CELLS_OF_BATCH = f"""SELECT job_id, rhash, min(gender) AS gender, min(zip) AS zip, {_FIRST_BANDS}
+          FROM (SELECT job_id, rhash, gender, zip, kind, machine, unknown, array_position({_BANDS}, age_band) AS band
+                FROM rollup_batch WHERE track = 'anonymous' AND rhash IS NOT NULL) a
+          GROUP BY job_id, rhash"""
 MERGE_DEMOGRAPHICS = f"""
 INSERT INTO report_demographics AS t (job_id, age_band, gender, zip, recipients, opens, unique_opens,
                                       clicks, unique_clicks, machine, unknown_opens, unknown_clicks,
                                       unique_opens_recognised, unique_clicks_recognised)
 SELECT job_id, age_band, gender, zip, sum(r), sum(o), sum(uo), sum(c), sum(uc), sum(m), sum(xo), sum(xc),
        sum(ruo), sum(ruc) FROM (
-    SELECT job_id, age_band, gender, zip, 0 AS r,
-           count(*) FILTER (WHERE kind = 'open' AND NOT machine) AS o, 0 AS uo,
-           count(*) FILTER (WHERE kind = 'click' AND NOT machine) AS c, 0 AS uc,
-           count(*) FILTER (WHERE machine) AS m,
-           count(*) FILTER (WHERE kind = 'open' AND unknown) AS xo,
-           count(*) FILTER (WHERE kind = 'click' AND unknown) AS xc, 0 AS ruo, 0 AS ruc
-    FROM rollup_batch WHERE track = 'anonymous' GROUP BY 1, 2, 3, 4
+    {DEMOGRAPHICS_OF_BATCH}
     UNION ALL
     SELECT d.job_id, ({_BANDS})[CASE d.kind {_BAND_OF_SCOPE} END], m.gender, m.zip,
            count(*) FILTER (WHERE d.kind = 'any'), 0,
            count(*) FILTER (WHERE d.kind = 'open'), 0, count(*) FILTER (WHERE d.kind = 'click'), 0, 0, 0,
            count(*) FILTER (WHERE d.kind = 'r:open'), count(*) FILTER (WHERE d.kind = 'r:click')
     FROM seen_delta d
-    JOIN (SELECT job_id, rhash, min(gender) AS gender, min(zip) AS zip, {_FIRST_BANDS}
-          FROM (SELECT job_id, rhash, gender, zip, kind, machine, unknown, array_position({_BANDS}, age_band) AS band
-                FROM rollup_batch WHERE track = 'anonymous' AND rhash IS NOT NULL) a
-          GROUP BY job_id, rhash) m
+    JOIN ({FIRST_CELLS_OF_BATCH}) m
       ON m.job_id = d.job_id AND m.rhash = d.hash
     WHERE d.added AND d.kind IN ('any', 'open', 'click', 'r:open', 'r:click') GROUP BY 1, 2, 3, 4
 ) s GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4

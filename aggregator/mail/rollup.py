@@ -107,19 +107,26 @@ async def merge_frame(
     await frames.copy_rows(conn, rows)
     t = stats.add("copy", t)
     t = await frames.merge_grouped(conn, rows, profiles, stats.add, t)
+    await frames.copy_frame(conn, "seen_pick", frames.picks(rows))
     await merge_copied(conn, stats, batch.builder, t, frames.dropped(batch.hits), frames.spans(batch.hits),
-                       done=frozenset(frames.GROUPED_MERGES))  # fmt: skip
+                       merges=frames.after_seen(rows), picked=True)  # fmt: skip
     return rows
+
+
+Merge = tuple[str, str, Sequence[Any]]  # a merge's name, statement and arguments
+PLAIN_MERGES: tuple[Merge, ...] = tuple((name, sql, ()) for name, sql in queries.MERGES)
 
 
 async def merge_copied(
     conn: asyncpg.Connection, stats: RunStats, builder: BatchBuilder, t: float, dropped: Mapping[int, int],
-    spanned: Mapping[int, claims.Span], done: frozenset[str] = frozenset(),
+    spanned: Mapping[int, claims.Span], merges: Sequence[Merge] = PLAIN_MERGES, picked: bool = False,
 ) -> None:
     """The rest of ``merge`` once the batch's rows are in: unique counting, the merges, the marking
     (``dropped``: each job's hits on a track that keeps nothing; ``spanned``: each job's claimed span;
-    ``done``: the merges the caller made already)."""
-    await conn.execute(queries.SEEN_PICK)
+    ``merges``: what to merge once unique counting is done, the rest the caller merged already; ``picked``:
+    seen_pick filled by the caller)."""
+    if not picked:
+        await conn.execute(queries.SEEN_PICK)
     for job in sorted(job for job, key in builder.keys.items() if key is not None):  # the jobs with hashes
         await conn.execute(queries.SEEN_KNOWN, job)  # one job a statement: one shard on Citus
     await conn.execute(queries.ANALYZE_KNOWN)
@@ -128,10 +135,8 @@ async def merge_copied(
         await conn.execute(queries.SEEN_UPDATE, row["job_id"])  # one job a statement, as SEEN_KNOWN
     await conn.execute(queries.SEEN_INSERT)
     t = stats.add("seen", t)
-    for name, sql in queries.MERGES:
-        if name in done:
-            continue
-        await conn.execute(sql)
+    for name, sql, args in merges:
+        await conn.execute(sql, *args)
         t = stats.add(f"merge_{name}", t)
     # Analyzed for the marking only: analyzed before the merges, the
     # unique-visitor statements took 3x as long on top of a long history.
