@@ -67,13 +67,6 @@ SCHEMA: dict[str, Any] = {
 }  # fmt: skip
 assert tuple(SCHEMA) == queries.CLAIMED
 NULL = "\\N"  # the CSV's NULL (quoted, the same text is a string)
-# context.SAVE_OPENERS with the times as microseconds since 1970 (no datetime made per opener).
-SAVE_OPENERS = context.SAVE_OPENERS.replace(
-    "SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::timestamptz[])",
-    "SELECT j, h, timestamptz 'epoch' + t * interval '1 microsecond' FROM unnest($1::bigint[], $2::bytea[], "
-    "$3::bigint[]) AS u(j, h, t)",
-)
-assert SAVE_OPENERS != context.SAVE_OPENERS
 
 
 def at(micros: int) -> dt.datetime:
@@ -232,8 +225,7 @@ async def load_context(
 async def save_context(conn: asyncpg.Connection, known: context.Known, opens: pl.DataFrame,
                        config: AggregatorConfig) -> None:  # fmt: skip
     """context.save with the earliest opens as a frame."""
-    if opens.height:
-        await conn.execute(SAVE_OPENERS, *(opens.get_column(n).to_list() for n in ("job_id", "rhash", "first_open")))
+    await STAGED["openers"].run(conn, opens.select("job_id", "rhash", "first_open"))
     await context.save(conn, known, config)
 
 
@@ -499,25 +491,71 @@ def documents(rows: pl.DataFrame) -> tuple[list[dict[str, Any]], list[tuple[Any,
     return hits, list(docs.select(BATCH_COLUMNS).iter_rows())
 
 
-# The merges whose rows come from the batch's rows alone (not unique counting): grouped here and sent as a few
-# arrays, the statements' own INSERT and ON CONFLICT around an unnest (loadtest/RESULTS.md §20: the grouping a
-# merge makes over every batch row is most of its cost). The others read seen_delta too and stay SQL.
-def _from_arrays(sql: str, types: tuple[str, ...]) -> str:
-    head, tail = sql[: sql.index("\nSELECT")], sql[sql.index("ON CONFLICT"):]
-    arrays = ", ".join(f"${n}::{t}[]" for n, t in enumerate(types, start=1))
-    return f"{head}\nSELECT * FROM unnest({arrays})\n{tail}"
+# What a statement of the columns engine sends in rows: a temporary table of its own, filled by COPY in
+# binary from a frame (copy_frame), that the statement reads where the per-hit path's reads the batch. Sent as
+# unnest arrays instead, asyncpg encoded them element by element in Python (an isinstance check each): 400,000
+# elements, 0.3 s of a 131,708-hit roll-up's 1.6 s of CPU.
+PG_TYPES: dict[str, Any] = {
+    "bigint": pl.Int64, "integer": pl.Int32, "text": pl.String, "bytea": pl.Binary,
+    "timestamptz": pl.Datetime("us", "UTC"),
+}  # fmt: skip
 
 
+@dataclass(frozen=True)
+class Staged:
+    """A statement (``sql``) whose rows come from the temporary table ``table`` of ``columns`` (name: type)."""
+
+    table: str
+    columns: dict[str, str]
+    sql: str
+
+    @property
+    def create(self) -> str:
+        typed = ", ".join(f'"{name}" {kind}' for name, kind in self.columns.items())
+        return f"CREATE TEMP TABLE IF NOT EXISTS {self.table} ({typed}) ON COMMIT DELETE ROWS"
+
+    async def fill(self, conn: asyncpg.Connection, frame: pl.DataFrame) -> None:
+        """``frame``'s rows into the table, its columns taken in order as the table's."""
+        if frame.height:
+            await copy_frame(conn, self.table, frame.select(
+                pl.col(c).cast(PG_TYPES[kind]).alias(name)
+                for c, (name, kind) in zip(frame.columns, self.columns.items(), strict=True)))  # fmt: skip
+
+    async def run(self, conn: asyncpg.Connection, frame: pl.DataFrame) -> None:
+        """The statement over ``frame``'s rows (none: nothing to run)."""
+        if frame.height:
+            await self.fill(conn, frame)
+            await conn.execute(self.sql)
+
+
+def _in_place(sql: str, part: str, by: str) -> str:
+    assert sql.count(part) == 1, part
+    return sql.replace(part, by)
+
+
+def _inserted(name: str, sql: str, types: tuple[str, ...]) -> Staged:
+    """``sql``, an INSERT ... SELECT ... ON CONFLICT, inserting the rows of a table of its own instead."""
+    head, tail = sql[: sql.index("\nSELECT")], sql[sql.index("ON CONFLICT") :]
+    names = [n.strip() for n in head[head.index("(") + 1 : head.index(")")].split(",")]
+    table = f"stage_{name}"
+    return Staged(table, dict(zip(names, types, strict=True)), f"{head}\nSELECT * FROM {table}\n{tail}")
+
+
+# The merges whose rows come from the batch's rows alone (not unique counting): grouped here (grouped), each
+# the statement's own INSERT and ON CONFLICT around its table (loadtest/RESULTS.md §20: the grouping a merge
+# makes over every batch row is most of its cost). The others read seen_delta too (AFTER_SEEN).
 _TEXTS = ("text",) * 7
 GROUPED_MERGES = {
-    "hourly": _from_arrays(queries.MERGE_HOURLY, ("bigint", "timestamptz", "text", "bigint", "bigint", "bigint")),
-    "breakdowns": _from_arrays(queries.MERGE_BREAKDOWNS, ("bigint", "text", *_TEXTS, "bigint")),
-    "machine": _from_arrays(queries.MERGE_MACHINE, ("bigint", "text", "text", "text", "bigint")),
-    "rejected": _from_arrays(queries.MERGE_REJECTED, ("bigint", "timestamptz", "text", "text", "bigint")),
-    "recipients": _from_arrays(queries.MERGE_RECIPIENTS, ("bigint", "bigint", *("bigint",) * 6,
-                                                          *("timestamptz",) * 4)),
-    "recipient_links": _from_arrays(queries.MERGE_RECIPIENT_LINKS, ("bigint",) * 6 + ("timestamptz",) * 2),
-}
+    "hourly": _inserted("hourly", queries.MERGE_HOURLY, ("bigint", "timestamptz", "text", "bigint", "bigint",
+                                                         "bigint")),
+    "breakdowns": _inserted("breakdowns", queries.MERGE_BREAKDOWNS, ("bigint", "text", *_TEXTS, "bigint")),
+    "machine": _inserted("machine", queries.MERGE_MACHINE, ("bigint", "text", "text", "text", "bigint")),
+    "rejected": _inserted("rejected", queries.MERGE_REJECTED, ("bigint", "timestamptz", "text", "text", "bigint")),
+    "recipients": _inserted("recipients", queries.MERGE_RECIPIENTS, ("bigint", "bigint", *("bigint",) * 6,
+                                                                     *("timestamptz",) * 4)),
+    "recipient_links": _inserted("recipient_links", queries.MERGE_RECIPIENT_LINKS,
+                                 ("bigint",) * 6 + ("timestamptz",) * 2),
+}  # fmt: skip
 BREAKDOWN = ("traffic", "machine_reason", "device_class", "os", "browser", "mail_client", "country")
 
 
@@ -581,8 +619,7 @@ async def merge_grouped(conn: asyncpg.Connection, rows: pl.DataFrame, profiles: 
                         add: Callable[[str, float], float], t: float) -> float:  # fmt: skip
     """GROUPED_MERGES from the batch's rows, each statement's time to its stage (``add``: rollup.RunStats.add)."""
     for name, frame in grouped(rows, profiles).items():
-        if frame.height:
-            await conn.execute(GROUPED_MERGES[name], *(frame.get_column(c).to_list() for c in frame.columns))
+        await GROUPED_MERGES[name].run(conn, frame)
         t = add(f"merge_{name}", t)
     return t
 
@@ -621,16 +658,8 @@ def picks(rows: pl.DataFrame) -> pl.DataFrame:
 
 
 # The merges that read unique counting's seen_delta as well as the batch's rows: the batch's part of each
-# (queries.TOTALS_OF_BATCH, ...) grouped here and sent as arrays, the statement's seen_delta part as it is.
-def _unnest(first: int, types: dict[str, str], branch: tuple[str, ...] = ()) -> str:
-    """A SELECT of arrays ${first}... of ``types``, named as they are; with ``branch`` (a UNION branch's column
-    names), its columns in that order, the ones not in ``types`` zero."""
-    arrays = ", ".join(f"${n}::{t}[]" for n, t in enumerate(types.values(), start=first))
-    names = ", ".join(f'"{name}"' for name in types)
-    listed = ", ".join(name if name in types else f"0 AS {name}" for name in branch) if branch else "*"
-    return f"SELECT {listed} FROM unnest({arrays}) AS b({names})"
-
-
+# (queries.TOTALS_OF_BATCH, ...) grouped here (after_seen) into a table of its own, the statement's seen_delta
+# part as it is.
 _OF_BATCH_TYPES = {
     "totals": {"job_id": "bigint", "kind": "text", "total": "bigint", "machine": "bigint", "unknown": "bigint"},
     "links": {"job_id": "bigint", "link_id": "bigint", "url": "text", "total": "bigint", "machine": "bigint",
@@ -640,7 +669,8 @@ _OF_BATCH_TYPES = {
     "first_cells": {"job_id": "bigint", "rhash": "bytea", "gender": "text", "zip": "text",
                     **dict.fromkeys(("any", "open", "click", "r:open", "r:click"), "integer")},
 }  # fmt: skip
-# The columns of the batch's UNION branch in each statement (queries.TOTALS_OF_BATCH, ...), in order.
+# The columns of the batch's UNION branch in each statement (queries.TOTALS_OF_BATCH, ...), in order: the
+# ones the table has not are zero.
 _BRANCHES = {
     "totals": ("job_id", "kind", "total", "machine", "unknown", "uniq", "inferred", "uniq_r", "inferred_r"),
     "links": ("job_id", "link_id", "url", "total", "machine", "unknown", "uniq", "uniq_r"),
@@ -648,23 +678,27 @@ _BRANCHES = {
 }  # fmt: skip
 
 
-def _in_place(sql: str, part: str, by: str) -> str:
-    assert sql.count(part) == 1, part
-    return sql.replace(part, by)
-
-
 def _of_batch(name: str) -> str:
-    return _unnest(1, _OF_BATCH_TYPES[name], _BRANCHES[name])
+    types = _OF_BATCH_TYPES[name]
+    return f"SELECT {', '.join(n if n in types else f'0 AS {n}' for n in _BRANCHES[name])} FROM stage_{name}"
 
 
-AFTER_SEEN = {
+_AFTER_SEEN_SQL = {
     "totals": _in_place(queries.MERGE_TOTALS, queries.TOTALS_OF_BATCH, _of_batch("totals")),
     "links": _in_place(queries.MERGE_LINKS, queries.LINKS_OF_BATCH, _of_batch("links")),
     "demographics": _in_place(
         _in_place(queries.MERGE_DEMOGRAPHICS, queries.DEMOGRAPHICS_OF_BATCH, _of_batch("demographics")),
-        queries.FIRST_CELLS_OF_BATCH,
-        _unnest(1 + len(_OF_BATCH_TYPES["demographics"]), _OF_BATCH_TYPES["first_cells"])),
+        queries.FIRST_CELLS_OF_BATCH, "SELECT * FROM stage_first_cells"),
+    "first_cells": "",  # read by demographics' statement
 }  # fmt: skip
+AFTER_SEEN = {name: Staged(f"stage_{name}", types, _AFTER_SEEN_SQL[name]) for name, types in _OF_BATCH_TYPES.items()}
+STAGED = {
+    **GROUPED_MERGES, **AFTER_SEEN,
+    "openers": Staged("stage_openers", {"job_id": "bigint", "hash": "bytea", "first_open": "timestamptz"},
+                      _in_place(context.SAVE_OPENERS, "SELECT * FROM unnest($1::bigint[], $2::bytea[], "
+                                "$3::timestamptz[])", "SELECT * FROM stage_openers")),
+}  # fmt: skip
+CREATE_STAGES = ";\n".join(staged.create for staged in STAGED.values())
 # queries.FIRST_CELLS_OF_BATCH's scopes: which of an anonymous recipient's hits count in each.
 _FIRST_IN = {
     "any": pl.lit(True), "open": ~pl.col("machine") & pl.col("kind").is_in(["open", "click"]),
@@ -675,8 +709,9 @@ _FIRST_IN = {
 assert tuple(_FIRST_IN) == tuple(_OF_BATCH_TYPES["first_cells"])[4:]
 
 
-def after_seen(rows: pl.DataFrame) -> list[tuple[str, str, list[list[Any]]]]:
-    """AFTER_SEEN's statements with their arrays: (merge name, statement, arguments)."""
+async def after_seen(conn: asyncpg.Connection, rows: pl.DataFrame) -> list[tuple[str, str, tuple[()]]]:
+    """AFTER_SEEN's tables filled; its statements (merge name, statement, no arguments), to run once unique
+    counting is done."""
     counted = rows.filter(pl.col("track") != modes.REJECTED)
     opens, clicks = pl.col("kind") == "open", pl.col("kind") == "click"
     anonymous = rows.filter(pl.col("track") == modes.ANONYMOUS)
@@ -696,6 +731,6 @@ def after_seen(rows: pl.DataFrame) -> list[tuple[str, str, list[list[Any]]]]:
             pl.col("gender").min(), pl.col("zip").min(),
             *(pl.col("band").filter(where).min().alias(scope) for scope, where in _FIRST_IN.items())),
     }  # fmt: skip
-    args = {name: [frame.get_column(c).to_list() for c in _OF_BATCH_TYPES[name]] for name, frame in parts.items()}
-    return [("totals", AFTER_SEEN["totals"], args["totals"]), ("links", AFTER_SEEN["links"], args["links"]),
-            ("demographics", AFTER_SEEN["demographics"], args["demographics"] + args["first_cells"])]  # fmt: skip
+    for name, frame in parts.items():
+        await AFTER_SEEN[name].fill(conn, frame.select(*_OF_BATCH_TYPES[name]))
+    return [(name, AFTER_SEEN[name].sql, ()) for name in ("totals", "links", "demographics")]

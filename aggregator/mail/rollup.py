@@ -103,13 +103,15 @@ async def merge_frame(
     t = time.perf_counter()
     rows, profiles = frames.batch_rows(enriched, batch)
     t = stats.add("build", t)
+    await conn.execute(frames.CREATE_STAGES)
     await conn.copy_records_to_table("rollup_profile", records=profiles, columns=PROFILE_COLUMNS)
     await frames.copy_rows(conn, rows)
     t = stats.add("copy", t)
     t = await frames.merge_grouped(conn, rows, profiles, stats.add, t)
     await frames.copy_frame(conn, "seen_pick", frames.picks(rows))
+    merges = await frames.after_seen(conn, rows)
     await merge_copied(conn, stats, batch.builder, t, frames.dropped(batch.hits), frames.spans(batch.hits),
-                       merges=frames.after_seen(rows), picked=True)  # fmt: skip
+                       merges=merges, picked=True)  # fmt: skip
     return rows
 
 
