@@ -12,8 +12,13 @@ uses: each agent, address, Accept-Language and source (``run.Run``), each
 hash, each profile (``BatchBuilder.describe``), each link id. Clicks, the
 one kind whose verdicts look at a recipient's other events, go through
 ``machine.scanner_click_indexes`` as Click tuples, and document views
-through ``reading.merge_reads``: both a fraction of a batch. The rows go
-back in COPY's binary format, encoded from Arrow by pgpq.
+through ``reading.merge_reads``: both a fraction of a batch. Unique
+counting's picks (queries.SEEN_PICK) and the rows of every merge are
+grouped here too; what goes back to PostgreSQL goes in COPY's binary
+format, encoded from Arrow by pgpq: the rows the marking reads into
+rollup_batch, the picks into seen_pick, each merge's grouped rows into a
+temporary table of its own (``Staged``) that the merge's own statement
+reads, where the per-hit path's reads rollup_batch.
 
 What comes out is what the per-hit path makes, value for value (tests:
 TestEngines in tests/aggregator/mail/test_batch_invariance.py draws hits and
