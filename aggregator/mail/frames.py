@@ -716,7 +716,11 @@ assert tuple(_FIRST_IN) == tuple(_OF_BATCH_TYPES["first_cells"])[4:]
 
 async def after_seen(conn: asyncpg.Connection, rows: pl.DataFrame) -> list[tuple[str, str, tuple[()]]]:
     """AFTER_SEEN's tables filled; its statements (merge name, statement, no arguments), to run once unique
-    counting is done."""
+    counting is done.
+
+    The SQL's ``min`` of a text (a link id's URL, a recipient's gender and zip) follows the database's collation,
+    polars' the bytes: the same here, as each is one value (a link id is a hash of its URL; gender and zip are the
+    recipient's, the same in every hit of theirs)."""
     counted = rows.filter(pl.col("track") != modes.REJECTED)
     opens, clicks = pl.col("kind") == "open", pl.col("kind") == "click"
     anonymous = rows.filter(pl.col("track") == modes.ANONYMOUS)
