@@ -719,8 +719,8 @@ async def after_seen(conn: asyncpg.Connection, rows: pl.DataFrame) -> list[tuple
     counting is done.
 
     The SQL's ``min`` of a text (a link id's URL, a recipient's gender and zip) follows the database's collation,
-    polars' the bytes: the same here, as each is one value (a link id is a hash of its URL; gender and zip are the
-    recipient's, the same in every hit of theirs)."""
+    polars' the bytes: the same here, as each is one value (a link id is its URL's 63-bit hash, so two URLs share
+    one only by a collision; gender and zip are the recipient's, the same in every hit of theirs)."""
     counted = rows.filter(pl.col("track") != modes.REJECTED)
     opens, clicks = pl.col("kind") == "open", pl.col("kind") == "click"
     anonymous = rows.filter(pl.col("track") == modes.ANONYMOUS)
