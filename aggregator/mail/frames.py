@@ -498,8 +498,8 @@ def documents(rows: pl.DataFrame) -> tuple[list[dict[str, Any]], list[tuple[Any,
 
 # What a statement of the columns engine sends in rows: a temporary table of its own, filled by COPY in
 # binary from a frame (copy_frame), that the statement reads where the per-hit path's reads the batch. Sent as
-# unnest arrays instead, asyncpg encoded them element by element in Python (an isinstance check each): 400,000
-# elements, 0.3 s of a 131,708-hit roll-up's 1.6 s of CPU.
+# unnest arrays instead, asyncpg encoded them element by element in Python (an isinstance check each): 432,931
+# checks, and with the rest of their encoding 0.3 s of a 131,708-hit roll-up's 1.6 s of CPU (loadtest/RESULTS.md §21).
 PG_TYPES: dict[str, Any] = {
     "bigint": pl.Int64, "integer": pl.Int32, "text": pl.String, "bytea": pl.Binary,
     "timestamptz": pl.Datetime("us", "UTC"),
