@@ -714,9 +714,9 @@ _FIRST_IN = {
 assert tuple(_FIRST_IN) == tuple(_OF_BATCH_TYPES["first_cells"])[4:]
 
 
-async def after_seen(conn: asyncpg.Connection, rows: pl.DataFrame) -> list[tuple[str, str, tuple[()]]]:
-    """AFTER_SEEN's tables filled; its statements (merge name, statement, no arguments), to run once unique
-    counting is done.
+async def after_seen(conn: asyncpg.Connection, rows: pl.DataFrame) -> list[tuple[str, str]]:
+    """AFTER_SEEN's tables filled; its statements (merge name, statement), to run once unique counting is
+    done.
 
     The SQL's ``min`` of a text (a link id's URL, a recipient's gender and zip) follows the database's collation,
     polars' the bytes: the same here, as each is one value (a link id is its URL's 63-bit hash, so two URLs share
@@ -742,4 +742,4 @@ async def after_seen(conn: asyncpg.Connection, rows: pl.DataFrame) -> list[tuple
     }  # fmt: skip
     for name, frame in parts.items():
         await AFTER_SEEN[name].fill(conn, frame.select(*_OF_BATCH_TYPES[name]))
-    return [(name, AFTER_SEEN[name].sql, ()) for name in ("totals", "links", "demographics")]
+    return [(name, AFTER_SEEN[name].sql) for name in ("totals", "links", "demographics")]

@@ -115,18 +115,14 @@ async def merge_frame(
     return rows
 
 
-Merge = tuple[str, str, Sequence[Any]]  # a merge's name, statement and arguments
-PLAIN_MERGES: tuple[Merge, ...] = tuple((name, sql, ()) for name, sql in queries.MERGES)
-
-
 async def merge_copied(
     conn: asyncpg.Connection, stats: RunStats, builder: BatchBuilder, t: float, dropped: Mapping[int, int],
-    spanned: Mapping[int, claims.Span], merges: Sequence[Merge] = PLAIN_MERGES, picked: bool = False,
+    spanned: Mapping[int, claims.Span], merges: Sequence[tuple[str, str]] = queries.MERGES, picked: bool = False,
 ) -> None:
     """The rest of ``merge`` once the batch's rows are in: unique counting, the merges, the marking
     (``dropped``: each job's hits on a track that keeps nothing; ``spanned``: each job's claimed span;
-    ``merges``: what to merge once unique counting is done, the rest the caller merged already; ``picked``:
-    seen_pick filled by the caller)."""
+    ``merges``: (name, statement) of what to merge once unique counting is done, the rest the caller merged
+    already; ``picked``: seen_pick filled by the caller)."""
     if not picked:
         await conn.execute(queries.SEEN_PICK)
     for job in sorted(job for job, key in builder.keys.items() if key is not None):  # the jobs with hashes
@@ -137,8 +133,8 @@ async def merge_copied(
         await conn.execute(queries.SEEN_UPDATE, row["job_id"])  # one job a statement, as SEEN_KNOWN
     await conn.execute(queries.SEEN_INSERT)
     t = stats.add("seen", t)
-    for name, sql, args in merges:
-        await conn.execute(sql, *args)
+    for name, sql in merges:
+        await conn.execute(sql)
         t = stats.add(f"merge_{name}", t)
     # Analyzed for the marking only: analyzed before the merges, the
     # unique-visitor statements took 3x as long on top of a long history.
