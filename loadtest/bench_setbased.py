@@ -220,6 +220,8 @@ async def measure(url: str, rounds: int) -> None:
                 await tr.start()
                 try:
                     await conn.execute(queries.CREATE_BATCH)
+                    enricher.spots.clear()  # addresses are kept across calls too: each way places them anew
+                    enricher.places.clear()
                     clock.restart()
                     hits = await way(conn, clock, enricher, config)
                 finally:
