@@ -72,7 +72,7 @@ def network_masks(networks: Sequence[Any]) -> Masks:
     """The networks as sets of prefixes, one set per prefix length, by IP version (``Masks``).
 
     A test then costs a shift and a set look-up per distinct prefix length, not a mask per network
-    (the default scanner networks: 7 networks, 4 lengths; 2.8 -> 0.6 us an address for both tests).
+    (the default scanner networks: 7 networks, 4 lengths; both tests 2.2 -> 1.2 us an address).
     """
     masks: Masks = {}
     for version, bits in BITS.items():

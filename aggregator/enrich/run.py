@@ -13,7 +13,7 @@ beyond the batch (machine.Outside).
 
 Agents and addresses are kept by the enricher across calls: a roll-up's
 batches see the same mail proxies and the same recipients' networks again
-and again (an address cost 6.4 us to place, mask and test, and a batch of
+and again (an address cost 4 to 6 us to place, mask and test, and a batch of
 the cost benchmark's mix held 18,000 distinct ones). The other tables live
 for one call. Every table is cleared once it holds ``LIMIT`` entries, so
 neither a huge call nor a long-running aggregator grows it without bound.
