@@ -88,8 +88,7 @@ def main() -> None:
         addresses, repairs = ClientAddress(TRUSTED), Counter[str]()
         spent["resolve"].append(timed(partial(addresses.resolve, "127.0.0.1", repairs=repairs), hops))
         spent["resolve ref"].append(timed(collector_reference, hops))
-        enricher.spots.clear()  # the enricher keeps addresses across calls: each round places them anew
-        enricher.places.clear()
+        enricher.forget_addresses()  # the enricher keeps addresses across calls: each round places them anew
         spent["spot"].append(timed(Run(enricher).spot, pool))
         spent["spot ref"].append(timed(reference, pool))
     mid = {name: statistics.median(values) for name, values in spent.items()}

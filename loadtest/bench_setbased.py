@@ -220,8 +220,7 @@ async def measure(url: str, rounds: int) -> None:
                 await tr.start()
                 try:
                     await conn.execute(queries.CREATE_BATCH)
-                    enricher.spots.clear()  # addresses are kept across calls too: each way places them anew
-                    enricher.places.clear()
+                    enricher.forget_addresses()  # addresses are kept across calls too: each way places them anew
                     clock.restart()
                     hits = await way(conn, clock, enricher, config)
                 finally:

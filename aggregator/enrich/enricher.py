@@ -62,6 +62,11 @@ class Enricher:
         self.spots: dict[object, Spot] = {}
         self.places: dict[tuple[Any, ...], dict[str, Any]] = {}
 
+    def forget_addresses(self) -> None:
+        """Empty the address tables (both: a spot names its place's dict); benchmarks place addresses anew."""
+        self.spots.clear()
+        self.places.clear()
+
     def close(self) -> None:
         """Release the geo databases."""
         self.geo.close()
