@@ -3,12 +3,17 @@
 Several aggregators may run on one database (plain PostgreSQL or the
 coordinator of a Citus cluster). Work is shared by job:
 
+- the hits waiting are listed by the transactions that wrote them: one row
+  of ``hit_runs`` per job, kind and transaction, with its time span, written
+  with the hits (schema.sql); no index of unrolled rows, so the marking of a
+  kept row can be a HOT update;
 - a run lists the jobs with hits to roll up (``Pending``), in job_id order,
   and takes them in turn: a job whose batch was full goes to the back of the
   list, so under a backlog every job's roll-up moves, not the first job's alone;
 - a batch takes jobs one after another with ``pg_try_advisory_xact_lock``
-  on the job and claims each job's oldest unrolled hits with ``job_id = $1``
-  (on Citus a row-locking claim must name its shard), until the batch is
+  on the job and claims each job's oldest unrolled hits with ``job_id = $1``,
+  read by the key from the oldest of the job's runs on (on Citus a
+  row-locking claim must name its shard), until the batch is
   full; a job another aggregator holds is left for later, so two aggregators
   roll up different jobs side by side;
 - when only jobs held by others are left, a batch that holds no job lock
@@ -55,37 +60,26 @@ GATE_EXCLUSIVE = f"SELECT pg_advisory_xact_lock({LOCK_KEY})"
 # A batch locks at most this many jobs: advisory locks take slots of the lock
 # table (max_locks_per_transaction), and thousands of tiny jobs would fill it.
 MAX_JOBS_PER_BATCH = 50
-# Jobs a run finds by probing the index one job at a time before it reads the
-# whole backlog instead (Backlog.every). A probe is a few index look-ups; the
-# read costs about 0.13 us a hit waiting, and the scheduled roll-up leaves the
-# hold-back's hits waiting every run (loadtest.bench_pending, 250,000 waiting
-# over five jobs: 32 ms a read, 1.9 ms for the probes).
-PROBED_JOBS = 256
 SMALLEST_JOB = -(2**63)
+# The jobs with hits waiting, from the runs the writers recorded (hit_runs,
+# schema.sql): a table of one row per job, kind and transaction not yet rolled up.
+PENDING_RUNS = """
+SELECT job_id, min(first_at) AS first, max(last_at) AS last FROM hit_runs WHERE pages = $1
+GROUP BY job_id ORDER BY job_id
+"""
+# One job's ($1) runs of one kind ($2), read before its hits (so every hit of a run read is visible to the claim).
+JOB_RUNS = "SELECT first_id, first_at, last_at FROM hit_runs WHERE job_id = $1 AND pages = $2"
+# The runs ($2) of one job ($1) a batch has finished, in its transaction.
+RUNS_DONE = "DELETE FROM hit_runs WHERE job_id = $1 AND first_id = ANY($2::uuid[])"
+# Runs for the hits waiting that no run names (schema.sql: pixeltrack_rebuild_runs): how many it added.
+REBUILD_RUNS = "SELECT pixeltrack_rebuild_runs()"
 
 
 @dataclass(frozen=True)
 class Backlog:
-    """How a roll-up finds its jobs: statements over its partial index of the hits waiting."""
+    """Which hits a roll-up takes: its kind of hit_runs (page views, else mail hits)."""
 
-    next_job: str  # the first job id >= $1 with hits waiting (one probe of the index), or none
-    span: str  # first and last: the oldest and newest hit waiting of job $1
-    every: str  # job_id, first, last of every job with hits waiting, by job_id: one read of all of them
-
-    @classmethod
-    def of(cls, kinds: str) -> Backlog:
-        """The statements for the hits waiting of ``kinds`` (a condition on kind: its partial index's)."""
-        waiting = f"rolled_at IS NULL AND {kinds}"
-        return cls(
-            next_job=f"SELECT job_id FROM raw_hits WHERE {waiting} AND job_id >= $1 ORDER BY job_id LIMIT 1",
-            span=f"""
-SELECT min(received_at) AS first, max(received_at) AS last FROM raw_hits WHERE job_id = $1 AND {waiting}
-""",
-            every=f"""
-SELECT job_id, min(received_at) AS first, max(received_at) AS last FROM raw_hits
-WHERE {waiting} GROUP BY job_id ORDER BY job_id
-""",
-        )
+    pages: bool
 
 
 @dataclass
@@ -96,59 +90,52 @@ class Pending:
     first: dt.datetime | None = None  # the oldest pending hit of any job
     last: dt.datetime | None = None  # and the newest
     held: list[int] = field(default_factory=list)
+    backlog: Backlog = Backlog(pages=False)
 
     def __bool__(self) -> bool:
         return bool(self.todo or self.held)
 
 
 async def pending(conn: asyncpg.Connection, backlog: Backlog) -> Pending:
-    """The jobs with unrolled hits, in job_id order, with their oldest and newest.
-
-    A loose index scan: the next job with hits waiting, then its span, job after
-    job, so that finding the work costs what the jobs do, not what the backlog
-    does; past PROBED_JOBS jobs, one read of the whole backlog (``every``) instead.
-    On Citus a probe is one query of every shard, a span one of the job's.
-    """
-    rows: list[tuple[int, dt.datetime, dt.datetime]] = []
-    job = SMALLEST_JOB
-    for _ in range(PROBED_JOBS):
-        found = await conn.fetchval(backlog.next_job, job)
-        if found is None:
-            break
-        span = await conn.fetchrow(backlog.span, found)
-        if span["first"] is not None:  # (rolled up since the probe: gone)
-            rows.append((found, span["first"], span["last"]))
-        if found == -SMALLEST_JOB - 1:
-            break
-        job = found + 1
-    else:
-        rows = [(r["job_id"], r["first"], r["last"]) for r in await conn.fetch(backlog.every)]
+    """The jobs with hits waiting, in job_id order, with the oldest and newest of their runs (hit_runs)."""
+    rows = await conn.fetch(PENDING_RUNS, backlog.pages)
     if not rows:
-        return Pending([])
-    return Pending([job for job, _, _ in rows], min(r[1] for r in rows), max(r[2] for r in rows))
+        return Pending([], backlog=backlog)
+    return Pending([r["job_id"] for r in rows], min(r["first"] for r in rows), max(r["last"] for r in rows),
+                   backlog=backlog)
 
 
-async def claim(conn: asyncpg.Connection, jobs: Pending, sql: str, limit: int, *more: object) -> list[asyncpg.Record]:
-    """In the caller's transaction: up to ``limit`` hits of jobs this batch may lock (``sql``: $1 job, $2 limit).
+async def claim(
+    conn: asyncpg.Connection, jobs: Pending, sql: str, limit: int, until: dt.datetime | None = None
+) -> list[asyncpg.Record]:
+    """In the caller's transaction: up to ``limit`` hits of jobs this batch may lock (``sql``: $1 job, $2 limit,
+    $3 the oldest hit to look at; with ``until``, $4 the newest), in time order.
 
     Jobs drained leave ``jobs``; a job whose batch was full goes to the back of ``jobs.todo`` (it
-    comes last in the hits), so the next batch starts with the next job in turn. ``more``: further
-    parameters of ``sql`` ($3 ...).
+    comes last in the hits), so the next batch starts with the next job in turn.
     """
+    more = () if until is None else (until,)
 
-    async def one(job: int, room: int) -> list[asyncpg.Record]:
-        return list(await conn.fetch(sql, job, room, *more))
+    async def one(job: int, room: int, oldest: dt.datetime) -> list[asyncpg.Record]:
+        return list(await conn.fetch(sql, job, room, oldest, *more))
 
-    return [hit for rows in await claim_with(conn, jobs, one, limit) for hit in rows]
+    def newest(rows: list[asyncpg.Record]) -> dt.datetime:
+        return rows[-1]["received_at"]  # type: ignore[no-any-return]
+
+    return [hit for rows in await claim_with(conn, jobs, one, limit, newest, until) for hit in rows]
 
 
 Rows = TypeVar("Rows", bound=Sized)
+Fetch = Callable[[int, int, dt.datetime], Awaitable[Rows]]
 
 
 async def claim_with(
-    conn: asyncpg.Connection, jobs: Pending, fetch: Callable[[int, int], Awaitable[Rows]], limit: int
+    conn: asyncpg.Connection, jobs: Pending, fetch: Fetch[Rows], limit: int,
+    newest: Callable[[Rows], dt.datetime], until: dt.datetime | None = None,
 ) -> list[Rows]:
-    """``claim`` with each job's hits fetched by ``fetch(job, room)`` (at most ``room`` of them): their chunks."""
+    """``claim`` with each job's hits fetched by ``fetch(job, room, oldest)`` (at most ``room`` of them, in time
+    order, none received before ``oldest`` nor after ``until``): their chunks. ``newest``: the time of the last
+    of a chunk."""
     await conn.execute(GATE_SHARED)
     chunks: list[Rows] = []
     hits = 0
@@ -161,19 +148,43 @@ async def claim_with(
             jobs.held.append(job)
             continue
         taken += 1
-        chunks.append(await _claim_job(jobs, job, fetch, limit - hits))
-        hits += len(chunks[-1])
+        rows = await _claim_job(conn, jobs, job, fetch, limit - hits, newest, until)
+        if rows is not None:
+            chunks.append(rows)
+            hits += len(rows)
     if not hits and not jobs.todo and jobs.held and not taken:
         job = jobs.held.pop(0)
         await conn.execute(JOB_LOCK, job)  # the other aggregator's batch of it commits first
-        chunks = [await _claim_job(jobs, job, fetch, limit)]
+        rows = await _claim_job(conn, jobs, job, fetch, limit, newest, until)
+        chunks = [] if rows is None else [rows]
     return chunks
 
 
-async def _claim_job(jobs: Pending, job: int, fetch: Callable[[int, int], Awaitable[Rows]], room: int) -> Rows:
-    rows = await fetch(job, room)
+async def _claim_job(
+    conn: asyncpg.Connection, jobs: Pending, job: int, fetch: Fetch[Rows], room: int,
+    newest: Callable[[Rows], dt.datetime], until: dt.datetime | None,
+) -> Rows | None:
+    """One job's hits, from the oldest of its runs on (None: it has none left); the runs the batch takes whole
+    deleted in its transaction.
+
+    The runs are read first, so every hit of theirs is visible to the claim (one commit wrote both). A claim
+    that was not full took every hit of the job up to ``until``: the runs that end by then are done. A full one
+    took every hit before its newest instant (the claim is in time order; a run ending at that instant may have
+    hits the batch left): the runs that end before it are done. A run not done is read again by the next batch,
+    whose claim starts at its first hit and skips the ones rolled up since.
+    """
+    runs = await conn.fetch(JOB_RUNS, job, jobs.backlog.pages)
+    if not runs:
+        return None  # another aggregator finished it after the listing
+    rows = await fetch(job, room, min(r["first_at"] for r in runs))
     if len(rows) == room:
         jobs.todo.append(job)  # maybe more: after the other jobs' turn (a backlog never starves them)
+        end = newest(rows)
+        done = [r["first_id"] for r in runs if r["last_at"] < end]
+    else:
+        done = [r["first_id"] for r in runs if until is None or r["last_at"] <= until]
+    if done:
+        await conn.execute(RUNS_DONE, job, done)
     return rows
 
 

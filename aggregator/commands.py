@@ -15,6 +15,7 @@ import sys
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from aggregator import claims
 from aggregator.config import AggregatorConfig
 from aggregator.mail.report import UnknownJob, build_report
 from aggregator.privacy.forget import forget
@@ -57,6 +58,15 @@ async def _once(url: str, config: AggregatorConfig, do_purge: bool) -> str:
         await conn.close()
 
 
+async def _rebuild_runs(url: str) -> str:
+    conn = await db.connect(url)
+    try:
+        added = await conn.fetchval(claims.REBUILD_RUNS)
+        return f"runs recorded for the hits waiting that no run named: {added} (job and kind)"
+    finally:
+        await conn.close()
+
+
 async def _serve(url: str, config: AggregatorConfig) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -66,9 +76,11 @@ async def _serve(url: str, config: AggregatorConfig) -> None:
 
 
 def aggregator_command(args: argparse.Namespace, settings: CommonConfig) -> int:
-    """`pixeltrack aggregator [--once | --purge] [--interval N]`."""
+    """`pixeltrack aggregator [--once | --purge | --rebuild-runs] [--interval N]`."""
     url, config = load_config(settings, args.interval)
-    if args.once or args.purge:
+    if args.rebuild_runs:
+        print(run(_rebuild_runs(url)))
+    elif args.once or args.purge:
         print(run(_once(url, config, args.purge)))
     else:
         run(_serve(url, config))
@@ -137,6 +149,9 @@ def add_aggregator_flags(parser: argparse.ArgumentParser) -> None:
     what = parser.add_mutually_exclusive_group()
     what.add_argument("--once", action="store_true", help="one roll-up of everything pending, then exit")
     what.add_argument("--purge", action="store_true", help="run the retention purge once, then exit")
+    what.add_argument("--rebuild-runs", action="store_true",
+                      help="record runs (hit_runs) for hits waiting that no run names, e.g. written by a collector "
+                           "older than hit_runs; reads every hit waiting; then exit")  # fmt: skip
     parser.add_argument("--interval", type=int, metavar="N",
                         help="seconds between roll-ups (default $PIXELTRACK_ROLLUP_INTERVAL or 60)")  # fmt: skip
 

@@ -22,9 +22,9 @@ from aggregator.web.rollup import rollup_sites
 async def oldest_waiting(conn: asyncpg.Connection) -> dt.datetime | None:
     """The oldest hit not rolled up yet, mail or page view (None: none waits).
 
-    The least of both roll-ups' listings (``claims.pending``: a probe and a span per job), so that the
-    roll-up's lag costs what the jobs do: the min over each partial index, which leads with job_id,
-    read every hit waiting (the dashboard's health, and every scan of the triggers).
+    The least of both roll-ups' listings (``claims.pending``: the runs waiting, hit_runs), so that the
+    roll-up's lag costs what the runs do, not a read of every hit waiting (the dashboard's health, and
+    every scan of the triggers). A run's first hit may be rolled up already (a run is done with its last).
     """
     firsts = [(await claims.pending(conn, backlog)).first for backlog in (mail.PENDING, web.PENDING)]
     return min((first for first in firsts if first is not None), default=None)

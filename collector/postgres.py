@@ -51,13 +51,13 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from operator import attrgetter, lt
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import asyncpg
 import orjson
 
 from collector.metrics import Metrics
-from collector.rows import COLUMNS, UUID_AT, Hit
+from collector.rows import COLUMNS, JOB_AT, KIND_AT, TIME_AT, UUID_AT, Hit
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ REPLAY_MERGE = (
     f"INSERT INTO raw_hits ({', '.join(COLUMNS)}) SELECT {', '.join(COLUMNS)} FROM replay_hits r "
     "WHERE NOT EXISTS (SELECT FROM (SELECT c.last_id FROM copied_hits c WHERE c.first_id <= r.hit_id "
     "ORDER BY c.first_id DESC LIMIT 1) t WHERE t.last_id >= r.hit_id) "
-    "ON CONFLICT DO NOTHING RETURNING hit_id"
+    "ON CONFLICT DO NOTHING RETURNING hit_id, received_at, job_id, kind"
 )
 # The runs (first ids, last ids, counts). A run overlapping one already
 # recorded (runs are disjoint, so the last to start at or before its end is the
@@ -82,6 +82,20 @@ TOMBSTONES = (
     "LEFT JOIN LATERAL (SELECT c.first_id, c.last_id FROM copied_hits c WHERE c.first_id <= u.last_id "
     "ORDER BY c.first_id DESC LIMIT 1) o ON true"
 )
+# The hits waiting to be rolled up (hit_runs, schema.sql): each job's and
+# kind's first id, time span and count among the rows the transaction put into
+# raw_hits, recorded in that transaction. With the tombstones in one statement
+# (both tables are plain ones, on the coordinator on Citus): no round trip more.
+def _runs_insert(first: int) -> str:
+    """The insert of hit_runs' rows from arrays, its parameters numbered from ``first``."""
+    p = [f"${first + n}" for n in range(6)]
+    return ("INSERT INTO hit_runs (job_id, pages, first_id, first_at, last_at, hits) "
+            f"SELECT * FROM unnest({p[0]}::bigint[], {p[1]}::boolean[], {p[2]}::uuid[], {p[3]}::timestamptz[], "
+            f"{p[4]}::timestamptz[], {p[5]}::integer[])")
+
+
+RUNS = _runs_insert(1)  # ``waiting``'s rows alone (tests that write raw_hits as the collector does)
+RECORD = f"WITH tombstones AS ({TOMBSTONES}) {_runs_insert(4)}"
 # What says "PostgreSQL cannot take this now" rather than "this data is wrong".
 UNAVAILABLE = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 # Rows COPY-encoded between two yields to the event loop: a 5000-row batch in
@@ -134,6 +148,35 @@ def _columns(found: list[tuple[uuid.UUID, uuid.UUID, int]]) -> list[list[object]
     return [[run[i] for run in found] for i in range(3)]
 
 
+def waiting(rows: Sequence[Sequence[object]], at: tuple[int, int, int, int] = (UUID_AT, TIME_AT, JOB_AT, KIND_AT)
+            ) -> list[list[object]]:
+    """hit_runs' rows for ``rows`` as RUNS' arguments (RECORD's $4-$9): for each job and kind of roll-up (page views or
+    mail hits), the first id, the oldest and newest received_at, how many. ``at``: where the id, the time, the
+    job and the kind are in a row."""
+    uid, when, job_at, kind_at = at
+    found: dict[tuple[object, bool], list[Any]] = {}
+    for row in rows:
+        key = (row[job_at], row[kind_at] == "page")
+        run = found.get(key)
+        received = row[when]
+        if run is None:
+            found[key] = [row[uid], received, received, 1]
+            continue
+        if received < run[1]:
+            run[1] = received
+        elif received > run[2]:
+            run[2] = received
+        run[3] += 1
+    keys = list(found)
+    values = list(found.values())
+    return [[job for job, _ in keys], [pages for _, pages in keys], *([run[i] for run in values] for i in range(4))]
+
+
+def recorded(ids: Sequence[uuid.UUID], rows: Sequence[Sequence[object]], **at: Any) -> list[list[object]]:
+    """RECORD's arguments for ``rows`` (their ``ids``): the tombstones' and the runs'."""
+    return [*_columns(runs(ids)), *waiting(rows, **at)]
+
+
 def transient(exc: BaseException) -> bool:
     """True for errors that say 'try later' rather than 'this data is wrong'."""
     state = getattr(exc, "sqlstate", None) or ""
@@ -160,10 +203,10 @@ class RowWriter:
         try:
             if idempotent:
                 return await self._merge(records)
-            tombstones = _columns(runs([r[UUID_AT] for r in records]))
+            written = recorded([r[UUID_AT] for r in records], records)
             async with self.pool.acquire() as conn, conn.transaction():
                 await conn.copy_records_to_table("raw_hits", records=_yielding(records), columns=COLUMNS)
-                await conn.execute(TOMBSTONES, *tombstones)
+                await conn.execute(RECORD, *written)
             return Copied(len(records), 0)
         except asyncpg.PostgresError as exc:
             if transient(exc):
@@ -181,7 +224,7 @@ class RowWriter:
             await conn.copy_records_to_table("replay_hits", records=records, columns=COLUMNS)
             inserted = await conn.fetch(REPLAY_MERGE)
             if inserted:
-                await conn.execute(TOMBSTONES, *_columns(runs([r[0] for r in inserted])))
+                await conn.execute(RECORD, *recorded([r[0] for r in inserted], inserted, at=(0, 1, 2, 3)))
         return Copied(len(inserted), len(records) - len(inserted))
 
     async def _split(self, records: list[Hit], exc: BaseException, idempotent: bool) -> Copied:

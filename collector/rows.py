@@ -32,7 +32,7 @@ EXTRA_COLUMNS = {"url": 2048, "title": 512, "visitor_id": 64, "screen": 32, "con
 # ... and of a row as COPY writes it.
 COLUMNS = ("hit_id", "received_at", "kind", "job_id", "recipient_id", "link", "page", "client_ip",
            "user_agent", "referer", "accept_language", "method", "prefetch", "reject_reason", *EXTRA_COLUMNS)
-UUID_AT, TIME_AT = 0, 1
+UUID_AT, TIME_AT, KIND_AT, JOB_AT = 0, 1, 2, 3
 # Each column's PostgreSQL type ("?": may be NULL), as the spool checks a batch before replaying it.
 COLUMN_TYPES = ("uuid", "timestamptz", "text", "bigint", "bigint?", "text?", "integer?", "inet?", "text?", "text?",
                 "text?", "text", "boolean", "text?", *("text?",) * len(EXTRA_COLUMNS))

@@ -154,7 +154,7 @@ async def read(url: str) -> tuple[int, Costs]:
             clock.restart()
             hits = 0
             for job in pending.todo:
-                hits += len(await conn.fetch(queries.CLAIM, job, 2**62, EVER))
+                hits += len(await conn.fetch(queries.CLAIM, job, 2**62, pending.first, EVER))
             clock.add("read", time.perf_counter())
     finally:
         await conn.close()

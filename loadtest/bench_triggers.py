@@ -34,6 +34,7 @@ import asyncpg
 from aiohttp import web
 
 from aggregator.triggers.store import TriggerSpec, create_trigger
+from collector.postgres import RUNS, waiting
 from loadtest.campaign import server_url
 from loadtest.support import create_database, drop_database, free_port
 
@@ -100,7 +101,9 @@ async def feed(url: str, job: int, rate: float, seconds: float) -> int:
                  "en-GB,en;q=0.8", "GET", False),
                 (uuid.uuid4(), now, "open", job, sent, None, "66.249.84.1", GMAIL, None, "GET", False),
             ]  # fmt: skip
-            await conn.copy_records_to_table("raw_hits", records=rows, columns=COLUMNS)
+            async with conn.transaction():  # as a collector writes them: with their runs (hit_runs)
+                await conn.copy_records_to_table("raw_hits", records=rows, columns=COLUMNS)
+                await conn.execute(RUNS, *waiting(rows))
             await asyncio.sleep(max(0.0, start + sent / rate - time.perf_counter()))
     finally:
         await conn.close()

@@ -20,18 +20,24 @@ import asyncpg
 # One statement, so one snapshot: rolled + pending = stored at that instant.
 # Page views of websites are rolled up elsewhere (aggregator.web); the mail
 # mix has none, and they are left out as the aggregator's PENDING leaves them.
+# The hits waiting are read as the roll-up reads them: each job's by its key
+# from the oldest of its runs waiting (hit_runs) on. A hit not rolled up has
+# its run still waiting (a run is deleted with the last of its hits' roll-up).
 SNAPSHOT = """
+WITH waiting AS (SELECT job_id, min(first_at) AS first FROM hit_runs WHERE NOT pages GROUP BY job_id)
 SELECT (SELECT coalesce(sum(total), 0) FROM report_job_totals)
      + (SELECT coalesce(sum(hits), 0) FROM report_rejected) AS rolled,
-       count(*) AS pending, min(received_at) AS oldest, now() AS at
-FROM raw_hits WHERE rolled_at IS NULL AND kind <> 'page'
+       coalesce(sum(w.n), 0) AS pending, min(w.oldest) AS oldest, now() AS at
+FROM waiting j CROSS JOIN LATERAL (
+    SELECT count(*) AS n, min(received_at) AS oldest FROM raw_hits r
+    WHERE r.job_id = j.job_id AND r.received_at >= j.first AND r.rolled_at IS NULL AND r.kind <> 'page') w
 """
 REPORTED = """
 SELECT kind AS category, sum(total) AS n FROM report_job_totals GROUP BY kind
 UNION ALL
 SELECT kind || '/rejected', sum(hits) FROM report_rejected GROUP BY kind
 """
-# Through the two partial indexes of hits waiting (schema.sql), not a read of raw_hits.
+# A read of all of raw_hits (at the end of a run: nothing may be left).
 UNROLLED = """
 SELECT (SELECT count(*) FROM raw_hits WHERE rolled_at IS NULL AND kind <> 'page')
      + (SELECT count(*) FROM raw_hits WHERE rolled_at IS NULL AND kind = 'page')

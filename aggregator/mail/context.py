@@ -118,7 +118,8 @@ async def whole_instants(conn: asyncpg.Connection, hits: list[asyncpg.Record], l
         claimed += 1
     if await conn.fetchval(AT_INSTANT, job, newest) <= claimed:
         return hits
-    return [h for h in hits if h["job_id"] != job] + list(await conn.fetch(queries.CLAIM, job, WHOLE, newest))
+    oldest = min(h["received_at"] for h in hits if h["job_id"] == job)  # the job's claim again, to the instant's end
+    return [h for h in hits if h["job_id"] != job] + list(await conn.fetch(queries.CLAIM, job, WHOLE, oldest, newest))
 
 
 def look_ahead(config: AggregatorConfig) -> dt.timedelta:

@@ -62,7 +62,7 @@ _CLAIMED_AS = {
 }  # fmt: skip
 CLAIM = f"""
 SELECT {columns.listed(queries.CLAIMED, **_CLAIMED_AS)}
-FROM raw_hits WHERE job_id = $1 AND rolled_at IS NULL AND kind <> 'page' AND received_at <= $3
+FROM raw_hits WHERE job_id = $1 AND received_at BETWEEN $3 AND $4 AND rolled_at IS NULL AND kind <> 'page'
 ORDER BY received_at LIMIT $2
 """
 SCHEMA: dict[str, Any] = {
@@ -104,10 +104,13 @@ async def fetch(conn: asyncpg.Connection, sql: str, *args: Any) -> pl.DataFrame:
 async def claim(conn: asyncpg.Connection, jobs: claims.Pending, limit: int, until: dt.datetime) -> pl.DataFrame:
     """claims.claim of the batch's hits as one frame, whole instants included (context.whole_instants)."""
 
-    async def one(job: int, room: int) -> pl.DataFrame:
-        return await fetch(conn, CLAIM, job, room, until)
+    async def one(job: int, room: int, oldest: dt.datetime) -> pl.DataFrame:
+        return await fetch(conn, CLAIM, job, room, oldest, until)
 
-    parts = await claims.claim_with(conn, jobs, one, limit)
+    def last_of(rows: pl.DataFrame) -> dt.datetime:
+        return at(rows.item(-1, "received_at"))
+
+    parts = await claims.claim_with(conn, jobs, one, limit, last_of, until)
     hits = pl.concat(parts) if parts else pl.DataFrame(schema=SCHEMA)
     if hits.height < limit:
         return hits
@@ -115,8 +118,10 @@ async def claim(conn: asyncpg.Connection, jobs: claims.Pending, limit: int, unti
     tail = hits.filter((pl.col("job_id") == job) & (pl.col("received_at") == newest)).height
     if await conn.fetchval(context.AT_INSTANT, job, at(newest)) <= tail:
         return hits
-    rest = await fetch(conn, CLAIM, job, context.WHOLE, at(newest))
-    return pl.concat([hits.filter(pl.col("job_id") != job), rest])
+    mine = pl.col("job_id") == job
+    oldest = hits.filter(mine).get_column("received_at").min()  # the job's claim again, to the end of the instant
+    rest = await fetch(conn, CLAIM, job, context.WHOLE, at(oldest), at(newest))  # type: ignore[arg-type]
+    return pl.concat([hits.filter(~mine), rest])
 
 
 def as_hits(hits: pl.DataFrame) -> list[dict[str, Any]]:

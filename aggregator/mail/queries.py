@@ -18,22 +18,23 @@ STORED_INLINE = ("client_ip",)
 STORED = (*STORED_INLINE, *columns.ENRICHED)
 
 # ------------------------------------------------------------------ claim --
-# The jobs with hits to roll up (aggregator.claims.pending), through the
-# partial index raw_hits_unrolled_mail: probed once a job, or read whole.
-PENDING = claims.Backlog.of("kind <> 'page'")
+# The jobs with hits to roll up (aggregator.claims.pending): their runs of mail hits in hit_runs.
+PENDING = claims.Backlog(pages=False)
 # Claims the oldest unrolled hits of one job ($1), under the job's lock
 # (aggregator.claims: no row lock needed, MARK_ROLLED checks they are still
 # unrolled). Page views of websites are left to aggregator.web (its own claim
-# and merge). $3: the newest receive time to claim (the hold-back, see
-# aggregator.mail.context). What the mode needs to know of the job and the
-# recipients comes once a batch (JOBS, PEOPLE): joined here, it was looked up,
-# projected, sent and decoded per hit (4-5 us a hit of PostgreSQL CPU of the
-# claim's 6-7, 1.4 us of the aggregator's). The request's method is not read:
+# and merge). $3: the oldest receive time to look at (the job's oldest run in
+# hit_runs: the claim reads the key from there, skipping the rows rolled up
+# and kept since), $4 the newest (the hold-back, see aggregator.mail.context).
+# What the mode needs to know of the job and the recipients comes once a
+# batch (JOBS, PEOPLE): joined here, it was looked up, projected, sent and
+# decoded per hit (4-5 us a hit of PostgreSQL CPU of the claim's 6-7, 1.4 us
+# of the aggregator's). The request's method is not read:
 # the collector folds HEAD into prefetch, which the enrichment reads.
 CLAIMED = tuple(name for name in columns.HIT if name != "method")
 CLAIM = f"""
 SELECT {columns.listed(CLAIMED, client_ip="host(client_ip)")}
-FROM raw_hits WHERE job_id = $1 AND rolled_at IS NULL AND kind <> 'page' AND received_at <= $3
+FROM raw_hits WHERE job_id = $1 AND received_at BETWEEN $3 AND $4 AND rolled_at IS NULL AND kind <> 'page'
 ORDER BY received_at LIMIT $2
 """
 JOBS = "SELECT job_id, mode, sent_at FROM jobs WHERE job_id = ANY($1::bigint[])"

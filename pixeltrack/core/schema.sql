@@ -106,29 +106,82 @@ COMMENT ON TABLE raw_hits IS 'Every pixel fetch and click as the collector saw i
 -- replayed after its day was dropped) so a COPY never fails for want of one.
 CREATE TABLE IF NOT EXISTS raw_hits_default PARTITION OF raw_hits DEFAULT;
 
--- The aggregator finds and claims work through these partial indexes, job by
--- job (aggregator.claims), so a run costs what the new hits cost, whatever
--- the history: mail hits for the mail roll-up, page views for the websites'.
--- Apart, each roll-up finds its jobs by probing its own index once a job (a
--- loose index scan) instead of reading every hit waiting, and claims without
--- stepping over the other's hits. (They replace raw_hits_unrolled_job, on
--- both, which replaced raw_hits_unrolled, on received_at alone.)
+-- The hits waiting to be rolled up, as each transaction that put hits into
+-- raw_hits recorded them in that same transaction (collector/postgres.py):
+-- one row per job and kind of roll-up (mail hits, or page views) and
+-- transaction, with the time span of the hits it put there. A run is visible
+-- exactly when its hits are (one commit), so a claim that reads a job's runs
+-- and then its hits from the oldest run's first_at on misses no hit in
+-- flight, and needs no index of unrolled rows: the roll-up reads raw_hits by
+-- its key (job_id, received_at) from there, and deletes the runs it has
+-- finished in its own transaction (aggregator/claims.py).
+-- It replaces the partial indexes raw_hits_unrolled_mail and _page (WHERE
+-- rolled_at IS NULL): a column in an index's predicate makes every update of
+-- it a new row version with new entries in every index, so the roll-up's
+-- marking of a kept row (rolled_at, the enrichment) could never be a HOT
+-- update. Without them, and with room left on each page (fillfactor below),
+-- it is one on the row's own page (loadtest/RESULTS.md §23).
+-- No job_id distribution: on Citus it stays a plain table on the
+-- coordinator (not in distribute.sql), as copied_hits does, written in the
+-- COPY's distributed transaction.
+CREATE TABLE IF NOT EXISTS hit_runs (
+    job_id     bigint NOT NULL,
+    pages      boolean NOT NULL,       -- page views (aggregator.web), else mail hits (aggregator.mail)
+    first_id   uuid NOT NULL,          -- the first of the run's hits (of this job and kind) the transaction put in
+    first_at   timestamptz NOT NULL,   -- the oldest received_at among them
+    last_at    timestamptz NOT NULL,   -- and the newest
+    hits       integer NOT NULL,       -- how many
+    PRIMARY KEY (job_id, first_id)
+);
+COMMENT ON TABLE hit_runs IS
+    'Hits waiting to be rolled up: one row per job, kind and transaction that put them into raw_hits.';
+-- Every hit waiting that no run names (hits written before hit_runs existed,
+-- or by hand): one run per job and kind spanning them. A migration step, and
+-- `pixeltrack aggregator --rebuild-runs`; tests that write raw_hits directly
+-- call it as well. It reads every hit waiting (a scan of raw_hits without
+-- the old partial indexes).
+CREATE OR REPLACE FUNCTION pixeltrack_rebuild_runs()
+RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+    added integer;
+BEGIN
+    INSERT INTO hit_runs (job_id, pages, first_id, first_at, last_at, hits)
+    SELECT job_id, kind = 'page', min(hit_id::text)::uuid, min(received_at), max(received_at), count(*)
+    FROM raw_hits WHERE rolled_at IS NULL GROUP BY job_id, kind = 'page'
+    ON CONFLICT (job_id, first_id) DO UPDATE
+        SET first_at = least(hit_runs.first_at, excluded.first_at),
+            last_at = greatest(hit_runs.last_at, excluded.last_at);
+    GET DIAGNOSTICS added = ROW_COUNT;
+    RETURN added;
+END $$;
+-- The migration: runs for the hits waiting, while the old index still finds them, then the index gone.
 -- Made and dropped alone (EXECUTE): on a distributed table Citus sends such a
 -- statement to the workers as it came, and in this file it comes with all the
 -- others ("cannot insert multiple commands into a prepared statement").
 DO $$
 BEGIN
-    IF to_regclass('raw_hits_unrolled_mail') IS NULL THEN
-        EXECUTE 'CREATE INDEX raw_hits_unrolled_mail ON raw_hits (job_id, received_at)
-                 WHERE rolled_at IS NULL AND kind <> ''page''';
+    IF to_regclass('raw_hits_unrolled_mail') IS NOT NULL THEN
+        PERFORM pixeltrack_rebuild_runs();
+        EXECUTE 'DROP INDEX raw_hits_unrolled_mail';
     END IF;
-    IF to_regclass('raw_hits_unrolled_page') IS NULL THEN
-        EXECUTE 'CREATE INDEX raw_hits_unrolled_page ON raw_hits (job_id, received_at)
-                 WHERE rolled_at IS NULL AND kind = ''page''';
+    IF to_regclass('raw_hits_unrolled_page') IS NOT NULL THEN
+        EXECUTE 'DROP INDEX raw_hits_unrolled_page';
     END IF;
     IF to_regclass('raw_hits_unrolled_job') IS NOT NULL THEN
         EXECUTE 'DROP INDEX raw_hits_unrolled_job';
     END IF;
+END $$;
+-- Partitions made before: room on the pages written from now on (pixeltrack_ensure_partitions).
+DO $$
+DECLARE
+    part text;
+BEGIN
+    FOR part IN
+        SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+        WHERE i.inhparent = 'raw_hits'::regclass AND NOT coalesce(c.reloptions @> '{fillfactor=50}', false)
+    LOOP
+        EXECUTE format('ALTER TABLE %I SET (fillfactor = 50)', part);
+    END LOOP;
 END $$;
 DROP INDEX IF EXISTS raw_hits_unrolled;
 CREATE INDEX IF NOT EXISTS raw_hits_recipient ON raw_hits (job_id, recipient_id) WHERE recipient_id IS NOT NULL;
@@ -160,18 +213,23 @@ COMMENT ON TABLE copied_hits IS
 CREATE INDEX IF NOT EXISTS copied_hits_copied_at ON copied_hits (copied_at);
 
 -- Days are UTC days. Daily partitions are made ahead of time by the collector and the aggregator.
+-- Day partitions leave half of each page free: the roll-up rewrites the
+-- rows it keeps (rolled_at, the enrichment), and a new version that fits on
+-- the old one's page is a HOT update, with no new index entry (hit_runs).
 CREATE OR REPLACE FUNCTION pixeltrack_ensure_partitions(first_day date, days integer)
 RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
     d date;
     name text;
+    raw_hits_fillfactor constant integer := 50;
 BEGIN
     FOR i IN 0 .. days - 1 LOOP
         d := first_day + i;
         name := 'raw_hits_' || to_char(d, 'YYYYMMDD');
         IF to_regclass(name) IS NULL THEN
             BEGIN
-                EXECUTE format('CREATE TABLE %I PARTITION OF raw_hits FOR VALUES FROM (%L) TO (%L)',
+                EXECUTE format('CREATE TABLE %I PARTITION OF raw_hits FOR VALUES FROM (%L) TO (%L) '
+                               'WITH (fillfactor = ' || raw_hits_fillfactor || ')',
                                name, d::timestamp AT TIME ZONE 'UTC',
                                (d + 1)::timestamp AT TIME ZONE 'UTC');
             EXCEPTION WHEN duplicate_table OR check_violation OR invalid_object_definition THEN

@@ -9,7 +9,6 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
-import orjson
 import pytest
 
 from aggregator import claims
@@ -22,7 +21,6 @@ from aggregator.web.tracks import allowed_contacts
 from loadtest.support import FlagEnricher
 from pixeltrack.core import db
 from pixeltrack.core.websites import create_site
-from tests.aggregator.mail.test_mark_plan import nodes
 from tests.support.hits import T0, add_hits, add_job, add_recipients, hit
 
 PAGE_VIEW = """
@@ -127,6 +125,7 @@ class TestHeldJobLock:
             for n in range(count):
                 await conn.execute(PAGE_VIEW, uuid.uuid4(), T0 + dt.timedelta(minutes=n), job, f"https://x/{n}",
                                    None, None)
+        await conn.execute(claims.REBUILD_RUNS)  # written by hand: their runs
         holder = other.transaction()
         await holder.start()
         await other.execute(claims.JOB_LOCK, a)
@@ -161,59 +160,37 @@ class TestNoDeadlock:
 
 
 class TestPending:
-    """A run lists the jobs with unrolled hits of its kind, in job_id order, with the oldest and newest."""
+    """A run lists the jobs with runs of its kind waiting (hit_runs), in job_id order, with the oldest and newest."""
 
     async def test_pending_jobs(self, conn: asyncpg.Connection) -> None:
-        """Jobs 0 (rejected) and B with opens, not page-only A, not rolled C; first 10:05, last 10:40."""
+        """Jobs 0 (rejected) and B with opens, not page-only A, not C (its runs done); first 10:05, last 10:40."""
         from aggregator.mail import queries
 
         a, b, c = await add_job(conn, "blind"), await add_job(conn, "blind"), await add_job(conn, "blind")
         await add_hits(conn, [hit("page", a, None, 1), hit("open", b, None, 5), hit("click", b, None, 40),
                               hit("open", 0, None, 20, reject_reason="bad_signature"), hit("open", c, None, 3)])
-        await conn.execute("UPDATE raw_hits SET rolled_at = now() WHERE job_id = $1", c)
+        await conn.execute("DELETE FROM hit_runs WHERE job_id = $1", c)
         jobs = await claims.pending(conn, queries.PENDING)
         assert (jobs.todo, jobs.first, jobs.last) == ([0, b], T0 + dt.timedelta(minutes=5),
                                                      T0 + dt.timedelta(minutes=40))
 
-    @pytest.mark.parametrize("probed", [claims.PROBED_JOBS, 2, 1])
-    async def test_mail_and_pages_apart(self, conn: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch,
-                                        probed: int) -> None:
-        """Each roll-up's jobs, first and last, from its own hits: probed job by job, or (past ``probed`` jobs)
-        read whole; job 0 has both kinds, A pages only, B mail only, C both, D nothing waiting."""
+    async def test_mail_and_pages_apart(self, conn: asyncpg.Connection) -> None:
+        """Each roll-up's jobs, first and last, from its own runs: job 0 has both kinds, A pages only, B mail only,
+        C both, D nothing waiting."""
         from aggregator.mail import queries as mail
         from aggregator.web import queries as web
 
-        monkeypatch.setattr(claims, "PROBED_JOBS", probed)
         a, b, c, d = [await add_job(conn, "blind") for _ in range(4)]
         await add_hits(conn, [
             hit("open", 0, None, 20, reject_reason="bad_signature"), hit("page", 0, None, 2), hit("page", a, None, 1),
             hit("page", a, None, 50), hit("open", b, None, 5), hit("doc", b, None, 30), hit("click", c, None, 40),
             hit("page", c, None, 9), hit("page", c, None, 7), hit("open", d, None, 3), hit("page", d, None, 4),
         ])  # fmt: skip
-        await conn.execute("UPDATE raw_hits SET rolled_at = now() WHERE job_id = $1", d)
+        await conn.execute("DELETE FROM hit_runs WHERE job_id = $1", d)
         minute = dt.timedelta(minutes=1)
         for backlog, todo, first, last in ((mail.PENDING, [0, b, c], 5, 40), (web.PENDING, [0, a, c], 1, 50)):
             jobs = await claims.pending(conn, backlog)
             assert (jobs.todo, jobs.first, jobs.last) == (todo, T0 + first * minute, T0 + last * minute)
-            every = [r["job_id"] for r in await conn.fetch(backlog.every)]
-            assert every == todo
-
-    async def test_a_probe_reads_one_entry(self, conn: asyncpg.Connection) -> None:
-        """2,000 opens of job A waiting, one of B: the probes for B and past B read one index entry and none,
-        of the mail hits' partial index (each day partition's), and none of A's."""
-        from aggregator.mail import queries
-
-        a, b = await opens(conn, "blind", 2_000), await opens(conn, "blind", 1)
-        for after, found in ((a + 1, b), (b + 1, None)):
-            plan = orjson.loads(await conn.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {queries.PENDING.next_job}",
-                                                    after))[0]["Plan"]  # fmt: skip
-            scans = [n for n in nodes(plan) if "Index Name" in n]
-            defined = await conn.fetch("SELECT indexdef FROM pg_indexes WHERE indexname = ANY($1::text[])",
-                                       [n["Index Name"] for n in scans])  # fmt: skip
-            assert scans and {r["indexdef"].split(" WHERE ")[1] for r in defined} == {
-                "((rolled_at IS NULL) AND (kind <> 'page'::text))"}, defined
-            assert sum(n["Actual Rows"] for n in scans) == (found is not None)
-            assert await conn.fetchval(queries.PENDING.next_job, after) == found
 
     async def test_oldest_waiting(self, conn: asyncpg.Connection) -> None:
         """The oldest hit waiting of either kind: a page view at 10:02 before mail at 10:05; the mail once the
@@ -224,28 +201,40 @@ class TestPending:
         await add_hits(conn, [hit("open", a, None, 5), hit("click", b, None, 8), hit("page", b, None, 2),
                               hit("page", 0, None, 30)])  # fmt: skip
         answers = []
-        for rolled in ("false", "kind = 'page'", "true"):
-            await conn.execute(f"UPDATE raw_hits SET rolled_at = now() WHERE {rolled}")
+        for rolled in ("false", "pages", "true"):
+            await conn.execute(f"DELETE FROM hit_runs WHERE {rolled}")
             answers.append(await oldest_waiting(conn))
         assert answers == [T0 + dt.timedelta(minutes=2), T0 + dt.timedelta(minutes=5), None]
 
-    async def test_older_index_replaced(self, conn: asyncpg.Connection, db_url: str) -> None:
-        """A database with the one index of both kinds (before 2026-12-04): schema.sql, run twice, leaves the two
-        partial indexes in its place, on raw_hits and each day partition, and listing finds the same jobs."""
+    async def test_older_indexes_replaced(self, conn: asyncpg.Connection, db_url: str) -> None:
+        """A database of before hit_runs (the partial indexes of unrolled hits, hits waiting and no run for them):
+        schema.sql, run twice, records one run per job and kind spanning the hits waiting, drops the indexes and
+        leaves room on every partition's pages; the roll-up then takes every hit."""
         from aggregator.mail import queries
 
-        job = await opens(conn, "blind", 3)
-        await conn.execute("DROP INDEX raw_hits_unrolled_mail, raw_hits_unrolled_page")
-        await conn.execute("CREATE INDEX raw_hits_unrolled_job ON raw_hits (job_id, received_at) WHERE rolled_at IS NULL")
+        job = await add_job(conn, "blind")
+        await add_hits(conn, [hit("open", job, None, 5), hit("click", job, None, 9), hit("page", job, None, 7),
+                              hit("open", job, None, 1)])  # fmt: skip
+        await conn.execute("UPDATE raw_hits SET rolled_at = now() WHERE received_at = $1", T0 + dt.timedelta(minutes=1))
+        await conn.execute("TRUNCATE hit_runs")
+        await conn.execute("""CREATE INDEX raw_hits_unrolled_mail ON raw_hits (job_id, received_at)
+                              WHERE rolled_at IS NULL AND kind <> 'page'""")
+        await conn.execute("""CREATE INDEX raw_hits_unrolled_page ON raw_hits (job_id, received_at)
+                              WHERE rolled_at IS NULL AND kind = 'page'""")
+        await conn.execute("ALTER TABLE raw_hits_default RESET (fillfactor)")
         for _ in range(2):
             await db.apply_schema(db_url)
-        defined = await conn.fetch("""
-            SELECT regexp_replace(indexdef, '.* WHERE ', '') AS predicate, count(*) FROM pg_indexes
-            WHERE tablename LIKE 'raw_hits%' AND indexdef LIKE '%rolled_at IS NULL%' GROUP BY 1 ORDER BY 1""")
-        partitions = await conn.fetchval("SELECT count(*) FROM pg_inherits WHERE inhparent = 'raw_hits'::regclass")
-        assert [tuple(r) for r in defined] == [("((rolled_at IS NULL) AND (kind <> 'page'::text))", partitions + 1),
-                                               ("((rolled_at IS NULL) AND (kind = 'page'::text))", partitions + 1)]
+        runs = await conn.fetch("SELECT job_id, pages, first_at, last_at, hits FROM hit_runs ORDER BY pages")
+        minute = dt.timedelta(minutes=1)
+        assert [tuple(r) for r in runs] == [(job, False, T0 + 5 * minute, T0 + 9 * minute, 2),
+                                            (job, True, T0 + 7 * minute, T0 + 7 * minute, 1)]
+        assert await conn.fetchval("SELECT count(*) FROM pg_indexes WHERE indexdef LIKE '%rolled_at IS NULL%'") == 0
+        assert await conn.fetchval("""
+            SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+            WHERE i.inhparent = 'raw_hits'::regclass AND NOT coalesce(c.reloptions @> '{fillfactor=50}', false)""") == 0
         assert (await claims.pending(conn, queries.PENDING)).todo == [job]
+        stats = await rollup(conn, AggregatorConfig.from_env({}), FlagEnricher())
+        assert (stats.hits, await conn.fetchval("SELECT count(*) FROM hit_runs WHERE NOT pages")) == (2, 0)
 
     async def test_batch_spans_jobs(self, conn: asyncpg.Connection) -> None:
         """A batch of 5 takes A's 3 hits and 2 of B's 4; B stays first for the next batch."""

@@ -12,13 +12,13 @@ import pytest
 
 from collector.cleaning import ClientAddress
 from collector.metrics import Metrics
-from collector.postgres import Copied, RowWriter, runs
+from collector.postgres import Copied, RowWriter, runs, waiting
 from collector.rows import RowMaker, Tally
 from collector.spool import Spool
 from collector.state import BUFFER
 from loadtest.support import with_application_name
 from pixeltrack.core import db
-from tests.collector.test_rows import hit
+from tests.collector.test_rows import AT, TS, hit
 from tests.support.collector import make_config, running, wait_for
 
 A = bytes.fromhex("00112233445566aa")
@@ -238,3 +238,63 @@ class TestRaceWithACopy:
         refused = racer.metrics.registry.get_sample_value("pixeltrack_copy_failures_total")
         assert refused is not None and refused >= 1  # the replay that inserted them again was refused
         assert not (writer.quarantine_dir / "rows.jsonl").exists()
+
+
+def mixed(first: int = 0) -> list[tuple[object, ...]]:
+    """Six COPY rows of three jobs and two kinds, out of time order (seconds after TS): job 3 opens at 5 and 2
+    and a click at 9, job 4 an open at 1, job 4 a page view at 7, job 3 a page view at 4."""
+    hits = [hit(ts=TS + 5), hit(ts=TS + 2), hit(job_id=4, ts=TS + 1), hit(kind="page", job_id=4, ts=TS + 7),
+            hit(kind="click", ts=TS + 9, link="https://example.com/"), hit(kind="page", ts=TS + 4)]
+    return RowMaker(A, ClientAddress(())).rows(hits, Tally(), first)
+
+
+async def waiting_runs(conn: asyncpg.Connection) -> list[tuple[object, ...]]:
+    """hit_runs (job, pages, first id's ordinal, seconds after TS of first and last, hits), by job, kind, first id."""
+    return [(r["job_id"], r["pages"], int.from_bytes(r["first_id"].bytes[8:], "big"),
+             (r["first_at"] - AT).total_seconds(), (r["last_at"] - AT).total_seconds(), r["hits"])
+            for r in await conn.fetch("SELECT * FROM hit_runs ORDER BY job_id, pages, first_id")]  # fmt: skip
+
+
+class TestWaiting:
+    """Every transaction that puts hits into raw_hits records, in it, one run per job and kind of the hits it put
+    there (hit_runs: the roll-up's list of what waits)."""
+
+    def test_runs_of_a_batch(self) -> None:
+        """The six rows: job 3's mail hits (ids 1, 2, 5: first id 1, 2 s to 9 s), its page view (id 6), job 4's
+        open (id 3) and page view (id 4)."""
+        columns = waiting(mixed())
+        found = sorted(zip(*columns, strict=True), key=lambda r: (r[0], r[1]))
+        assert [(job, pages, int.from_bytes(first.bytes[8:], "big"), (lo - AT).total_seconds(),
+                 (hi - AT).total_seconds(), n) for job, pages, first, lo, hi, n in found] == [
+            (3, False, 1, 2.0, 9.0, 3), (3, True, 6, 4.0, 4.0, 1), (4, False, 3, 1.0, 1.0, 1), (4, True, 4, 7.0, 7.0, 1)]
+
+    async def test_copy_records_its_runs(self, writer: RowWriter, conn: asyncpg.Connection) -> None:
+        """Two COPYs of the six rows' kinds (ids 1-6, then 11-16): one run per job and kind each, in the same
+        transactions as their tombstones."""
+        await writer.copy(mixed())
+        await writer.copy(mixed(first=10))
+        assert await waiting_runs(conn) == [
+            (3, False, 1, 2.0, 9.0, 3), (3, False, 11, 2.0, 9.0, 3), (3, True, 6, 4.0, 4.0, 1),
+            (3, True, 16, 4.0, 4.0, 1), (4, False, 3, 1.0, 1.0, 1), (4, False, 13, 1.0, 1.0, 1),
+            (4, True, 4, 7.0, 7.0, 1), (4, True, 14, 7.0, 7.0, 1)]
+        assert await tombstones(conn) == [(uid(A, 1), uid(A, 6), 6), (uid(A, 11), uid(A, 16), 6)]
+
+    async def test_refused_batch_records_no_run(self, writer: RowWriter, conn: asyncpg.Connection) -> None:
+        """Row 2 of the six refused (a NUL): the halves 1-3 and 4-6 split again; the runs are those of the
+        rows committed (1 alone, 3 alone, 4-6), none for row 2."""
+        rows = mixed()
+        rows[1] = (*rows[1][:8], "a\x00b", *rows[1][9:])  # user_agent
+        assert await writer.copy(rows) == Copied(5, 0)
+        assert await waiting_runs(conn) == [(3, False, 1, 5.0, 5.0, 1), (3, False, 5, 9.0, 9.0, 1),
+                                            (3, True, 6, 4.0, 4.0, 1), (4, False, 3, 1.0, 1.0, 1),
+                                            (4, True, 4, 7.0, 7.0, 1)]
+
+    async def test_replay_records_runs_of_what_it_inserted(self, writer: RowWriter, conn: asyncpg.Connection,
+                                                           db_url: str, tmp_path: Path) -> None:
+        """Rows 1-3 committed (their runs rolled up: deleted), then the six replayed: runs of rows 4-6 only."""
+        rows = mixed()
+        await writer.copy(rows[:3])
+        await conn.execute("DELETE FROM hit_runs")
+        assert await replay(db_url, tmp_path / "spool", rows) == (3, 3, 3)
+        assert await waiting_runs(conn) == [(3, False, 5, 9.0, 9.0, 1), (3, True, 6, 4.0, 4.0, 1),
+                                            (4, True, 4, 7.0, 7.0, 1)]

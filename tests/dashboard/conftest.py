@@ -19,17 +19,17 @@ from pixeltrack.dashboard import accounts
 from pixeltrack.dashboard.app import create_app
 from pixeltrack.dashboard.config import DashboardConfig
 from tests.conftest import TEST_SECRET
-from tests.support.hits import add_hits, add_job, add_recipients, at, personal_hits
+from tests.support.hits import add_hits, add_job, add_recipients, at, personal_hits, with_runs
 
 ADMIN, VIEWER, PASSWORD = "admin@example.org", "viewer@example.org", "correct horse battery"
 XSS = "<script>alert(1)</script>"
 A, B = "https://shop.example/a", "https://shop.example/b?x=1&y=2"
 CHROME = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36"
-PAGE_VIEW = """
+PAGE_VIEW = with_runs("""
 INSERT INTO raw_hits (hit_id, received_at, kind, job_id, client_ip, user_agent, referer, accept_language, method,
                       url, title, visitor_id, screen)
 VALUES ($1, $2, 'page', $3, '203.0.113.5', $4, $5, 'de-CH', 'POST', $6, $7, $8, '1280x720')
-"""
+""")
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 

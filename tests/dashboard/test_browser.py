@@ -21,6 +21,7 @@ from pixeltrack.dashboard.render import number, percent
 from pixeltrack.dashboard.reports import rates
 from tests.dashboard.conftest import ADMIN, PASSWORD, VIEWER, XSS, mail_job, page_view, roll, website
 from tests.support.browser import CHROMIUM, chromium
+from tests.support.hits import with_runs
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs the Debian chromium package at /usr/bin/chromium")
@@ -78,9 +79,9 @@ class TestInTheBrowser:
         site = await website(conn)
         await roll(conn)
         await conn.execute("SELECT pixeltrack_ensure_partitions((now() AT TIME ZONE 'UTC')::date - 1, 3)")
-        await conn.execute("""INSERT INTO raw_hits (hit_id, received_at, kind, job_id, method, url)
+        await conn.execute(with_runs("""INSERT INTO raw_hits (hit_id, received_at, kind, job_id, method, url)
             SELECT gen_random_uuid(), now() - make_interval(mins => m), 'page', $1, 'POST', 'https://shop.example/live'
-            FROM generate_series(1, 7) m""", site)
+            FROM generate_series(1, 7) m"""), site)
         report = await build_report(conn, job)
         await log_in(tab)
         assert await tab.get_by_role("heading", name="Overview").is_visible()

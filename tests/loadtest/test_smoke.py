@@ -123,21 +123,3 @@ class TestAddressesBenchSmoke:
         assert re.search(r"^200 addresses \(\d+ IPv6\), 2,000 hops$", proc.stdout, re.MULTILINE), proc.stdout
         for what in ("collector, per hop", "enrichment, per address"):
             assert re.search(rf"^{what}: +[\d.]+ µs; reference +[\d.]+ µs: \d+\.\d\dx$", proc.stdout, re.MULTILINE), proc.stdout
-
-
-@pytest.mark.slow
-class TestPendingBenchSmoke:
-    """`python -m loadtest.bench_pending --hits 2000 --rounds 1`: both roll-ups' listings, with their ratios."""
-
-    def test_both_kinds(self, server_url: str) -> None:
-        """Exit 0; the backlog line; a probes / read-all line for mail and for page views."""
-        proc = subprocess.run(
-            [sys.executable, "-m", "loadtest.bench_pending", "--hits", "2000", "--rounds", "1",
-             "--database-url", server_url],
-            cwd=ROOT, capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        assert proc.stdout.startswith("2,000 mail hits waiting over 5 jobs, 200 page views of 2 sites;"), proc.stdout
-        for kind in ("mail", "pages"):
-            assert re.search(rf"^  {kind} +probes +[\d.]+ ms; read all +[\d.]+ ms: \d+\.\d+x$", proc.stdout,
-                             re.MULTILINE), proc.stdout  # fmt: skip

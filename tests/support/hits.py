@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 
 from aggregator.mail.queries import SCOPES
+from collector.postgres import RUNS, waiting
 
 T0 = dt.datetime(2024, 5, 6, 10, 0, tzinfo=dt.UTC)
 HIT_COLUMNS = (
@@ -23,6 +24,14 @@ SELECT s.job_id, b.kind, s.link_id, s.hash, s.inferred & b.bit <> 0 AS inferred
 FROM unique_seen s JOIN unnest($1::text[], $2::integer[]) AS b(kind, bit) ON s.scopes & b.bit <> 0
 """
 SCOPES_ARGS = (list(SCOPES), list(SCOPES.values()))
+
+
+def with_runs(insert: str) -> str:
+    """An ``INSERT INTO raw_hits ... VALUES/SELECT`` that also records each row it writes as a run of its own
+    (hit_runs), in the same statement: what the collector's transaction records with its COPY."""
+    return (f"WITH written AS ({insert.strip()} RETURNING job_id, kind, hit_id, received_at) "
+            "INSERT INTO hit_runs (job_id, pages, first_id, first_at, last_at, hits) "
+            "SELECT job_id, kind = 'page', hit_id, received_at, received_at, 1 FROM written")
 
 
 def at(minutes: float, base: dt.datetime = T0) -> dt.datetime:
@@ -53,8 +62,11 @@ def hit(
 
 
 async def add_hits(conn: asyncpg.Connection, rows: list[tuple[Any, ...]]) -> None:
-    """Insert raw hits with binary COPY, as the collector does."""
-    await conn.copy_records_to_table("raw_hits", records=rows, columns=HIT_COLUMNS)
+    """Insert raw hits with binary COPY, and their runs (hit_runs), as the collector does."""
+    async with conn.transaction():
+        await conn.copy_records_to_table("raw_hits", records=rows, columns=HIT_COLUMNS)
+        if rows:
+            await conn.execute(RUNS, *waiting(rows))
 
 
 async def add_job(

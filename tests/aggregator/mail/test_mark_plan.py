@@ -18,14 +18,15 @@ import asyncpg
 import orjson
 
 from aggregator.mail import queries
+from tests.support.hits import with_runs
 
 JOB = 7
 HITS = 400  # every fourth personal, the others unique
 OTHER, OTHER_HITS = 8, 20_000  # a job batched before JOB
-RAW = """
+RAW = with_runs("""
 INSERT INTO raw_hits (hit_id, received_at, kind, job_id, recipient_id, method, user_agent)
 SELECT gen_random_uuid(), $1::timestamptz + i * interval '1 ms', 'open', $2, i, 'GET', 'agent' FROM generate_series(1, $3) i
-"""
+""")
 BATCH = """
 INSERT INTO rollup_batch (hit_id, received_at, job_id, kind, track, machine, unknown, recipient_id, profile)
 SELECT hit_id, received_at, job_id, kind, CASE WHEN recipient_id % 4 = 0 THEN 'personal' ELSE 'unique' END,

@@ -19,7 +19,7 @@ from aggregator.rollup import rollup_all
 from pixeltrack.core import db, erasure, jobs
 from pixeltrack.core.websites import create_site
 from tests.conftest import TEST_SECRET
-from tests.support.hits import add_hits, at, hit
+from tests.support.hits import add_hits, at, hit, with_runs
 
 ADDRESS = "Ann.Example@mail.test"
 RID, OTHER = 7, 3  # Ann's number is the job's highest: it must never be given again
@@ -28,11 +28,11 @@ BIRTH_YEAR, GENDER, ZIP = 1961, "diverse", "80331"
 COOKIE = "va-ann"
 SITE = "https://shop.example"
 CFG = AggregatorConfig(batch_size=1000)
-PAGE_VIEW = """
+PAGE_VIEW = with_runs("""
 INSERT INTO raw_hits (hit_id, received_at, kind, job_id, client_ip, user_agent, accept_language, method,
                       url, title, visitor_id, screen, contact)
 VALUES ($1, $2, 'page', $3, $4, $5, 'de-DE', 'POST', $6, 'page', $7, '1280x720', $8)
-"""
+""")
 COLUMNS = """
 SELECT c.table_name, c.column_name, c.data_type FROM information_schema.columns c
 JOIN information_schema.tables t USING (table_schema, table_name)

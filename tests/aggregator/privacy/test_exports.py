@@ -19,6 +19,7 @@ from pixeltrack.core.mint import Minter
 from pixeltrack.core.websites import create_site
 from tests.conftest import TEST_SECRET
 from tests.support.cli import cli_env
+from tests.support.hits import with_runs
 
 HYPERLINK = '=HYPERLINK("https://evil.example","x")'
 CHROME = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36"
@@ -33,8 +34,8 @@ class TestSiteReportCsv:
         job = int((await create_site(conn, "shop.example", "unique"))["job_id"])
         landing = "https://shop.example/home?utm_source=%3DHYPERLINK(%22https%3A%2F%2Fevil.example%22%2C%22x%22)"
         await conn.execute(
-            "INSERT INTO raw_hits (hit_id, received_at, kind, job_id, client_ip, user_agent, accept_language, method,"
-            " url) VALUES ($1, $2, 'page', $3, '203.0.113.5', $4, 'de', 'POST', $5)",
+            with_runs("INSERT INTO raw_hits (hit_id, received_at, kind, job_id, client_ip, user_agent, accept_language,"
+                      " method, url) VALUES ($1, $2, 'page', $3, '203.0.113.5', $4, 'de', 'POST', $5)"),
             uuid.uuid4(), AT, job, CHROME, landing + "&utm_medium=email")
         await rollup_sites(conn, today=AT.date())
         assert (await site_report(conn, job))["sources"][0]["utm_source"] == HYPERLINK

@@ -9,16 +9,16 @@ import asyncpg
 
 from pixeltrack.core.websites import create_site
 from tests.aggregator.triggers.flow import at, make_trigger, raw, roll, scan_at
-from tests.support.hits import add_hits, add_job, add_recipients
+from tests.support.hits import add_hits, add_job, add_recipients, with_runs
 
 HOOK = "http://127.0.0.1:9/hook"
 CHROME = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36"
 BOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
-PAGE = """
+PAGE = with_runs("""
 INSERT INTO raw_hits (hit_id, received_at, kind, job_id, client_ip, user_agent, accept_language, method, url, title,
                       visitor_id, contact)
 VALUES ($1, $2, 'page', $3, '203.0.113.5', $4, 'de-CH', 'POST', $5, $6, $7, $8)
-"""
+""")
 
 
 async def events(conn: asyncpg.Connection, trigger: int) -> list[tuple]:

@@ -25,13 +25,13 @@ from aggregator.enrich.enricher import Enricher, make_enricher
 from aggregator.web.rollup import rollup_sites
 from pixeltrack.core.websites import create_site
 from tests.support.batches import AGENTS, empty, tables
-from tests.support.hits import T0
+from tests.support.hits import T0, with_runs
 
-PAGE_VIEW = """
+PAGE_VIEW = with_runs("""
 INSERT INTO raw_hits (hit_id, received_at, kind, job_id, client_ip, user_agent, referer, accept_language, method,
                       url, title, visitor_id)
 VALUES ($1, $2, 'page', $3, '203.0.113.5', $4, $5, 'de-CH', 'POST', $6, 'page', $7)
-"""
+""")
 MODES = ["personal", "unique", "blind"]
 PAGES = ["https://shop.example/", "https://shop.example/sale", "https://shop.example/cart"]
 REFERRERS = [None, "https://www.google.com/search?q=linen", "https://t.co/x", "https://shop.example/"]

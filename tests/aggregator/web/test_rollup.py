@@ -12,6 +12,7 @@ import pytest
 from aggregator.web.report import render_site, site_report
 from aggregator.web.rollup import rollup_sites
 from pixeltrack.core.websites import create_site
+from tests.support.hits import with_runs
 
 DAY = dt.datetime.now(dt.UTC).date()
 CHROME = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36"
@@ -19,11 +20,11 @@ IPHONE = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/60
           "Version/17.4 Mobile/15E148 Safari/604.1")
 BOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
 SITE = "https://shop.example"
-INSERT = """
+INSERT = with_runs("""
 INSERT INTO raw_hits (hit_id, received_at, kind, job_id, client_ip, user_agent, referer, accept_language, method,
                       reject_reason, url, title, visitor_id, screen, contact)
 VALUES ($1, $2, 'page', $3, $4, $5, $6, 'de-CH', 'POST', $7, $8, $9, $10, '1280x720', $11)
-"""
+""")
 
 
 def at(hour: int, minute: int = 0, day: dt.date = DAY) -> dt.datetime:
