@@ -86,12 +86,17 @@ TOMBSTONES = (
 # kind's first id, time span and count among the rows the transaction put into
 # raw_hits, recorded in that transaction. With the tombstones in one statement
 # (both tables are plain ones, on the coordinator on Citus): no round trip more.
+# A run whose key is taken (ids written again once their tombstones were
+# purged, or a table emptied by hand but for hit_runs) widens the run there:
+# it never refuses the batch.
 def _runs_insert(first: int) -> str:
     """The insert of hit_runs' rows from arrays, its parameters numbered from ``first``."""
     p = [f"${first + n}" for n in range(6)]
     return ("INSERT INTO hit_runs (job_id, pages, first_id, first_at, last_at, hits) "
             f"SELECT * FROM unnest({p[0]}::bigint[], {p[1]}::boolean[], {p[2]}::uuid[], {p[3]}::timestamptz[], "
-            f"{p[4]}::timestamptz[], {p[5]}::integer[])")
+            f"{p[4]}::timestamptz[], {p[5]}::integer[]) "
+            "ON CONFLICT (job_id, first_id) DO UPDATE SET first_at = least(hit_runs.first_at, excluded.first_at), "
+            "last_at = greatest(hit_runs.last_at, excluded.last_at), hits = hit_runs.hits + excluded.hits")
 
 
 RUNS = _runs_insert(1)  # ``waiting``'s rows alone (tests that write raw_hits as the collector does)

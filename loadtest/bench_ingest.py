@@ -60,7 +60,7 @@ def _csv_value(v: Any) -> Any:
 async def _truncate(url: str) -> None:
     conn = await db.connect(url)
     try:
-        await conn.execute("TRUNCATE raw_hits, copied_hits")  # the tombstones too: the same ids come again
+        await conn.execute("TRUNCATE raw_hits, copied_hits, hit_runs")  # tombstones and runs: the same ids come again
     finally:
         await conn.close()
 

@@ -180,7 +180,7 @@ async def copy_ingest(t: Target, args: argparse.Namespace, camp: campaigns.Campa
     t.check(f"COPY through the collector's writer, batch 5000, best of 2: {t.rates['copy']:,.0f} rows/s", True)
     conn = await db.connect(t.url)
     try:
-        await conn.execute("TRUNCATE raw_hits, copied_hits")
+        await conn.execute("TRUNCATE raw_hits, copied_hits, hit_runs")
     finally:
         await conn.close()
 

@@ -289,6 +289,16 @@ class TestWaiting:
                                             (3, True, 6, 4.0, 4.0, 1), (4, False, 3, 1.0, 1.0, 1),
                                             (4, True, 4, 7.0, 7.0, 1)]
 
+    async def test_run_key_taken(self, writer: RowWriter, conn: asyncpg.Connection, tmp_path: Path) -> None:
+        """The six written, then their rows and tombstones deleted but not their runs, and the six written again:
+        all six go in, nothing is set aside, and each run there covers both writes."""
+        await writer.copy(mixed())
+        await conn.execute("DELETE FROM raw_hits; DELETE FROM copied_hits")
+        assert await writer.copy(mixed()) == Copied(6, 0)
+        assert not (tmp_path / "quarantine" / "rows.jsonl").exists()
+        assert await waiting_runs(conn) == [(3, False, 1, 2.0, 9.0, 6), (3, True, 6, 4.0, 4.0, 2),
+                                            (4, False, 3, 1.0, 1.0, 2), (4, True, 4, 7.0, 7.0, 2)]
+
     async def test_replay_records_runs_of_what_it_inserted(self, writer: RowWriter, conn: asyncpg.Connection,
                                                            db_url: str, tmp_path: Path) -> None:
         """Rows 1-3 committed (their runs rolled up: deleted), then the six replayed: runs of rows 4-6 only."""
