@@ -62,7 +62,7 @@ async def _rebuild_runs(url: str) -> str:
     conn = await db.connect(url)
     try:
         added = await conn.fetchval(claims.REBUILD_RUNS)
-        return f"runs recorded for the hits waiting that no run named: {added} (job and kind)"
+        return f"runs recorded for the hits waiting: {added} (one per job and kind, spanning them)"
     finally:
         await conn.close()
 
@@ -150,8 +150,8 @@ def add_aggregator_flags(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--once", action="store_true", help="one roll-up of everything pending, then exit")
     what.add_argument("--purge", action="store_true", help="run the retention purge once, then exit")
     what.add_argument("--rebuild-runs", action="store_true",
-                      help="record runs (hit_runs) for hits waiting that no run names, e.g. written by a collector "
-                           "older than hit_runs; reads every hit waiting; then exit")  # fmt: skip
+                      help="record a run (hit_runs) per job and kind spanning every hit waiting, for hits a collector "
+                           "older than hit_runs wrote; reads every hit waiting; then exit")  # fmt: skip
     parser.add_argument("--interval", type=int, metavar="N",
                         help="seconds between roll-ups (default $PIXELTRACK_ROLLUP_INTERVAL or 60)")  # fmt: skip
 

@@ -135,8 +135,9 @@ CREATE TABLE IF NOT EXISTS hit_runs (
 );
 COMMENT ON TABLE hit_runs IS
     'Hits waiting to be rolled up: one row per job, kind and transaction that put them into raw_hits.';
--- Every hit waiting that no run names (hits written before hit_runs existed,
--- or by hand): one run per job and kind spanning them. A migration step, and
+-- One run per job and kind spanning every hit waiting, for the ones no run
+-- names (written before hit_runs existed, or by hand; a run that names hits
+-- already named costs a claim that finds them rolled up). A migration step, and
 -- `pixeltrack aggregator --rebuild-runs`; tests that write raw_hits directly
 -- call it as well. It reads every hit waiting (a scan of raw_hits without
 -- the old partial indexes).

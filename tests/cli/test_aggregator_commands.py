@@ -65,6 +65,21 @@ class TestOnceAndReport:
         assert code == 1 and "no job 999" in err
 
 
+class TestRebuildRuns:
+    """`python -m aggregator --rebuild-runs`: hits an older collector wrote (no run) become visible to the roll-up."""
+
+    async def test_hits_without_runs(self, db_url: str, conn: asyncpg.Connection) -> None:
+        """The small job's 4 hits with their runs deleted: --once rolls up none; --rebuild-runs records one run
+        (one job, mail hits); --once then rolls up all 4."""
+        await small_job(conn)
+        await conn.execute("DELETE FROM hit_runs")
+        assert (await run_cli(db_url, "aggregator", "--once"))[1].startswith("rolled up 0 hits")
+        code, out, err = await run_cli(db_url, "aggregator", "--rebuild-runs")
+        assert (code, out) == (0, "runs recorded for the hits waiting: 1 (one per job and kind, spanning them)\n"), err
+        assert (await run_cli(db_url, "aggregator", "--once"))[1].startswith("rolled up 4 hits in 1 batches")
+        assert await conn.fetchval("SELECT count(*) FROM hit_runs") == 0
+
+
 class TestForgetCommand:
     """`pixeltrack forget` says what it removed."""
 
