@@ -13,8 +13,7 @@ the aggregator starts keep their own default.
 
 import os
 
-_before = os.environ.get("POLARS_MAX_THREADS")
-if _before is None:
+if "POLARS_MAX_THREADS" not in os.environ:
     os.environ["POLARS_MAX_THREADS"] = os.environ.get("PIXELTRACK_ROLLUP_THREADS", "1").strip() or "1"
     try:
         import polars  # noqa: F401  (its pool is sized now)

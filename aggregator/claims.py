@@ -60,7 +60,6 @@ GATE_EXCLUSIVE = f"SELECT pg_advisory_xact_lock({LOCK_KEY})"
 # A batch locks at most this many jobs: advisory locks take slots of the lock
 # table (max_locks_per_transaction), and thousands of tiny jobs would fill it.
 MAX_JOBS_PER_BATCH = 50
-SMALLEST_JOB = -(2**63)
 # The jobs with hits waiting, from the runs the writers recorded (hit_runs,
 # schema.sql): a table of one row per job, kind and transaction not yet rolled up.
 PENDING_RUNS = """
@@ -71,7 +70,7 @@ GROUP BY job_id ORDER BY job_id
 JOB_RUNS = "SELECT first_id, first_at, last_at FROM hit_runs WHERE job_id = $1 AND pages = $2"
 # The runs ($2) of one job ($1) a batch has finished, in its transaction.
 RUNS_DONE = "DELETE FROM hit_runs WHERE job_id = $1 AND first_id = ANY($2::uuid[])"
-# Runs for the hits waiting that no run names (schema.sql: pixeltrack_rebuild_runs): how many it added.
+# A run per job and kind spanning every hit waiting (schema.sql: pixeltrack_rebuild_runs): how many it wrote.
 REBUILD_RUNS = "SELECT pixeltrack_rebuild_runs()"
 
 

@@ -601,7 +601,7 @@ def grouped(rows: pl.DataFrame, profiles: list[tuple[Any, ...]]) -> dict[str, pl
     personal = rows.filter(pl.col("track") == modes.PERSONAL)
     opens, clicks = pl.col("kind") == "open", pl.col("kind") == "click"
     # Counted by profile number first (integer keys), then by the profile's columns: a batch holds a few thousand
-    # profiles, so the strings are grouped over those rows, not over every hit (0.2 us a hit less).
+    # profiles, so the strings are grouped over those rows, not over every hit (about 0.06 us a hit less).
     summed = pl.col("hits").sum()
     described = counted.group_by("job_id", "kind", "profile").agg(hits).join(profile, on="profile", how="left")
     machines = counted.filter("machine").group_by("job_id", "kind", "profile", "family").agg(hits).join(

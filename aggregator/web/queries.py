@@ -16,9 +16,10 @@ STORED = ("client_ip", *columns.HEADERS, *columns.PAGE_VIEW, *columns.ENRICHED)
 
 # Jobs with page views to roll up (aggregator.claims), and the claim of one
 # job's ($1) oldest unrolled page views from $3 on (its oldest run in
-# hit_runs; the mail roll-up leaves kind 'page' alone); under the job's lock, no row lock, as for mail. In the order the
-# batch is worked in, hit_id breaking ties: views of one instant cut by a
-# batch go to sessions in the order one batch would take them. The sites'
+# hit_runs; the mail roll-up leaves kind 'page' alone); under the job's
+# lock, no row lock, as for mail. In the order the batch is worked in,
+# hit_id breaking ties: views of one instant cut by a batch go to sessions
+# in the order one batch would take them. The sites'
 # mode and settings come once a batch (SITE_SETTINGS; jobs and sites are
 # reference tables on Citus): joined to the claim, two join levels and a
 # sort per view (20k views of one site: 5.5 -> 2.8 us a view of PostgreSQL
