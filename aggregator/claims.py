@@ -191,6 +191,18 @@ class ClaimLost(RuntimeError):
     """Claimed hits were no longer unrolled when marked: the batch must roll back."""
 
 
+@dataclass(frozen=True)
+class Whole:
+    """A job whose claimed hits all go on a track that keeps nothing per hit: deleted by their span, with no
+    batch row to join (``mark``). The claim took every unrolled mail hit of the job in its span, and until the
+    batch commits nothing but a collector can change the job's unrolled hits: the job's lock keeps other
+    aggregators off, the gate keeps erasure off, and the collector only adds hits. So the span's delete takes
+    the claimed hits and, if a transaction committed more into the span since the claim, those too: a count
+    above the claim's says so, and ``keys`` (the claimed hits' ids and times) delete by key instead."""
+
+    keys: Callable[[], tuple[list[str], list[dt.datetime]]]
+
+
 @dataclass
 class Span:
     """A job's claimed hits in a batch: how many, and their first and last received_at."""
@@ -223,6 +235,8 @@ async def mark(
     spanned: Mapping[int, Span],
     drop: str | None = None,
     dropped: Mapping[int, int] | None = None,
+    whole: Mapping[int, Whole] | None = None,
+    spans_sql: tuple[str, str] | None = None,
 ) -> None:
     """Mark the claimed hits rolled, one statement a job (``sql``: $1 now, $2 job, $3 first, $4 last; ``spanned``:
     each job's claimed hits, ``spans``).
@@ -235,9 +249,19 @@ async def mark(
     job of 52k hits, 51 ms to delete nothing). Both touch only hits still
     unrolled; one fewer than claimed in all means another transaction rolled
     it up meanwhile, and the batch is refused.
+
+    ``whole``: the jobs whose claimed hits all go (``Whole``), none of them in
+    the batch rows ``sql`` and ``drop`` join; ``spans_sql``: the statements
+    that delete such a job's hits by span ($1 job, $2 first, $3 last) and by
+    key ($4 ids, $5 times). A delete by span that took more hits than the
+    claim is undone (a savepoint) and the keys' taken instead.
     """
     now = dt.datetime.now(dt.UTC)
     for job, span in sorted(spanned.items()):
+        if whole is not None and job in whole:
+            assert spans_sql is not None
+            await _drop_whole(conn, job, span, whole[job], *spans_sql)
+            continue
         gone = None if dropped is None else dropped.get(job, 0)  # None: not known, both statements run
         marked = 0
         if drop is not None and gone != 0:
@@ -246,3 +270,23 @@ async def mark(
             marked += int((await conn.execute(sql, now, job, span.first, span.last)).split()[-1])
         if marked != span.hits:
             raise ClaimLost(f"job {job}: {span.hits} hits claimed, {marked} still unrolled when marked")
+
+
+async def _drop_whole(
+    conn: asyncpg.Connection, job: int, span: Span, claimed: Whole, by_span: str, by_key: str
+) -> None:
+    """``mark`` of a job whose claimed hits all go: deleted by their span, else by their keys."""
+    try:
+        async with conn.transaction():  # a savepoint, undone when the span held more hits than the claim
+            gone = int((await conn.execute(by_span, job, span.first, span.last)).split()[-1])
+            if gone > span.hits:
+                raise _OtherHits
+    except _OtherHits:
+        ids, times = claimed.keys()
+        gone = int((await conn.execute(by_key, job, span.first, span.last, ids, times)).split()[-1])
+    if gone != span.hits:
+        raise ClaimLost(f"job {job}: {span.hits} hits claimed, {gone} still unrolled when deleted")
+
+
+class _OtherHits(Exception):
+    """A span's delete took other hits than the claimed: undone."""

@@ -32,7 +32,7 @@ import datetime as dt
 import io
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -466,9 +466,12 @@ def batch_rows(enriched: Enriched, batch: Batch) -> tuple[pl.DataFrame, list[tup
 MARKED = ("hit_id", "received_at", "job_id", "track", "recipient_id", "profile", *queries.STORED_INLINE)
 
 
-async def copy_rows(conn: asyncpg.Connection, rows: pl.DataFrame) -> None:
-    """What the marking reads of the batch rows into rollup_batch. A uuid's binary form is its 16 bytes, as a
-    bytea's is its bytes: the id goes as those."""
+async def copy_rows(conn: asyncpg.Connection, rows: pl.DataFrame, whole: Mapping[int, claims.Whole]) -> None:
+    """What the marking reads of the batch rows into rollup_batch, but those of the jobs in ``whole`` (deleted by
+    span, ``claims.Whole``). A uuid's binary form is its 16 bytes, as a bytea's is its bytes: the id goes as
+    those."""
+    if whole:
+        rows = rows.filter(~pl.col("job_id").is_in(list(whole)))
     table = rows.select(MARKED).with_columns(pl.col("hit_id").str.replace_all("-", "").str.decode("hex"))
     await copy_frame(conn, "rollup_batch", table)
 
@@ -490,6 +493,22 @@ def spans(hits: pl.DataFrame) -> dict[int, claims.Span]:
     got = hits.group_by("job_id").agg(pl.len(), pl.col("received_at").min().alias("first"),
                                       pl.col("received_at").max().alias("last"))  # fmt: skip
     return {job: claims.Span(n, at(first), at(last)) for job, n, first, last in got.iter_rows()}
+
+
+def whole(
+    hits: pl.DataFrame, dropped: Mapping[int, int], spanned: Mapping[int, claims.Span]
+) -> dict[int, claims.Whole]:
+    """The jobs whose claimed hits all go on a track that keeps nothing per hit (``dropped``: how many of each
+    job's do, ``spanned``: each job's span), deleted by their span (``claims.Whole``)."""
+
+    def keys_of(job: int) -> Callable[[], tuple[list[str], list[dt.datetime]]]:
+        def keys() -> tuple[list[str], list[dt.datetime]]:
+            mine = hits.filter(pl.col("job_id") == job)
+            return mine.get_column("hit_id").to_list(), [at(m) for m in mine.get_column("received_at").to_list()]
+
+        return keys
+
+    return {job: claims.Whole(keys_of(job)) for job, n in dropped.items() if n == spanned[job].hits}
 
 
 def dropped(hits: pl.DataFrame) -> dict[int, int]:

@@ -463,6 +463,22 @@ DELETE FROM raw_hits r USING b
 WHERE r.job_id = $1 AND r.received_at BETWEEN $2 AND $3
   AND r.received_at = b.received_at AND r.hit_id = b.hit_id AND r.rolled_at IS NULL
 """
+# A job whose claimed hits all keep nothing per hit (claims.Whole: the blind,
+# unique and anonymous jobs): its unrolled mail hits in the claimed span
+# ($1 job, $2 first, $3 last), deleted with no batch row to join. The claim
+# took every such hit of the span and nothing but a collector's commit can
+# add one since (claims.Whole), so a count equal to the claim's is the
+# claimed hits. Per hit it costs about half the join's delete, and those
+# hits' batch rows are never copied in (loadtest/RESULTS.md §24).
+DROP_SPAN = """
+DELETE FROM raw_hits WHERE job_id = $1 AND received_at BETWEEN $2 AND $3 AND rolled_at IS NULL AND kind <> 'page'
+"""
+# The same job's claimed hits by key ($4 ids, $5 times), when DROP_SPAN found more.
+DROP_KEYS = """
+DELETE FROM raw_hits r USING unnest($4::uuid[], $5::timestamptz[]) AS b (hit_id, received_at)
+WHERE r.job_id = $1 AND r.received_at BETWEEN $2 AND $3
+  AND r.received_at = b.received_at AND r.hit_id = b.hit_id AND r.rolled_at IS NULL
+"""
 # Both statements join the batch with raw rows the planner cannot size: a day
 # partition not analyzed yet looks like one row, and the batch's track filter
 # (a column not analyzed) like a hundredth of the batch. From those it chose a

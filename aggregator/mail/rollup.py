@@ -102,27 +102,30 @@ async def merge_frame(
     """``merge`` of a batch on columns (aggregator.mail.frames); the rows."""
     t = time.perf_counter()
     rows, profiles = frames.batch_rows(enriched, batch)
+    dropped, spanned = frames.dropped(batch.hits), frames.spans(batch.hits)
+    whole = frames.whole(batch.hits, dropped, spanned)
     t = stats.add("build", t)
     await conn.execute(frames.CREATE_STAGES)
     await conn.copy_records_to_table("rollup_profile", records=profiles, columns=PROFILE_COLUMNS)
-    await frames.copy_rows(conn, rows)
+    await frames.copy_rows(conn, rows, whole)
     t = stats.add("copy", t)
     t = await frames.merge_grouped(conn, rows, profiles, stats.add, t)
     await frames.copy_frame(conn, "seen_pick", frames.picks(rows))
     merges = await frames.after_seen(conn, rows)
-    await merge_copied(conn, stats, batch.builder, t, frames.dropped(batch.hits), frames.spans(batch.hits),
-                       merges=merges, picked=True)  # fmt: skip
+    await merge_copied(conn, stats, batch.builder, t, dropped, spanned, merges=merges, picked=True, whole=whole)
     return rows
 
 
 async def merge_copied(
     conn: asyncpg.Connection, stats: RunStats, builder: BatchBuilder, t: float, dropped: Mapping[int, int],
     spanned: Mapping[int, claims.Span], merges: Sequence[tuple[str, str]] = queries.MERGES, picked: bool = False,
+    whole: Mapping[int, claims.Whole] | None = None,
 ) -> None:
     """The rest of ``merge`` once the batch's rows are in: unique counting, the merges, the marking
     (``dropped``: each job's hits on a track that keeps nothing; ``spanned``: each job's claimed span;
     ``merges``: (name, statement) of what to merge once unique counting is done, the rest the caller merged
-    already; ``picked``: seen_pick filled by the caller)."""
+    already; ``picked``: seen_pick filled by the caller; ``whole``: the jobs whose hits all go, deleted by
+    span, with no batch rows)."""
     if not picked:
         await conn.execute(queries.SEEN_PICK)
     for job in sorted(job for job, key in builder.keys.items() if key is not None):  # the jobs with hashes
@@ -140,7 +143,8 @@ async def merge_copied(
     # unique-visitor statements took 3x as long on top of a long history.
     await conn.execute(queries.ANALYZE_BATCH)
     await conn.execute(queries.NO_NESTED_LOOP)
-    await claims.mark(conn, queries.MARK_ROLLED, spanned, queries.DROP_ROLLED, dropped)
+    await claims.mark(conn, queries.MARK_ROLLED, spanned, queries.DROP_ROLLED, dropped, whole,
+                      (queries.DROP_SPAN, queries.DROP_KEYS))  # fmt: skip
     await conn.execute(queries.NESTED_LOOP)
     stats.add("mark", t)
 
