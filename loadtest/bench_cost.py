@@ -32,6 +32,14 @@ side by side: a change of 1 µs a hit is below one run's noise on a shared
 machine and shows only in medians of alternating runs. With ``--pairs N``
 the whole measure is made N times, each roll-up right after its collect
 (the machine's speed drifts on a shared host), and the ratios' median printed.
+
+``--marginal F`` splits a run's cost in two: each round rolls up the collected
+hits and a copy that keeps a share F of them (every job's, drawn by hit id,
+their runs rebuilt), alternating. The difference over the difference in hits
+is what one more hit costs; the rest is what a run costs whatever it rolls up
+(a new connection's first statements, each distinct agent parsed, each
+address placed: a scheduled aggregator keeps both its connection and its
+enricher's tables from run to run, a `--once` pays them every time).
 """
 
 from __future__ import annotations
@@ -54,6 +62,7 @@ from typing import Any
 
 import psutil
 
+from aggregator import claims
 from aggregator.config import AggregatorConfig
 from aggregator.enrich.enricher import make_enricher
 from aggregator.mail.rollup import RunStats, rollup
@@ -289,6 +298,56 @@ async def compare(server_url: str, url: str, postmaster: psutil.Process, hits: i
               f"least {least:.1f} = {least / collect:.2f}x; all {', '.join(f'{v:.1f}' for v in values)}")
 
 
+# Keeps about $1 of the hits: a collector's hit ids end in a counter (the process's prefix first), so every
+# job's are drawn alike, and the same ones for every tree compared.
+KEEP_SHARE = """
+DELETE FROM raw_hits WHERE ('x' || right(hit_id::text, 8))::bit(32)::int8 % 1000 >= $1 * 1000;
+DELETE FROM hit_runs
+"""
+
+
+async def part_of(server_url: str, url: str, share: float) -> tuple[str, int]:
+    """A copy of ``url`` with ``share`` of its hits (KEEP_SHARE), their runs rebuilt; its URL and hits."""
+    copy = await support.create_database(server_url, "pt_cost_part", template=url)
+    conn = await db.connect(copy)
+    try:
+        async with conn.transaction():
+            await conn.execute(KEEP_SHARE.replace("$1", repr(float(share))))
+            await conn.fetchval(claims.REBUILD_RUNS)
+        return copy, int(await conn.fetchval("SELECT count(*) FROM raw_hits"))
+    finally:
+        await conn.close()
+
+
+async def marginal(server_url: str, url: str, postmaster: psutil.Process, hits: int, collect: float,
+                   rounds: int, share: float) -> None:
+    """``rounds`` times, roll up copies of all the collected hits and of ``share`` of them, alternating; what a
+    hit more costs (the slope) and what a run costs whatever it rolls up (the rest), medians."""
+    part, part_hits = await part_of(server_url, url, share)
+    spent: dict[str, list[tuple[float, float]]] = {"all": [], "part": []}
+    try:
+        for n in range(rounds):
+            for name, copy, count in (("all", url, hits), ("part", part, part_hits)):
+                app, pg, line = await roll_up(server_url, copy, postmaster, None)
+                spent[name].append((app, pg))
+                print(f"round {n + 1} {name}: {count:,} hits, aggregator {app:.3f} s + PostgreSQL {pg:.3f} s "
+                      f"= {(app + pg) / count * 1e6:.1f} us per hit [{line}]", flush=True)
+    finally:
+        await support.drop_database(server_url, part)
+
+    def median(name: str, side: int) -> float:
+        return statistics.median(v[side] for v in spent[name])
+
+    more = hits - part_hits
+    slope = [(median("all", side) - median("part", side)) / more for side in (0, 1)]
+    fixed = [median("all", side) - slope[side] * hits for side in (0, 1)]
+    whole = (median("all", 0) + median("all", 1)) / hits * 1e6
+    print(f"all {hits:,} hits: {whole:.1f} us per hit = {whole / collect:.2f}x collect ({collect:.1f} us); "
+          f"a hit more: aggregator {slope[0] * 1e6:.1f} + PostgreSQL {slope[1] * 1e6:.1f} = {sum(slope) * 1e6:.1f} "
+          f"us = {sum(slope) * 1e6 / collect:.2f}x; the rest, a run's: aggregator {fixed[0]:.2f} + PostgreSQL "
+          f"{fixed[1]:.2f} s (medians of {rounds}; the part: {part_hits:,} hits)")
+
+
 @dataclass
 class Collected:
     """Hits a collector took under the mix, in a database of their own, and what collecting them cost."""
@@ -384,10 +443,16 @@ async def pairs(server_url: str, postmaster: psutil.Process, seconds: float, tmp
 
 
 async def bench(server_url: str, postmaster: psutil.Process, seconds: float, tmp: Path, rounds: int = 1,
-                against: Path | None = None, by_stage: bool = False, mix: Mix = Mix()) -> None:
+                against: Path | None = None, by_stage: bool = False, mix: Mix = Mix(), share: float = 0.0) -> None:
     """Collect for ``seconds``, then roll up; print both costs and their ratio."""
     got = await collect(server_url, postmaster, seconds, tmp, mix)
     url, hits, collect_app, collect_pg = got.url, got.hits, got.app, got.pg
+    if share:
+        print(f"{got.line}; collect: collector {collect_app / hits * 1e6:.1f} + PostgreSQL "
+              f"{collect_pg / hits * 1e6:.1f} us per hit")
+        await marginal(server_url, url, postmaster, hits, got.us, rounds, share)
+        await support.drop_database(server_url, url)
+        return
     if by_stage:
         print(got.line)
         if against is not None:
@@ -458,6 +523,9 @@ def main() -> None:
                              " with --against, each tree in a process of its own, alternating, and the medians)")
     parser.add_argument("--pairs", type=int, default=0,
                         help="instead: N times collect and roll up at once, each pair's ratio and the median")
+    parser.add_argument("--marginal", type=float, default=0.0, metavar="SHARE",
+                        help="instead: roll up all the hits and SHARE of them (e.g. 0.2), ``--rounds`` times each, "
+                             "and print what a hit more costs and what a run costs whatever it rolls up")
     parser.add_argument("--sets", type=int, default=1,
                         help="jobs of each mode (default 1: five jobs; 10: fifty, a batch's most)")
     parser.add_argument("--agents", type=int, default=Mix.agents,
@@ -478,7 +546,7 @@ def main() -> None:
             asyncio.run(pairs(server.get_uri(), postmaster, args.duration, tmp, args.pairs, mix))
         else:
             asyncio.run(bench(server.get_uri(), postmaster, args.duration, tmp, args.rounds, args.against,
-                              args.stages, mix))
+                              args.stages, mix, args.marginal))
 
 
 if __name__ == "__main__":

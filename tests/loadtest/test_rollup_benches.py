@@ -104,6 +104,20 @@ class TestCostPairsSmoke:
                      r"\d+\.\d\d / +\d+\.\d\d +\d+\.\d\d / +\d+\.\d\d")  # fmt: skip
         assert re.search(r"^  total \(median\) +[\d.]+ +[\d.]+  \(\d+\.\d\dx\)$", out, re.MULTILINE), out
 
+    def test_marginal(self, server_url: str) -> None:
+        """`--marginal 0.5`: the 'all' round rolls up every collected hit, the 'part' round its share, and the
+        split of a run's cost is printed."""
+        out = bench("bench_cost", server_url, "--duration", "1", "--marginal", "0.5", "--rounds", "1").stdout
+        collected = int(hits_collected(out).replace(",", ""))
+        rounds = {who: (int(hits.replace(",", "")), int(rolled)) for who, hits, rolled in re.findall(
+            r"^round 1 (all|part): ([\d,]+) hits, aggregator [\d.-]+ s \+ PostgreSQL [\d.-]+ s = [\d.-]+ us per hit "
+            r"\[rolled up (\d+) hits", out, re.MULTILINE)}  # fmt: skip
+        assert rounds["all"] == (collected, collected), out
+        assert rounds["part"][0] == rounds["part"][1] and 0 < rounds["part"][1] < collected, out
+        assert re.search(r"^all [\d,]+ hits: [\d.-]+ us per hit = [\d.-]+x collect .*; a hit more: aggregator [\d.-]+ "
+                         r"\+ PostgreSQL [\d.-]+ = [\d.-]+ us = [\d.-]+x; the rest, a run's: aggregator [\d.-]+ \+ "
+                         r"PostgreSQL [\d.-]+ s", out, re.MULTILINE), out  # fmt: skip
+
 
 @pytest.mark.slow
 class TestSetBasedSmoke:
