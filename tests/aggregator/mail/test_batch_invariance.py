@@ -138,10 +138,11 @@ class TestEngines:
 
     async def test_hostile_values(self, pair: tuple[asyncpg.Connection, asyncpg.Connection],
                                   enricher: Enricher) -> None:  # fmt: skip
-        """Headers and links with quotes, commas, line breaks, backslashes and the CSV's NULL text, an IPv6
-        address, an unknown job, an address that is no address: both engines leave the same tables, and the
-        texts come through as they were."""
-        odd = ['"quoted", with a comma\nand a line break', "\\N", "back\\slash\ttab", "", "ünïcödé ✓ \u2028"]
+        """Headers and links with quotes, commas, line breaks, backslashes, the CSV's NULL text and its field
+        separator (the unit separator), an IPv6 address, an unknown job, an address that is no address: both
+        engines leave the same tables, and the texts come through as they were."""
+        odd = ['"quoted", with a comma\nand a line break', "\\N", "back\\slash\ttab", "", "ünïcödé ✓ \u2028",
+               "unit\x1fseparator, \x1f\"\x1f"]  # fmt: skip
         rows: list[tuple[object, ...]] = []
         for n, text in enumerate(odd):
             at = T0 + dt.timedelta(seconds=n * 3)
