@@ -43,6 +43,7 @@ what they have just removed.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Awaitable, Callable, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -200,7 +201,16 @@ class Whole:
     the claimed hits and, if a transaction committed more into the span since the claim, those too: a count
     above the claim's says so, and ``keys`` (the claimed hits' ids and times) delete by key instead."""
 
-    keys: Callable[[], tuple[list[str], list[dt.datetime]]]
+    keys: Callable[[], tuple[list[Any], list[dt.datetime]]]
+
+
+def whole(
+    dropped: Mapping[int, int], spanned: Mapping[int, Span], keys: Callable[[int], tuple[list[Any], list[dt.datetime]]]
+) -> dict[int, Whole]:
+    """The jobs whose claimed hits all go on a track that keeps nothing per hit (``dropped``: how many of each
+    job's do, ``spanned``: each job's span, ``spans``), deleted by their span (``Whole``; ``keys(job)``: the
+    ids and times of a job's claimed hits)."""
+    return {job: Whole(functools.partial(keys, job)) for job, n in dropped.items() if n == spanned[job].hits}
 
 
 @dataclass

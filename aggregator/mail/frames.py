@@ -502,17 +502,13 @@ def spans(hits: pl.DataFrame) -> dict[int, claims.Span]:
 def whole(
     hits: pl.DataFrame, dropped: Mapping[int, int], spanned: Mapping[int, claims.Span]
 ) -> dict[int, claims.Whole]:
-    """The jobs whose claimed hits all go on a track that keeps nothing per hit (``dropped``: how many of each
-    job's do, ``spanned``: each job's span), deleted by their span (``claims.Whole``)."""
+    """claims.whole of a frame."""
 
-    def keys_of(job: int) -> Callable[[], tuple[list[str], list[dt.datetime]]]:
-        def keys() -> tuple[list[str], list[dt.datetime]]:
-            mine = hits.filter(pl.col("job_id") == job)
-            return mine.get_column("hit_id").to_list(), [at(m) for m in mine.get_column("received_at").to_list()]
+    def keys(job: int) -> tuple[list[Any], list[dt.datetime]]:
+        mine = hits.filter(pl.col("job_id") == job)
+        return mine.get_column("hit_id").to_list(), [at(m) for m in mine.get_column("received_at").to_list()]
 
-        return keys
-
-    return {job: claims.Whole(keys_of(job)) for job, n in dropped.items() if n == spanned[job].hits}
+    return claims.whole(dropped, spanned, keys)
 
 
 def dropped(hits: pl.DataFrame) -> dict[int, int]:

@@ -92,7 +92,14 @@ async def merge(
     await conn.copy_records_to_table("rollup_batch", records=rows, columns=BATCH_COLUMNS)
     t = stats.add("copy", t)
     dropped = Counter(hit["job_id"] for hit, track in zip(hits, tracks, strict=True) if track in modes.ROWLESS)
-    await merge_copied(conn, stats, builder, t, dropped, claims.spans(hits))
+    spanned = claims.spans(hits)
+    # The merges read every batch row here (rollup_batch), so all are copied; the marking deletes the jobs
+    # whose hits all go by their span all the same.
+    def keys(job: int) -> tuple[list[Any], list[dt.datetime]]:
+        mine = [hit for hit in hits if hit["job_id"] == job]
+        return [hit["hit_id"] for hit in mine], [hit["received_at"] for hit in mine]
+
+    await merge_copied(conn, stats, builder, t, dropped, spanned, whole=claims.whole(dropped, spanned, keys))
     return rows
 
 

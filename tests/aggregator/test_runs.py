@@ -125,29 +125,35 @@ class TestMarkingInPlace:
         assert str(await conn.fetchval("SELECT DISTINCT client_ip FROM raw_hits")) == "203.0.113.0"
 
 
-COLUMNS = AggregatorConfig.from_env({"PIXELTRACK_ROLLUP_ENGINE": "columns"})
 OPENS = "SELECT total FROM report_job_totals WHERE job_id = $1 AND kind = 'open'"
+
+
+@pytest.fixture(params=["columns", "hits"])
+def engine(request: pytest.FixtureRequest) -> AggregatorConfig:
+    """Either engine (the per-hit one copies the batch rows all the same: its merges read them)."""
+    return AggregatorConfig.from_env({"PIXELTRACK_ROLLUP_ENGINE": request.param})
 
 
 class TestWholeJobsDeletedBySpan:
     """A job whose claimed hits all keep nothing per hit (a blind job's) has them deleted by their span, with no
     batch row to join (claims.Whole); a hit committed into the span after the claim is never taken with them."""
 
-    async def test_blind_and_personal(self, conn: asyncpg.Connection) -> None:
+    async def test_blind_and_personal(self, conn: asyncpg.Connection, engine: AggregatorConfig) -> None:
         """A blind job's opens at 10:01, 10:03 and 10:05, a personal job's at 10:02 and 10:04, one batch: the
         blind job's three rows gone, the personal job's two kept and rolled, 3 and 2 opens counted."""
         blind, personal = await add_job(conn, "blind"), await add_job(conn, "personal")
         await add_recipients(conn, personal, 2)
         await add_hits(conn, [hit("open", blind, None, m) for m in (1, 3, 5)]
                        + [hit("open", personal, r, 2 * r) for r in (1, 2)])  # fmt: skip
-        stats = await rollup(conn, COLUMNS, make_enricher(COLUMNS.enrich))
+        stats = await rollup(conn, engine, make_enricher(engine.enrich))
         assert (stats.hits, stats.batches) == (5, 1)
         assert [tuple(r) for r in await conn.fetch(
             "SELECT job_id, count(*), count(rolled_at) FROM raw_hits GROUP BY job_id")] == [(personal, 2, 2)]
         assert (await conn.fetchval(OPENS, blind), await conn.fetchval(OPENS, personal)) == (3, 2)
         assert await runs_left(conn) == []
 
-    async def test_hit_committed_into_the_span(self, conn: asyncpg.Connection, other: asyncpg.Connection) -> None:
+    async def test_hit_committed_into_the_span(self, conn: asyncpg.Connection, other: asyncpg.Connection,
+                                               engine: AggregatorConfig) -> None:  # fmt: skip
         """Opens at 10:01, 10:03 and 10:05 claimed; before the marking another transaction commits one at 10:02,
         amid them. The delete by span takes 4 rows: undone, and the 3 claimed deleted by key. The 10:02 open
         waits with its run, and the next roll-up counts it: 3 hits, then 1; 4 opens, nothing left."""
@@ -160,13 +166,13 @@ class TestWholeJobsDeletedBySpan:
                 await add_hits(other, [hit("open", job, None, 2)])
                 late.append(1)
 
-        enricher = make_enricher(COLUMNS.enrich)
-        assert (await rollup(conn, COLUMNS, enricher, fault=commit_one_amid)).hits == 3
+        enricher = make_enricher(engine.enrich)
+        assert (await rollup(conn, engine, enricher, fault=commit_one_amid)).hits == 3
         assert await conn.fetchval(OPENS, job) == 3
         assert [(r["received_at"] - T0) / MINUTE for r in await conn.fetch(
             "SELECT received_at FROM raw_hits WHERE rolled_at IS NULL")] == [2]  # fmt: skip
         assert await runs_left(conn) == [(2, 2)]
-        assert (await rollup(conn, COLUMNS, enricher)).hits == 1
+        assert (await rollup(conn, engine, enricher)).hits == 1
         assert await conn.fetchval(OPENS, job) == 4
         assert await conn.fetchval("SELECT count(*) FROM raw_hits") == 0
         assert await runs_left(conn) == []
