@@ -28,8 +28,9 @@ in process and prints each stage's CPU, ours and the PostgreSQL backend's;
 with ``--against DIR`` and ``--rounds N`` each round rolls up a copy with each
 tree in a process of its own (agents parsed beforehand, so the stages hold
 what the hits cost), alternating, and the medians of every stage are printed
-side by side: a change of 1 µs a hit is below one run's noise on a shared
-machine and shows only in medians of alternating runs. With ``--pairs N``
+side by side, then the longest statements' wall time: a change of 1 µs a hit
+is below one run's noise on a shared machine and shows only in medians of
+alternating runs. With ``--pairs N``
 the whole measure is made N times, each roll-up right after its collect
 (the machine's speed drifts on a shared host), and the ratios' median printed.
 
@@ -203,16 +204,33 @@ async def stages(server_url: str, url: str, hits: int) -> None:
 
 
 # One in-process roll-up of a database (argv[1]) with the code of the tree it runs in, agents parsed
-# beforehand; prints the hits and {stage: [aggregator s, backend s]} as JSON. Only what every tree of
-# this issue since --stages has (StageCPU, rollup's stats), so that an older tree can be compared.
+# beforehand; prints the hits, {stage: [aggregator s, backend s]} and {statement: wall s} as JSON (each
+# statement named by its first 70 characters, or a COPY's table; timed around asyncpg's calls, so an older
+# tree's are timed alike). Only what every tree of this issue since --stages has (StageCPU, rollup's stats),
+# so that an older tree can be compared.
 STAGE_RUN = """
-import asyncio, json, sys
-import psutil
+import asyncio, json, sys, time
+import asyncpg, psutil
 from aggregator.config import AggregatorConfig
 from aggregator.enrich.enricher import make_enricher
 from aggregator.mail.rollup import rollup
 from loadtest.bench_cost import StageCPU
 from pixeltrack.core import db
+
+spent = {}
+
+def timed(name):
+    call = getattr(asyncpg.Connection, name)
+
+    async def timing(self, *args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return await call(self, *args, **kwargs)
+        finally:
+            key = " ".join(args[0].split())[:70] if args and isinstance(args[0], str) else name
+            spent[key] = spent.get(key, 0.0) + time.perf_counter() - started
+
+    setattr(asyncpg.Connection, name, timing)
 
 async def main():
     conn = await db.connect(sys.argv[1])
@@ -221,24 +239,26 @@ async def main():
     for row in await conn.fetch("SELECT DISTINCT user_agent FROM raw_hits"):
         enricher.parse_agent(row[0])
     stats = StageCPU(psutil.Process(await conn.fetchval("SELECT pg_backend_pid()")))
+    for name in ("execute", "fetch", "fetchval", "fetchrow", "copy_from_query", "copy_to_table",
+                 "copy_records_to_table"):
+        timed(name)
     await rollup(conn, config, enricher, stats=stats)
     await conn.close()
-    print(json.dumps({"hits": stats.hits, "stages": stats.cpu}))
+    print(json.dumps({"hits": stats.hits, "stages": stats.cpu, "statements": spent}))
 
 asyncio.run(main())
 """
 
 
-async def stage_run(server_url: str, url: str, tree: Path | None) -> tuple[int, dict[str, list[float]]]:
-    """Roll up a fresh copy of ``url`` in a process of ``tree``'s (None: this one's); hits, each stage's CPU."""
+async def stage_run(server_url: str, url: str, tree: Path | None) -> dict[str, Any]:
+    """Roll up a fresh copy of ``url`` in a process of ``tree``'s (None: this one's); what STAGE_RUN printed."""
     copy = await support.create_database(server_url, "pt_cost_stages", template=url)
     try:
         await drop_rollup_state(copy)
         pixeltrack(copy, tree, "initdb")
-        found = stages_of(copy, tree)
+        return stages_of(copy, tree)
     finally:
         await support.drop_database(server_url, copy)
-    return found["hits"], found["stages"]
 
 
 def stages_of(url: str, tree: Path | None) -> dict[str, Any]:
@@ -256,11 +276,14 @@ async def compare_stages(server_url: str, url: str, rounds: int, against: Path) 
     each stage's median µs a hit (aggregator / PostgreSQL) for both."""
     trees: dict[str, Path | None] = {"this tree": None, "against": against}
     runs: dict[str, list[dict[str, list[float]]]] = {name: [] for name in trees}
+    walls: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
     for n in range(rounds):
         for name, tree in trees.items():
-            hits, stages_cpu = await stage_run(server_url, url, tree)
-            per_hit = {k: [v[0] / hits * 1e6, v[1] / hits * 1e6] for k, v in stages_cpu.items()}
+            found = await stage_run(server_url, url, tree)
+            hits = found["hits"]
+            per_hit = {k: [v[0] / hits * 1e6, v[1] / hits * 1e6] for k, v in found["stages"].items()}
             runs[name].append(per_hit)
+            walls[name].append({k: v / hits * 1e6 for k, v in found["statements"].items()})
             total = sum(sum(v) for v in per_hit.values())
             print(f"round {n + 1} {name}: {hits:,} hits, {total:.2f} us per hit", flush=True)
 
@@ -277,6 +300,19 @@ async def compare_stages(server_url: str, url: str, rounds: int, against: Path) 
     totals = {name: statistics.median(sum(sum(v) for v in run.values()) for run in runs[name]) for name in trees}
     print(f"  {'total (median)':<22} {totals['this tree']:15.2f} {totals['against']:15.2f}"
           f"  ({totals['this tree'] / totals['against']:.2f}x)")
+
+    def wall(name: str, statement: str) -> float:
+        return statistics.median(run.get(statement, 0.0) for run in walls[name])
+
+    named = {k for each in walls.values() for run in each for k in run}
+    longest = sorted(named, key=lambda k: -max(wall(name, k) for name in trees))[:STATEMENTS]
+    print(f"the {STATEMENTS} longest statements, median wall µs per hit (PostgreSQL's time and the transfer):")
+    print(f"  {'this tree':>9} {'against':>9}  statement")
+    for statement in longest:
+        print(f"  {wall('this tree', statement):9.2f} {wall('against', statement):9.2f}  {statement}")
+
+
+STATEMENTS = 12  # how many of the longest statements compare_stages prints
 
 
 async def compare(server_url: str, url: str, postmaster: psutil.Process, hits: int, collect: float,

@@ -103,6 +103,8 @@ class TestCostPairsSmoke:
         assert_lines(out, ("claim", "enrich", "build", "copy", "mark", "merge_totals"),
                      r"\d+\.\d\d / +\d+\.\d\d +\d+\.\d\d / +\d+\.\d\d")  # fmt: skip
         assert re.search(r"^  total \(median\) +[\d.]+ +[\d.]+  \(\d+\.\d\dx\)$", out, re.MULTILINE), out
+        walls = re.findall(r"^ +[\d.]+ +[\d.]+  (.+)$", out.split("longest statements")[-1], re.MULTILINE)
+        assert len(walls) == 12 and any(w.startswith("SELECT hit_id::text AS hit_id") for w in walls), out
 
     def test_marginal(self, server_url: str) -> None:
         """`--marginal 0.5`: the 'all' round rolls up every collected hit, the 'part' round its share, and the
