@@ -124,8 +124,8 @@ END $$;
 # What ANALYZE_BATCH needs of job_id is how many of the batch's rows each job
 # has and that they come in order (the block-range index): a sample of 300
 # rows (statistics target 1, set once a connection above) tells both. At the
-# default 100 it read 30,000 of a 100,000-hit batch, 34-61 ms (0.3-0.6 us a
-# hit of PostgreSQL CPU), against 3 ms (loadtest/RESULTS.md §24).
+# default 100 it read 30,000 rows of a 100,000-row table in psql, 34-61 ms
+# (0.3-0.6 us a hit), against 3 ms (loadtest/RESULTS.md §24).
 ANALYZE_BATCH = """
 ANALYZE rollup_batch (job_id), rollup_profile (profile); SELECT brin_summarize_new_values('rollup_batch_job')
 """

@@ -93,6 +93,7 @@ async def merge(
     t = stats.add("copy", t)
     dropped = Counter(hit["job_id"] for hit, track in zip(hits, tracks, strict=True) if track in modes.ROWLESS)
     spanned = claims.spans(hits)
+
     # The merges read every batch row here (rollup_batch), so all are copied; the marking deletes the jobs
     # whose hits all go by their span all the same.
     def keys(job: int) -> tuple[list[Any], list[dt.datetime]]:
@@ -132,7 +133,7 @@ async def merge_copied(
     (``dropped``: each job's hits on a track that keeps nothing; ``spanned``: each job's claimed span;
     ``merges``: (name, statement) of what to merge once unique counting is done, the rest the caller merged
     already; ``picked``: seen_pick filled by the caller; ``whole``: the jobs whose hits all go, deleted by
-    span, with no batch rows)."""
+    their span, ``claims.Whole``)."""
     if not picked:
         await conn.execute(queries.SEEN_PICK)
     for job in sorted(job for job, key in builder.keys.items() if key is not None):  # the jobs with hashes
