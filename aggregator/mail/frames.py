@@ -28,6 +28,7 @@ enricher that gives rows only (tests' stand-ins) takes the per-hit path.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import io
 import uuid
@@ -98,12 +99,25 @@ def micros(value: dt.datetime) -> int:
     return (value - EPOCH_1970) // dt.timedelta(microseconds=1)
 
 
+# PostgreSQL sends a COPY's rows as its 8 kB output buffer fills, and asyncpg hands the sink each read, with a
+# waiter, a task and a pause and resume of reading around it: read as fast as the server wrote, a claim came in
+# 8 kB reads at about 35 us of the aggregator's CPU each (0.9 us a hit on uvloop). Waiting GATHER seconds after a
+# read that may have more behind it (at least GATHERED bytes) lets the socket gather what the server writes
+# meanwhile, and the next read takes it all: ten times fewer reads, 0.25 us a hit, with no more wall time (the
+# server is the slower side; a full socket holds it back without CPU) and at most one wait after its last rows
+# (66,868 hits: 1,794 reads -> 182, 0.87 -> 0.25 us a hit, 1.91 -> 1.74 us a hit of wall; RESULTS.md §25).
+GATHER = 0.001
+GATHERED = 4096
+
+
 async def fetch(conn: asyncpg.Connection, sql: str, *args: Any) -> pl.DataFrame:
     """The rows of ``sql`` (CLAIM's columns) as a frame, through a COPY to CSV."""
     chunks: list[bytes] = []
 
     async def keep(data: bytes) -> None:
         chunks.append(bytes(data))
+        if len(data) >= GATHERED:
+            await asyncio.sleep(GATHER)
 
     await conn.copy_from_query(sql, *args, output=keep, format="csv", null=NULL, delimiter=SEPARATOR)
     if not chunks:
