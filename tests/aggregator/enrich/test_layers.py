@@ -236,3 +236,13 @@ class TestCrawlerList:
         deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
         assert f"{crawlers.PACKAGE}==1.67.0" in deps
         assert crawlers.version() == "1.67.0"
+
+
+def test_the_enricher_compiles_isbot_when_made() -> None:
+    """isbot's pattern is compiled with the enricher, so that no roll-up's first agent pays for it."""
+    from aggregator.enrich.config import EnrichConfig
+    from aggregator.enrich.enricher import Enricher
+
+    layers.is_bot_search.cache_clear()
+    Enricher(EnrichConfig.from_env({})).close()
+    assert layers.is_bot_search.cache_info().currsize == 1
