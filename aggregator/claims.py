@@ -247,6 +247,7 @@ async def mark(
     dropped: Mapping[int, int] | None = None,
     whole: Mapping[int, Whole] | None = None,
     spans_sql: tuple[str, str] | None = None,
+    by_job: Mapping[int, str] | None = None,
 ) -> None:
     """Mark the claimed hits rolled, one statement a job (``sql``: $1 now, $2 job, $3 first, $4 last; ``spanned``:
     each job's claimed hits, ``spans``).
@@ -265,6 +266,8 @@ async def mark(
     that delete such a job's hits by span ($1 job, $2 first, $3 last) and by
     key ($4 ids, $5 times). A delete by span that took more hits than the
     claim is undone (a savepoint) and the keys' taken instead.
+
+    ``by_job``: a job's own statement in place of ``sql`` (the same parameters and rows).
     """
     now = dt.datetime.now(dt.UTC)
     for job, span in sorted(spanned.items()):
@@ -277,7 +280,8 @@ async def mark(
         if drop is not None and gone != 0:
             marked += int((await conn.execute(drop, job, span.first, span.last)).split()[-1])
         if gone is None or gone < span.hits:
-            marked += int((await conn.execute(sql, now, job, span.first, span.last)).split()[-1])
+            mine = sql if by_job is None else by_job.get(job, sql)
+            marked += int((await conn.execute(mine, now, job, span.first, span.last)).split()[-1])
         if marked != span.hits:
             raise ClaimLost(f"job {job}: {span.hits} hits claimed, {marked} still unrolled when marked")
 

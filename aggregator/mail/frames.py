@@ -534,6 +534,12 @@ def dropped(hits: pl.DataFrame) -> dict[int, int]:
     return dict(got.iter_rows())
 
 
+def kept(hits: pl.DataFrame) -> dict[int, frozenset[str]]:
+    """The tracks of each job's hits that keep a row (rollup.merge_copied)."""
+    got = hits.filter(~pl.col("track").is_in(sorted(modes.ROWLESS))).group_by("job_id").agg(pl.col("track").unique())
+    return {job: frozenset(tracks) for job, tracks in got.iter_rows()}
+
+
 def documents(rows: pl.DataFrame) -> tuple[list[dict[str, Any]], list[tuple[Any, ...]]]:
     """The batch's document views as hits and batch rows (what reading.merge_reads reads), in batch order."""
     docs = rows.filter(pl.col("kind") == "doc")

@@ -6,7 +6,7 @@ Column lists come from pixeltrack.core.columns (joined once, at import).
 from __future__ import annotations
 
 from aggregator import claims
-from aggregator.mail.tracks import AGE_BANDS, ROWLESS
+from aggregator.mail.tracks import AGE_BANDS, PERSONAL, REJECTED, ROWLESS
 from pixeltrack.core import columns
 
 # What the roll-up writes back to each raw hit it keeps, as its track allows (aggregator.mail.tracks
@@ -450,19 +450,37 @@ MERGES = (
 # batch: 7.9 -> 6.2 us a hit of PostgreSQL CPU; Citus' plan is the same).
 _MARKED_FROM_PROFILE = ", ".join(f"p.{n}" for n in columns.ENRICHED)
 _ROWLESS = ", ".join(f"'{track}'" for track in sorted(ROWLESS))
-_KEPT_HEADERS = ", ".join(f"{n} = CASE WHEN b.track = 'personal' THEN r.{n} END" for n in columns.HEADERS)
-MARK_ROLLED = f"""
+
+
+def _marking(headers: str) -> str:
+    """MARK_ROLLED with ``headers``: the assignments of the headers, each followed by a comma (or nothing)."""
+    return f"""
 WITH b AS NOT MATERIALIZED (
     SELECT b.hit_id, b.received_at, b.track, b.client_ip, b.recipient_id, {_MARKED_FROM_PROFILE}
     FROM rollup_batch b JOIN rollup_profile p ON p.profile = b.profile
     WHERE b.job_id = $2 AND b.track NOT IN ({_ROWLESS})
 )
-UPDATE raw_hits r SET rolled_at = $1, client_ip = b.client_ip::inet, {_KEPT_HEADERS},
+UPDATE raw_hits r SET rolled_at = $1, client_ip = b.client_ip::inet, {headers}
     {columns.assigned(("recipient_id", *columns.ENRICHED), "b")}
 FROM b
 WHERE r.job_id = $2 AND r.received_at BETWEEN $3 AND $4
   AND r.received_at = b.received_at AND r.hit_id = b.hit_id AND r.rolled_at IS NULL
 """
+
+
+MARK_ROLLED = _marking("".join(f"{n} = CASE WHEN b.track = 'personal' THEN r.{n} END, " for n in columns.HEADERS))
+# A job whose kept rows are all personal keeps their headers, or all rejected clears them: the same rows
+# as MARK_ROLLED's without a CASE a row. Writing each header back cost the marking of a personal row about
+# 0.5 us of its 4.3 (66,868 rows in psql: 290 ms, 255 without the headers; loadtest/RESULTS.md §25).
+MARK_PERSONAL = _marking("")
+MARK_REJECTED = _marking("".join(f"{n} = NULL, " for n in columns.HEADERS))
+
+
+def marking(kept: frozenset[str]) -> str:
+    """The marking of a job whose claimed hits that keep a row are on the tracks ``kept``."""
+    if kept == {PERSONAL}:
+        return MARK_PERSONAL
+    return MARK_REJECTED if kept == {REJECTED} else MARK_ROLLED
 # Deletes the claimed hits of one job ($2) whose track keeps nothing per hit
 # (tracks.ROWLESS): a delete writes no new tuple and no index entry (the
 # marking of those hits cost 10 us a hit of PostgreSQL CPU here, about a

@@ -100,7 +100,12 @@ async def merge(
         mine = [hit for hit in hits if hit["job_id"] == job]
         return [hit["hit_id"] for hit in mine], [hit["received_at"] for hit in mine]
 
-    await merge_copied(conn, stats, builder, t, dropped, spanned, whole=claims.whole(dropped, spanned, keys))
+    kept: dict[int, set[str]] = {}
+    for hit, track in zip(hits, tracks, strict=True):
+        if track not in modes.ROWLESS:
+            kept.setdefault(hit["job_id"], set()).add(track)
+    await merge_copied(conn, stats, builder, t, dropped, spanned, whole=claims.whole(dropped, spanned, keys),
+                       kept={job: frozenset(found) for job, found in kept.items()})
     return rows
 
 
@@ -120,20 +125,22 @@ async def merge_frame(
     t = await frames.merge_grouped(conn, rows, profiles, stats.add, t)
     await frames.copy_frame(conn, "seen_pick", frames.picks(rows))
     merges = await frames.after_seen(conn, rows)
-    await merge_copied(conn, stats, batch.builder, t, dropped, spanned, merges=merges, picked=True, whole=whole)
+    await merge_copied(conn, stats, batch.builder, t, dropped, spanned, merges=merges, picked=True, whole=whole,
+                       kept=frames.kept(batch.hits))
     return rows
 
 
 async def merge_copied(
     conn: asyncpg.Connection, stats: RunStats, builder: BatchBuilder, t: float, dropped: Mapping[int, int],
     spanned: Mapping[int, claims.Span], merges: Sequence[tuple[str, str]] = queries.MERGES, picked: bool = False,
-    whole: Mapping[int, claims.Whole] | None = None,
+    whole: Mapping[int, claims.Whole] | None = None, kept: Mapping[int, frozenset[str]] | None = None,
 ) -> None:
     """The rest of ``merge`` once the batch's rows are in: unique counting, the merges, the marking
     (``dropped``: each job's hits on a track that keeps nothing; ``spanned``: each job's claimed span;
     ``merges``: (name, statement) of what to merge once unique counting is done, the rest the caller merged
     already; ``picked``: seen_pick filled by the caller; ``whole``: the jobs whose hits all go, deleted by
-    their span, ``claims.Whole``)."""
+    their span, ``claims.Whole``; ``kept``: the tracks of each job's hits that keep a row, which choose its
+    marking, queries.marking)."""
     if not picked:
         await conn.execute(queries.SEEN_PICK)
     for job in sorted(job for job, key in builder.keys.items() if key is not None):  # the jobs with hashes
@@ -151,8 +158,9 @@ async def merge_copied(
     # unique-visitor statements took 3x as long on top of a long history.
     await conn.execute(queries.ANALYZE_BATCH)
     await conn.execute(queries.NO_NESTED_LOOP)
+    by_job = None if kept is None else {job: queries.marking(tracks) for job, tracks in kept.items()}
     await claims.mark(conn, queries.MARK_ROLLED, spanned, queries.DROP_ROLLED, dropped, whole,
-                      (queries.DROP_SPAN, queries.DROP_KEYS))  # fmt: skip
+                      (queries.DROP_SPAN, queries.DROP_KEYS), by_job)  # fmt: skip
     await conn.execute(queries.NESTED_LOOP)
     stats.add("mark", t)
 

@@ -176,3 +176,37 @@ class TestWholeJobsDeletedBySpan:
         assert await conn.fetchval(OPENS, job) == 4
         assert await conn.fetchval("SELECT count(*) FROM raw_hits") == 0
         assert await runs_left(conn) == []
+
+
+class TestMarkingByKeptTracks:
+    """Each job's kept rows are marked by the statement for their tracks (queries.marking): personal rows keep
+    their headers, rejected ones lose them, whether a job has both, one or the other."""
+
+    def test_the_statement_of_each_set_of_tracks(self) -> None:
+        assert queries.marking(frozenset({"personal"})) is queries.MARK_PERSONAL
+        assert queries.marking(frozenset({"rejected"})) is queries.MARK_REJECTED
+        assert queries.marking(frozenset({"personal", "rejected"})) is queries.MARK_ROLLED
+
+    async def test_headers_kept_and_cleared(self, conn: asyncpg.Connection, engine: AggregatorConfig) -> None:
+        """A personal job with two opens and a refused one, a personal job with one open, a unique job with an
+        open and a refused one, and a hit of no job: the four personal rows keep agent and Accept-Language,
+        the three rejected rows keep neither (nor a recipient), the unique open is gone; all seven marked rolled."""
+        mixed, personal, unique = [await add_job(conn, mode) for mode in ("personal", "personal", "unique")]
+        for job in (mixed, personal, unique):
+            await add_recipients(conn, job, 2)
+        await add_hits(conn, [
+            hit("open", mixed, 1, 1), hit("open", mixed, 2, 2), hit("open", mixed, 1, 3, reject_reason="bad_token"),
+            hit("open", personal, 1, 4), hit("open", personal, 2, 5),
+            hit("open", unique, 1, 6), hit("open", unique, 2, 7, reject_reason="bad_token"),
+            hit("open", 0, None, 8),
+        ])  # fmt: skip
+        assert (await rollup(conn, engine, make_enricher(engine.enrich))).hits == 8
+        rows = await conn.fetch("SELECT job_id, recipient_id, reject_reason IS NOT NULL OR job_id = 0 AS refused, "
+                                "user_agent IS NOT NULL, accept_language, rolled_at IS NOT NULL "
+                                "FROM raw_hits ORDER BY received_at")  # fmt: skip
+        lang = "de-DE,de;q=0.9"
+        assert [tuple(r) for r in rows] == [
+            (mixed, 1, False, True, lang, True), (mixed, 2, False, True, lang, True), (mixed, None, True, False, None, True),
+            (personal, 1, False, True, lang, True), (personal, 2, False, True, lang, True),
+            (unique, None, True, False, None, True), (0, None, True, False, None, True),
+        ]  # fmt: skip
