@@ -230,7 +230,8 @@ async def load_context(
     known.newest = {job: at(n) for job, n in newest.iter_rows()}
     # A recipient is linked by a hit of a hashed track; their other hits (a rejected one) follow.
     linked_ids = h.filter(pl.col("rhash").is_not_null()).select("job_id", "recipient_id", "rhash").unique()
-    linked = h.drop("rhash").join(linked_ids, on=["job_id", "recipient_id"], how="inner")
+    linked = h.select("job_id", "recipient_id", "kind", "received_at", "link").join(
+        linked_ids, on=["job_id", "recipient_id"], how="inner")
     opens = (linked.filter(pl.col("kind") == "open").group_by("job_id", "rhash")
              .agg(pl.col("received_at").min().alias("first_open")).sort("job_id", "rhash"))  # fmt: skip
     clicks = linked.filter(pl.col("kind") == "click")
@@ -349,7 +350,9 @@ def judge_clicks(
     burst needs, counting their clicks outside the batch.
     """
     h = enriched.hits
-    clicks = h.filter(pl.col("kind") == "click")
+    # What the rules read of a click: selected before filtering, so that no other column is copied.
+    clicks = h.select("position", "kind", "job_id", "recipient_id", "received_at", "user_agent", "link", "lang",
+                      "reason").filter(pl.col("kind") == "click")  # fmt: skip
     if not clicks.height:
         return enriched
     rules = config.enrich
@@ -388,7 +391,8 @@ def judge_clicks(
         found = [Click(position, job, rid, key, at(when), lacks, None, None)
                  for position, job, rid, key, when, lacks in judged.iter_rows()]  # fmt: skip
         opened: defaultdict[tuple[Any, Any], list[dt.datetime | None]] = defaultdict(list)
-        opens = h.filter(pl.col("kind") == "open").join(groups, on=["job_id", "recipient_id"], how="semi")
+        opens = h.select("job_id", "recipient_id", "kind", "received_at").filter(pl.col("kind") == "open").join(
+            groups, on=["job_id", "recipient_id"], how="semi")
         for job, rid, when in opens.select("job_id", "recipient_id", "received_at").iter_rows():
             opened[(job, rid)].append(at(when))
         flagged.update(c.position for c in scanner_click_indexes(found, opened, {}, rules, known.outside))
