@@ -180,3 +180,34 @@ class TestVectorSmoke:
         for total in ("columnar core", "core \\+ delete \\+ rewrite \\(raw rows as today\\)",
                       "core \\+ delete, kept rows not rewritten"):
             assert re.search(rf"^{total}: [\d.]+ us per hit, \d\.\d\d\dx", out, re.MULTILINE), out
+
+
+async def test_a_share_is_written_anew(server_url: str) -> None:
+    """bench_cost.part_of keeps the hits its counter draws (1,000 hits, half drawn) and writes them into emptied
+    partitions: no dead row is left for a claim to step over, so the part's partitions take about half the
+    pages; the runs are rebuilt."""
+    from loadtest import bench_cost, support
+    from pixeltrack.core import db
+    from tests.support.hits import add_hits, hit
+
+    url = await support.create_database(server_url, "pt_cost_share_test")
+    part = None
+    try:
+        conn = await db.connect(url)
+        rows = [hit("open", 1, i, i / 1000) for i in range(1000)]
+        await add_hits(conn, rows)
+        drawn = sorted(r[0] for r in rows if int(str(r[0])[-8:], 16) % 1000 < 500)
+        pages = "SELECT sum(pg_relation_size(inhrelid))::int8 FROM pg_inherits WHERE inhparent = 'raw_hits'::regclass"
+        before = await conn.fetchval(pages)
+        await conn.close()
+        part, count = await bench_cost.part_of(server_url, url, 0.5)
+        assert count == len(drawn) and 400 < count < 600
+        conn = await db.connect(part)
+        assert sorted(r[0] for r in await conn.fetch("SELECT hit_id FROM raw_hits")) == drawn
+        assert await conn.fetchval(pages) <= before * 0.6
+        assert await conn.fetchval("SELECT sum(hits) FROM hit_runs") == count
+        await conn.close()
+    finally:
+        for each in (url, part):
+            if each is not None:
+                await support.drop_database(server_url, each)
