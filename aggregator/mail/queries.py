@@ -481,6 +481,8 @@ def marking(kept: frozenset[str]) -> str:
     if kept == {PERSONAL}:
         return MARK_PERSONAL
     return MARK_REJECTED if kept == {REJECTED} else MARK_ROLLED
+
+
 # Deletes the claimed hits of one job ($2) whose track keeps nothing per hit
 # (tracks.ROWLESS): a delete writes no new tuple and no index entry (the
 # marking of those hits cost 10 us a hit of PostgreSQL CPU here, about a
