@@ -213,6 +213,7 @@ import asyncio, json, sys, time
 import asyncpg, psutil
 from aggregator.config import AggregatorConfig
 from aggregator.enrich.enricher import make_enricher
+from aggregator.enrich.run import Run
 from aggregator.mail.rollup import rollup
 from loadtest.bench_cost import StageCPU
 from pixeltrack.core import db
@@ -236,8 +237,9 @@ async def main():
     conn = await db.connect(sys.argv[1])
     config = AggregatorConfig.from_env({})
     enricher = make_enricher(config.enrich)
+    run = Run(enricher)  # parsed into the enricher's table, which the roll-up's runs read (parse_agent keeps none)
     for row in await conn.fetch("SELECT DISTINCT user_agent FROM raw_hits"):
-        enricher.parse_agent(row[0])
+        run.agent(row[0])
     stats = StageCPU(psutil.Process(await conn.fetchval("SELECT pg_backend_pid()")))
     for name in ("execute", "fetch", "fetchval", "fetchrow", "copy_from_query", "copy_to_table",
                  "copy_records_to_table"):
