@@ -79,7 +79,10 @@ SCHEMA: dict[str, Any] = {
     "accept_language": pl.String, "prefetch": pl.Int8, "reject_reason": pl.String,
 }  # fmt: skip
 assert tuple(SCHEMA) == queries.CLAIMED
-NULL = "\\N"  # the CSV's NULL (quoted, the same text is a string)
+# The CSV's NULL is PostgreSQL's default, an unquoted empty field, and an empty text comes quoted (""): polars
+# reads the one as null and the other as "". With NULL as \N, polars took a quoted "\N" (a header, a zip that
+# is that text) for null too: the columns engine saw no agent or no zip where the per-hit engine saw \N
+# (test_hostile_values).
 # The CSV's field separator: the ASCII unit separator, which no header or link carries but a hostile one. With
 # the comma, every agent ("KHTML, like Gecko") came quoted, and polars parsed a claim of 32,819 hits in 30-37
 # ms; with this one nothing is quoted but a field that holds it, 20-28 ms (loadtest/RESULTS.md §24).
@@ -110,8 +113,9 @@ GATHER = 0.001
 GATHERED = 4096
 
 
-async def fetch(conn: asyncpg.Connection, sql: str, *args: Any) -> pl.DataFrame:
-    """The rows of ``sql`` (CLAIM's columns) as a frame, through a COPY to CSV."""
+async def fetch(conn: asyncpg.Connection, sql: str, *args: Any, schema: dict[str, Any] | None = None) -> pl.DataFrame:
+    """The rows of ``sql`` (CLAIM's columns, or ``schema``'s) as a frame, through a COPY to CSV."""
+    schema = SCHEMA if schema is None else schema
     chunks: list[bytes] = []
 
     async def keep(data: bytes) -> None:
@@ -119,11 +123,11 @@ async def fetch(conn: asyncpg.Connection, sql: str, *args: Any) -> pl.DataFrame:
         if len(data) >= GATHERED:
             await asyncio.sleep(GATHER)
 
-    await conn.copy_from_query(sql, *args, output=keep, format="csv", null=NULL, delimiter=SEPARATOR)
+    await conn.copy_from_query(sql, *args, output=keep, format="csv", delimiter=SEPARATOR)
     if not chunks:
-        return pl.DataFrame(schema=SCHEMA)
-    return pl.read_csv(io.BytesIO(b"".join(chunks)), has_header=False, new_columns=list(SCHEMA), schema=SCHEMA,
-                       null_values=NULL, quote_char='"', separator=SEPARATOR)  # fmt: skip
+        return pl.DataFrame(schema=schema)
+    return pl.read_csv(io.BytesIO(b"".join(chunks)), has_header=False, new_columns=list(schema), schema=schema,
+                       quote_char='"', separator=SEPARATOR)  # fmt: skip
 
 
 async def claim(conn: asyncpg.Connection, jobs: claims.Pending, limit: int, until: dt.datetime) -> pl.DataFrame:
@@ -169,26 +173,48 @@ class Batch:
     builder: BatchBuilder
 
 
-async def who_of(conn: asyncpg.Connection, hits: pl.DataFrame) -> modes.Who:
-    """rollup.who_of for a frame: the jobs, and the recipients of each (who.lookup)."""
-    by_job = hits.group_by("job_id").agg(pl.col("recipient_id").drop_nulls().unique())
-    return await lookup(conn, dict(by_job.iter_rows()))
+# A job's ($1) recipients among ids ($2) as who.lookup reads them (queries.PEOPLE, FORGOTTEN), one row each: a
+# forgotten one with nothing else, whatever recipients still holds; the consent's time in force as microseconds
+# (the claim's way, _CLAIMED_AS), null where not given; forgotten as the words polars reads (a boolean comes
+# as t or f). Read as CSV into a frame: as records, decoded into a
+# Person each and turned into rows again, they cost the aggregator about 0.2 us a hit (loadtest/RESULTS.md §25).
+_FORGOTTEN = """
+SELECT recipient_id, NULL::int8, NULL::int4, NULL, NULL, 'true'
+FROM forgotten_recipients WHERE job_id = $1 AND recipient_id = ANY($2::bigint[])"""
+FORGOTTEN_PEOPLE = f"SELECT $1::int8, * FROM ({_FORGOTTEN}) f"
+PEOPLE = f"""
+SELECT $1::int8, * FROM (
+SELECT recipient_id, CASE WHEN consent THEN round(date_part('epoch', consent_changed_at) * 1000000)::int8 END,
+       birth_year, gender, zip, 'false'
+FROM recipients r WHERE job_id = $1 AND recipient_id = ANY($2::bigint[])
+  AND NOT EXISTS (SELECT FROM forgotten_recipients f WHERE f.job_id = $1 AND f.recipient_id = r.recipient_id)
+UNION ALL {_FORGOTTEN}) p"""
+PEOPLE_SCHEMA: dict[str, Any] = {
+    "job_id": pl.Int64, "recipient_id": pl.Int64, "consent_from": pl.Int64, "birth_year": pl.Int64,
+    "gender": pl.String, "zip": pl.String, "forgotten": pl.Boolean,
+}  # fmt: skip
 
 
-def people_frame(who: modes.Who) -> pl.DataFrame:
-    """The batch's recipients as a frame: consent in force from (or null), birth year, gender, zip, forgotten."""
-    rows = [(job, rid, micros(p.consent_changed_at) if p.consent and p.consent_changed_at is not None else None,
-             p.birth_year, p.gender, p.zip, p.forgotten) for (job, rid), p in who.people.items()]  # fmt: skip
-    return pl.DataFrame(rows, orient="row", schema={
-        "job_id": pl.Int64, "recipient_id": pl.Int64, "consent_from": pl.Int64, "birth_year": pl.Int64,
-        "gender": pl.String, "zip": pl.String, "forgotten": pl.Boolean})  # fmt: skip
+async def who_of(conn: asyncpg.Connection, hits: pl.DataFrame) -> tuple[modes.Who, pl.DataFrame]:
+    """rollup.who_of for a frame: the jobs (who.lookup, with no recipient), and the recipients of each as a frame
+    (PEOPLE_SCHEMA), where who.lookup would look them up."""
+    by_job = dict(hits.group_by("job_id").agg(pl.col("recipient_id").drop_nulls().unique()).iter_rows())
+    who = await lookup(conn, dict.fromkeys(by_job, ()))
+    people = [pl.DataFrame(schema=PEOPLE_SCHEMA)]
+    for job, ids in sorted(by_job.items()):
+        mode = who.modes.get(job)
+        if mode is None or mode == "blind" or not ids:  # as who.lookup: rejected or blind whoever; no recipient
+            continue
+        sql = PEOPLE if mode in queries.PERSON_MODES else FORGOTTEN_PEOPLE
+        people.append(await fetch(conn, sql, job, sorted(ids), schema=PEOPLE_SCHEMA))
+    return who, pl.concat(people)
 
 
-def with_tracks(hits: pl.DataFrame, who: modes.Who) -> pl.DataFrame:
-    """Each hit's track as tracks.track_of gives it, and its recipient's columns."""
+def with_tracks(hits: pl.DataFrame, who: modes.Who, people: pl.DataFrame) -> pl.DataFrame:
+    """Each hit's track as tracks.track_of gives it, and its recipient's columns (``people``: who_of's)."""
     jobs = pl.DataFrame({"job_id": list(who.modes), "mode": list(who.modes.values())},
                         schema={"job_id": pl.Int64, "mode": pl.String})  # fmt: skip
-    h = hits.join(jobs, on="job_id", how="left").join(people_frame(who), on=["job_id", "recipient_id"], how="left")
+    h = hits.join(jobs, on="job_id", how="left").join(people, on=["job_id", "recipient_id"], how="left")
     track = (
         pl.when(pl.col("reject_reason").is_not_null() | (pl.col("job_id") == 0) | pl.col("mode").is_null())
         .then(pl.lit(modes.REJECTED))
@@ -208,8 +234,8 @@ async def judge(conn: asyncpg.Connection, hits: pl.DataFrame) -> Batch:
     Each hit gets its ``position`` in the claim: joins need not keep rows in order, and the batch's steps
     that care (a reader's views of one instant, the per-hit path's order) sort by it.
     """
-    who = await who_of(conn, hits)
-    h = with_tracks(hits.with_row_index("position"), who)
+    who, people = await who_of(conn, hits)
+    h = with_tracks(hits.with_row_index("position"), who, people)
     hashed = h.filter(pl.col("track").is_in(sorted(modes.HASHED)))
     keys = await job_keys(conn, set(hashed.get_column("job_id").unique().to_list()))
     builder = BatchBuilder(keys, who)
@@ -497,7 +523,7 @@ async def copy_rows(conn: asyncpg.Connection, rows: pl.DataFrame, whole: Mapping
     those."""
     if whole:
         rows = rows.filter(~pl.col("job_id").is_in(list(whole)))
-    table = rows.select(MARKED).with_columns(pl.col("hit_id").str.replace_all("-", "").str.decode("hex"))
+    table = rows.select(MARKED).with_columns(pl.col("hit_id").str.replace_all("-", "", literal=True).str.decode("hex"))
     await copy_frame(conn, "rollup_batch", table)
 
 

@@ -139,8 +139,9 @@ class TestEngines:
     async def test_hostile_values(self, pair: tuple[asyncpg.Connection, asyncpg.Connection],
                                   enricher: Enricher) -> None:  # fmt: skip
         """Headers and links with quotes, commas, line breaks, backslashes, the CSV's NULL text and its field
-        separator (the unit separator), an IPv6 address, an unknown job, an address that is no address: both
-        engines leave the same tables, and the texts come through as they were."""
+        separator (the unit separator), an IPv6 address, an unknown job, an address that is no address, and a
+        recipient's gender and zip of the same kind: both engines leave the same tables, and the texts come through
+        as they were."""
         odd = ['"quoted", with a comma\nand a line break', "\\N", "back\\slash\ttab", "", "ünïcödé ✓ \u2028",
                "unit\x1fseparator, \x1f\"\x1f"]  # fmt: skip
         rows: list[tuple[object, ...]] = []
@@ -153,12 +154,18 @@ class TestEngines:
                                  rid, link if kind == "click" else None, 1 if kind == "doc" else None,
                                  "2001:db8:85a3::8a2e:370:7334" if n % 2 else "203.0.113.9", text, text, text, "GET",
                                  False, None))  # fmt: skip
-        await setup(conn := pair[0], rows)
-        await rollup(conn, AggregatorConfig(engine="hits"), enricher)
-        by_hit = await tables(conn)
-        await setup(conn, rows)
-        await rollup(conn, AggregatorConfig(engine="columns"), enricher)
+        gender, zip_code = 'x\x1f"y",\nz', "\\N"  # the anonymous job's recipient 2, read as a frame on columns
+        conn = pair[0]
+        for engine in ("hits", "columns"):
+            await setup(conn, rows)
+            await conn.execute("UPDATE recipients SET gender = $1, zip = $2 WHERE job_id = 3 AND recipient_id = 2",
+                               gender, zip_code)  # fmt: skip
+            await rollup(conn, AggregatorConfig(engine=engine), enricher)
+            if engine == "hits":
+                by_hit = await tables(conn)
         assert await tables(conn) == by_hit
+        cells = {(r["gender"], r["zip"]) for r in await conn.fetch("SELECT gender, zip FROM report_demographics")}
+        assert (gender, zip_code) in cells
         kept = {r["user_agent"] for r in await conn.fetch("SELECT user_agent FROM raw_hits WHERE job_id = 1")}
         assert kept == set(odd)  # the personal hits keep their agents, byte for byte
         links = {r["url"] for r in await conn.fetch("SELECT url FROM report_links")}
