@@ -173,22 +173,18 @@ class Batch:
     builder: BatchBuilder
 
 
-# A job's ($1) recipients among ids ($2) as who.lookup reads them (queries.PEOPLE, FORGOTTEN), one row each: a
-# forgotten one with nothing else, whatever recipients still holds; the consent's time in force as microseconds
-# (the claim's way, _CLAIMED_AS), null where not given; forgotten as the words polars reads (a boolean comes
-# as t or f). Read as CSV into a frame: as records, decoded into a
+# A job's ($1) recipients among ids ($2): who.lookup's statements (queries.PEOPLE, FORGOTTEN), one row a recipient
+# as who.lookup keeps them (a forgotten one, with nothing else, whatever recipients still holds), with the
+# consent's time in force as microseconds (the claim's way, _CLAIMED_AS), null where not given, and forgotten as
+# the words polars reads (a boolean comes as t or f). Read as CSV into a frame: as records, decoded into a
 # Person each and turned into rows again, they cost the aggregator about 0.2 us a hit (loadtest/RESULTS.md §25).
-_FORGOTTEN = """
-SELECT recipient_id, NULL::int8, NULL::int4, NULL, NULL, 'true'
-FROM forgotten_recipients WHERE job_id = $1 AND recipient_id = ANY($2::bigint[])"""
-FORGOTTEN_PEOPLE = f"SELECT $1::int8, * FROM ({_FORGOTTEN}) f"
 PEOPLE = f"""
-SELECT $1::int8, * FROM (
-SELECT recipient_id, CASE WHEN consent THEN round(date_part('epoch', consent_changed_at) * 1000000)::int8 END,
-       birth_year, gender, zip, 'false'
-FROM recipients r WHERE job_id = $1 AND recipient_id = ANY($2::bigint[])
-  AND NOT EXISTS (SELECT FROM forgotten_recipients f WHERE f.job_id = $1 AND f.recipient_id = r.recipient_id)
-UNION ALL {_FORGOTTEN}) p"""
+SELECT DISTINCT ON (recipient_id) $1::int8, recipient_id,
+       CASE WHEN consent THEN round(date_part('epoch', consent_changed_at) * 1000000)::int8 END,
+       birth_year, gender, zip, CASE WHEN forgotten THEN 'true' ELSE 'false' END
+FROM ({queries.PEOPLE}) p ORDER BY recipient_id, forgotten DESC"""
+FORGOTTEN_PEOPLE = f"""
+SELECT $1::int8, recipient_id, NULL::int8, NULL::int4, NULL, NULL, 'true' FROM ({queries.FORGOTTEN}) f"""
 PEOPLE_SCHEMA: dict[str, Any] = {
     "job_id": pl.Int64, "recipient_id": pl.Int64, "consent_from": pl.Int64, "birth_year": pl.Int64,
     "gender": pl.String, "zip": pl.String, "forgotten": pl.Boolean,

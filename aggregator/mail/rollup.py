@@ -133,7 +133,7 @@ async def merge_frame(
 async def merge_copied(
     conn: asyncpg.Connection, stats: RunStats, builder: BatchBuilder, t: float, dropped: Mapping[int, int],
     spanned: Mapping[int, claims.Span], merges: Sequence[tuple[str, str]] = queries.MERGES, picked: bool = False,
-    whole: Mapping[int, claims.Whole] | None = None, kept: Mapping[int, frozenset[str]] | None = None,
+    whole: Mapping[int, claims.Whole] | None = None, *, kept: Mapping[int, frozenset[str]],
 ) -> None:
     """The rest of ``merge`` once the batch's rows are in: unique counting, the merges, the marking
     (``dropped``: each job's hits on a track that keeps nothing; ``spanned``: each job's claimed span;
@@ -158,7 +158,7 @@ async def merge_copied(
     # unique-visitor statements took 3x as long on top of a long history.
     await conn.execute(queries.ANALYZE_BATCH)
     await conn.execute(queries.NO_NESTED_LOOP)
-    by_job = None if kept is None else {job: queries.marking(tracks) for job, tracks in kept.items()}
+    by_job = {job: queries.marking(tracks) for job, tracks in kept.items()}
     await claims.mark(conn, queries.MARK_ROLLED, spanned, queries.DROP_ROLLED, dropped, whole,
                       (queries.DROP_SPAN, queries.DROP_KEYS), by_job)  # fmt: skip
     await conn.execute(queries.NESTED_LOOP)
