@@ -11,11 +11,17 @@ from pixeltrack.core.config import ConfigError, env_float, env_int
 
 DEFAULT_INTERVAL = 60
 # Raw hits a roll-up transaction claims at most. Each batch has costs of its own (per-job claims,
-# markings and look-ups, the batch table's statements, the look-ahead past its newest hit), and a
-# recipient's hits in one batch are one upsert where several batches make several: the same
-# 181,697 hits cost 36.1 µs a hit (median of 4) in batches of 20,000, 31.4 in 50,000 and 28.0 in
-# 100,000, the aggregator's peak RSS 112, 145 and 194 MB (loadtest/RESULTS.md, figure 16).
-DEFAULT_BATCH = 100_000
+# markings and look-ups, the batch table's statements, the look-ahead past its newest hit), and
+# each distinct agent, address, profile and recipient of a batch is worked out, looked up and
+# upserted once a batch, so a recipient's hits in one batch are one upsert where several batches
+# make several: the same 181,697 hits cost 36.1 µs a hit (median of 4) in batches of 20,000, 31.4
+# in 50,000 and 28.0 in 100,000, the aggregator's peak RSS 112, 145 and 194 MB (loadtest/RESULTS.md,
+# figure 16). On columns (§26) the same 204,698 hits cost 19.0 µs a hit in batches of 50,000, 15.8
+# in 100,000 or 105,000 (two large batches) and 14.2-14.4 in one of 250,000: a second large batch
+# costs about 250 ms of work on distinct values, whatever its size. The aggregator's peak RSS is
+# about 330 MB before a batch (the enrichment's tables, polars) plus about 0.55 kB a claimed hit:
+# 387 MB at 100,000, 470 MB at 250,000 (§25).
+DEFAULT_BATCH = 250_000
 DEFAULT_K = 5
 DEFAULT_RETENTION_DAYS = 90
 # Daily purge time, UTC hour.
