@@ -48,6 +48,7 @@ from aggregator.enrich.machine import BEHAVIOUR, Click, Outside, link_key, scann
 from aggregator.enrich.run import Run
 from aggregator.mail import context, queries
 from aggregator.mail import tracks as modes
+from aggregator.mail.reading import READ
 from aggregator.mail.rows import BATCH_COLUMNS, BatchBuilder
 from aggregator.mail.who import job_keys, lookup
 from pixeltrack.core import columns, timestamps
@@ -517,9 +518,10 @@ async def copy_rows(conn: asyncpg.Connection, rows: pl.DataFrame, whole: Mapping
     """What the marking reads of the batch rows into rollup_batch, but those of the jobs in ``whole`` (deleted by
     span, ``claims.Whole``). A uuid's binary form is its 16 bytes, as a bytea's is its bytes: the id goes as
     those."""
+    rows = rows.select(MARKED)
     if whole:
         rows = rows.filter(~pl.col("job_id").is_in(list(whole)))
-    table = rows.select(MARKED).with_columns(pl.col("hit_id").str.replace_all("-", "", literal=True).str.decode("hex"))
+    table = rows.with_columns(pl.col("hit_id").str.replace_all("-", "", literal=True).str.decode("hex"))
     await copy_frame(conn, "rollup_batch", table)
 
 
@@ -567,10 +569,15 @@ def kept(hits: pl.DataFrame) -> dict[int, frozenset[str]]:
 
 
 def documents(rows: pl.DataFrame) -> tuple[list[dict[str, Any]], list[tuple[Any, ...]]]:
-    """The batch's document views as hits and batch rows (what reading.merge_reads reads), in batch order."""
-    docs = rows.filter(pl.col("kind") == "doc")
-    hits = [{"page": page, "recipient_id": rid} for page, rid in docs.select("_page", "_recipient").iter_rows()]
-    return hits, list(docs.select(BATCH_COLUMNS).iter_rows())
+    """The batch's document views that reading.merge_reads counts (a page, not a machine's, not refused) as hits and
+    batch rows, in batch order. A row holds only the columns merge_reads reads (reading.READ), the rest None: made
+    whole, the rows cost about 5 us a view (their ids, links and times made Python objects; §26)."""
+    views = rows.select("_page", "_recipient", *READ).filter(
+        (pl.col("kind") == "doc") & pl.col("_page").is_not_null() & ~pl.col("machine").fill_null(False)
+        & pl.col("track").ne_missing(modes.REJECTED))  # fmt: skip
+    hits = [{"page": page, "recipient_id": rid} for page, rid in views.select("_page", "_recipient").iter_rows()]
+    kept = [pl.col(name) if name in READ else pl.lit(None).alias(name) for name in BATCH_COLUMNS]
+    return hits, list(views.select(kept).iter_rows())
 
 
 # What a statement of the columns engine sends in rows: a temporary table of its own, filled by COPY in
@@ -654,11 +661,23 @@ def at_of(where: pl.Expr, way: str) -> pl.Expr:
     return times.min() if way == "min" else times.max()
 
 
+# What grouped, picks and after_seen read of the batch's rows (BATCH_COLUMNS, then the page and recipient for
+# reading), each selected before it filters: a filter copies every column it is given, and the batch's rows carry
+# ids, links, hashes and cells these do not read (a 204,698-hit batch's rows filtered whole: about 0.2 us a hit of
+# the aggregator's CPU more; loadtest/RESULTS.md §26).
+GROUPED_READS = ("job_id", "received_at", "kind", "track", "machine", "unknown", "profile", "family", "recipient_id",
+                 "link_id", "reason")  # fmt: skip
+PICKS_READS = ("job_id", "link_id", "rhash", "kind", "track", "machine", "unknown")
+AFTER_SEEN_READS = ("job_id", "kind", "track", "machine", "unknown", "link_id", "link", "age_band", "gender", "zip",
+                    "rhash")  # fmt: skip
+
+
 def grouped(rows: pl.DataFrame, profiles: list[tuple[Any, ...]]) -> dict[str, pl.DataFrame]:
     """The rows of GROUPED_MERGES' statements, in their columns' order, each sorted by its key (as the SQL's ORDER
     BY inserts them): what queries.MERGE_HOURLY, MERGE_BREAKDOWNS, MERGE_MACHINE, MERGE_REJECTED,
     MERGE_RECIPIENTS and MERGE_RECIPIENT_LINKS group."""
     place = {name: 1 + columns.ENRICHED.index(name) for name in BREAKDOWN}  # a profile row: (number, *ENRICHED)
+    rows = rows.select(GROUPED_READS)  # before the filters below, which copy every column they are given
     profile = pl.DataFrame([(p[0], *(p[place[n]] for n in BREAKDOWN)) for p in profiles], orient="row",
                            schema={"profile": pl.Int32, **dict.fromkeys(BREAKDOWN, pl.String)})  # fmt: skip
     counted = rows.filter(pl.col("track") != modes.REJECTED)
@@ -728,7 +747,7 @@ def picks(rows: pl.DataFrame) -> pl.DataFrame:
             kind == "doc").then(queries.DOC).otherwise(0)  # fmt: skip
 
     seen, plain = bits(queries.CLICK | queries.OPEN), bits(queries.CLICK)  # a click is an (inferred) open too
-    hashed = rows.filter(pl.col("rhash").is_not_null())
+    hashed = rows.select(PICKS_READS).filter(pl.col("rhash").is_not_null())
     link = _weighted(pl.lit(queries.LINK))
     scoped = pl.concat([
         hashed.select("job_id", pl.lit(0, pl.Int64).alias("link_id"), pl.col("rhash").alias("hash"),
@@ -803,6 +822,7 @@ async def after_seen(conn: asyncpg.Connection, rows: pl.DataFrame) -> list[tuple
     The SQL's ``min`` of a text (a link id's URL, a recipient's gender and zip) follows the database's collation,
     polars' the bytes: the same here, as each is one value (a link id is its URL's 63-bit hash, so two URLs share
     one only by a collision; gender and zip are the recipient's, the same in every hit of theirs)."""
+    rows = rows.select(AFTER_SEEN_READS)
     counted = rows.filter(pl.col("track") != modes.REJECTED)
     opens, clicks = pl.col("kind") == "open", pl.col("kind") == "click"
     anonymous = rows.filter(pl.col("track") == modes.ANONYMOUS)

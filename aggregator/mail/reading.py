@@ -85,9 +85,8 @@ def reads(views: Sequence[PageView], idle: float, burst: float = BURST_SECONDS) 
 
 # ----------------------------------------------------------------- roll-up --
 # Where the batch rows (aggregator.mail.rows, queries.BATCH_COLUMNS order) hold what reading needs.
-_AT, _JOB, _KIND, _TRACK, _MACHINE, _RECIPIENT, _RHASH = (
-    BATCH_COLUMNS.index(name) for name in ("received_at", "job_id", "kind", "track", "machine", "recipient_id", "rhash")
-)
+READ = ("received_at", "job_id", "kind", "track", "machine", "recipient_id", "rhash")
+_AT, _JOB, _KIND, _TRACK, _MACHINE, _RECIPIENT, _RHASH = (BATCH_COLUMNS.index(name) for name in READ)
 LOAD_STATE = """
 SELECT s.job_id, s.hash, s.last_at, s.last_page, s.last_preload, s.furthest, s.last_personal
 FROM unnest($1::bigint[], $2::bytea[]) AS k(job_id, hash)
