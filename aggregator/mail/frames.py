@@ -29,11 +29,11 @@ enricher that gives rows only (tests' stand-ins) takes the per-hit path.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import io
 import uuid
-from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -367,10 +367,10 @@ def judge_clicks(
     """The behavioural rules over the batch's clicks, as run.Run.parts applies them; a flagged click whose agent
     and address told nothing gets the scanner's client part.
 
-    The send-time rule is an expression over every click. The rules that look at a recipient's other events
-    go through machine.scanner_click_indexes, for the clicks of the recipients they could flag: those the
-    context links (``known.outside``) with a click that lacks a browser, or with as many distinct links as a
-    burst needs, counting their clicks outside the batch.
+    The send-time rule and the open rule are expressions over the clicks (the open rule over those of the
+    recipients the context links, ``known.outside``); the burst rule goes through machine.scanner_click_indexes,
+    for the clicks of the linked recipients with as many distinct links as a burst needs, counting their clicks
+    outside the batch.
     """
     h = enriched.hits
     # What the rules read of a click: selected before filtering, so that no other column is copied.
@@ -397,28 +397,38 @@ def judge_clicks(
                       early=pl.col("sent").is_not_null() & (seconds >= 0) & (seconds <= rules.scanner_send_seconds))
     )  # fmt: skip
     flagged: set[int] = set(clicks.filter("early").get_column("position").to_list())
-    outside = [(job, rid, len(o.clicks)) for (job, rid), o in known.outside.items()]
+    outside = [(job, rid, len(o.clicks), *_first_open(o.opens)) for (job, rid), o in known.outside.items()]
     if outside:
         linked = pl.DataFrame(outside, orient="row", schema={
-            "job_id": pl.Int64, "recipient_id": pl.Int64, "outside_clicks": pl.Int64})  # fmt: skip
+            "job_id": pl.Int64, "recipient_id": pl.Int64, "outside_clicks": pl.Int64, "outside_open": pl.Int64,
+            "unknown_open": pl.Boolean})  # fmt: skip
+        mine = clicks.join(linked, on=["job_id", "recipient_id"], how="inner")
+        # The open rule (machine.group_clicks): a click that lacks a browser is a scanner's unless one of its
+        # recipient's opens, in the batch or outside it, came by scanner_open_ahead seconds after it (an open of
+        # unknown time counts as in time). An expression: in Python, each such recipient's clicks and opens were
+        # made objects (about a tenth of the aggregator's CPU; loadtest/RESULTS.md §26).
+        ahead = dt.timedelta(seconds=rules.scanner_open_ahead) // dt.timedelta(microseconds=1)
+        opens = (h.select("job_id", "recipient_id", "kind", "received_at").filter(pl.col("kind") == "open")
+                 .group_by("job_id", "recipient_id").agg(pl.col("received_at").min().alias("batch_open")))  # fmt: skip
+        limit = pl.col("received_at") + ahead
+        in_time = (pl.col("unknown_open") | (pl.col("batch_open") <= limit).fill_null(False)
+                   | (pl.col("outside_open") <= limit).fill_null(False))  # fmt: skip
+        lacking = mine.filter("lacks").join(opens, on=["job_id", "recipient_id"], how="left")
+        flagged.update(lacking.filter(~in_time).get_column("position").to_list())
+        # The burst rule, through machine.scanner_click_indexes (its open rule given no click that lacks a
+        # browser), for the recipients with as many links as a burst needs, their clicks outside the batch
+        # counted as distinct links.
         groups = (
-            clicks.join(linked, on=["job_id", "recipient_id"], how="inner")
-            .group_by("job_id", "recipient_id")
-            .agg(pl.col("lacks").any(),
-                 (pl.col("link_key").n_unique() + pl.col("outside_clicks").first()).alias("links"))
-            .filter(pl.col("lacks") | (pl.col("links") >= rules.scanner_burst_links))
+            mine.group_by("job_id", "recipient_id")
+            .agg((pl.col("link_key").n_unique() + pl.col("outside_clicks").first()).alias("links"))
+            .filter(pl.col("links") >= rules.scanner_burst_links)
             .select("job_id", "recipient_id")
         )  # fmt: skip
-        judged = clicks.join(groups, on=["job_id", "recipient_id"], how="semi").sort("position")
-        judged = judged.select("position", "job_id", "recipient_id", "link_key", "received_at", "lacks")
-        found = [Click(position, job, rid, key, at(when), lacks, None, None)
-                 for position, job, rid, key, when, lacks in judged.iter_rows()]  # fmt: skip
-        opened: defaultdict[tuple[Any, Any], list[dt.datetime | None]] = defaultdict(list)
-        opens = h.select("job_id", "recipient_id", "kind", "received_at").filter(pl.col("kind") == "open").join(
-            groups, on=["job_id", "recipient_id"], how="semi")
-        for job, rid, when in opens.select("job_id", "recipient_id", "received_at").iter_rows():
-            opened[(job, rid)].append(at(when))
-        flagged.update(c.position for c in scanner_click_indexes(found, opened, {}, rules, known.outside))
+        judged = mine.join(groups, on=["job_id", "recipient_id"], how="semi").sort("position")
+        judged = judged.select("position", "job_id", "recipient_id", "link_key", "received_at")
+        found = [Click(position, job, rid, key, at(when), False, None, None)
+                 for position, job, rid, key, when in judged.iter_rows()]  # fmt: skip
+        flagged.update(c.position for c in scanner_click_indexes(found, {}, {}, rules, known.outside))
     if not flagged:
         return enriched
     scanned = clicks.filter(pl.col("position").is_in(sorted(flagged)) & pl.col("reason").is_null())
@@ -431,6 +441,17 @@ def judge_clicks(
     h = h.join(fix.select("position", "flagged"), on="position", how="left")
     enriched.hits = h.with_columns(client=pl.coalesce("flagged", "client")).drop("flagged").sort("position")
     return enriched
+
+
+def _first_open(opens: Sequence[dt.datetime | None]) -> tuple[int | None, bool]:
+    """The earliest of a recipient's opens outside the batch in microseconds (None: none), and whether one came at
+    an unknown time."""
+    known = []
+    for opened in opens:
+        # None, or a naive time (which cannot be compared): machine.opened_in_time counts it as in time.
+        with contextlib.suppress(TypeError):
+            known.append(micros(opened))  # type: ignore[arg-type]
+    return (min(known) if known else None), len(known) < len(opens)
 
 
 def _link_key(run: Run, link: Any) -> int | None:

@@ -55,6 +55,10 @@ CASES = [
     [burst("permission_personal", ("doc", 0, 1, 0, 0), rid=2, start=0),
      burst("permission_personal", ("doc", 0, 1, 0, 0), rid=2, start=12)],
     [burst("anonymous", ("open", 0, 1, NO_AGENT, 35), ("open", 0, 1, 0, 55), rid=2, start=11)],
+    # A click with no agent (no browser) and its recipient's open exactly scanner_open_ahead (10 s) after it, in
+    # time, and 10.1 s after it, too late: the open rule's edge, in the batch and outside it.
+    [burst("personal", ("click", 0, 1, NO_AGENT, 0), ("open", 0, 1, 0, 100))],
+    [burst("personal", ("click", 0, 1, NO_AGENT, 0), ("open", 0, 1, 0, 101))],
 ]  # fmt: skip
 # The batches here go on columns whatever their size (the default, "auto", takes small ones hit by hit):
 # TestEngines ties the per-hit path to the columns one, batch for batch.
@@ -92,6 +96,8 @@ class TestBatchInvariance:
     @example(drawn=CASES[6], k=1, k2=1, new_year=True)
     @example(drawn=CASES[7], k=1, k2=1, new_year=False)
     @example(drawn=CASES[8], k=1, k2=1, new_year=True)
+    @example(drawn=CASES[9], k=1, k2=1, new_year=False)
+    @example(drawn=CASES[10], k=1, k2=1, new_year=False)
     async def test_same_tables(self, pair: tuple[asyncpg.Connection, asyncpg.Connection], enricher: Enricher,
                                drawn: Drawn, k: int, k2: int, new_year: bool) -> None:  # fmt: skip
         """Batches of k, and two aggregators with batches of k2 and k2 + 1, leave the rows one batch leaves."""
@@ -122,6 +128,8 @@ class TestEngines:
     @example(drawn=CASES[6], k=1, new_year=True)
     @example(drawn=CASES[7], k=1, new_year=False)
     @example(drawn=CASES[8], k=1, new_year=True)
+    @example(drawn=CASES[9], k=1, new_year=False)
+    @example(drawn=CASES[10], k=1, new_year=False)
     async def test_same_tables(self, pair: tuple[asyncpg.Connection, asyncpg.Connection], enricher: Enricher,
                                drawn: Drawn, k: int, new_year: bool) -> None:  # fmt: skip
         """One batch and batches of k, each engine: every table as the per-hit engine leaves it, row for row."""
