@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import io
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -544,6 +545,14 @@ async def copy_rows(conn: asyncpg.Connection, rows: pl.DataFrame, whole: Mapping
         rows = rows.filter(~pl.col("job_id").is_in(list(whole)))
     table = rows.with_columns(pl.col("hit_id").str.replace_all("-", "", literal=True).str.decode("hex"))
     await copy_frame(conn, "rollup_batch", table)
+
+
+@functools.cache
+def warm() -> None:
+    """Export a frame to Arrow once: a process's first export costs polars about 22-25 ms whatever its size (a
+    tiny frame as much as a batch's 110,000 rows, whose next exports take 2-5 ms), paid where a run starts
+    (rollup.rollup, an empty run as well) instead of in its first batch's COPY (loadtest/RESULTS.md §26)."""
+    pl.DataFrame({"warm": [1]}).to_arrow()
 
 
 async def copy_frame(conn: asyncpg.Connection, table: str, frame: pl.DataFrame) -> None:

@@ -288,6 +288,8 @@ async def rollup(
     ``stats``: where to account the stages (benchmarks pass one that splits CPU).
     """
     enricher = enricher or make_enricher(config.enrich)
+    if isinstance(enricher, Enricher):  # a run that may go on columns
+        frames.warm()
     stats = stats if stats is not None else RunStats()
     started = time.perf_counter()
     until = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=hold) if hold > 0 else EVER
