@@ -18,7 +18,7 @@ DEFAULT_INTERVAL = 60
 # in 50,000 and 28.0 in 100,000, the aggregator's peak RSS 112, 145 and 194 MB (loadtest/RESULTS.md,
 # figure 16). On columns (§26) the same 204,698 hits cost 19.0 µs a hit in batches of 50,000, 15.8
 # in 100,000 or 105,000 (two large batches) and 14.2-14.4 in one of 250,000: a second large batch
-# costs about 250 ms of work on distinct values, whatever its size. The aggregator's peak RSS is
+# costs about 300 ms of work on distinct values, whatever its size. The aggregator's peak RSS is
 # about 330 MB before a batch (the enrichment's tables, polars) plus about 0.55 kB a claimed hit:
 # 387 MB at 100,000, 470 MB at 250,000 (§25).
 DEFAULT_BATCH = 250_000

@@ -407,7 +407,8 @@ def judge_clicks(
         # The open rule (machine.group_clicks): a click that lacks a browser is a scanner's unless one of its
         # recipient's opens, in the batch or outside it, came by scanner_open_ahead seconds after it (an open of
         # unknown time counts as in time). An expression: in Python, each such recipient's clicks and opens were
-        # made objects (about a tenth of the aggregator's CPU; loadtest/RESULTS.md §26).
+        # made objects (judge_clicks was about a tenth of the aggregator's py-spy samples, half of them after it
+        # became this; loadtest/RESULTS.md §26).
         ahead = dt.timedelta(seconds=rules.scanner_open_ahead) // dt.timedelta(microseconds=1)
         opens = (h.select("job_id", "recipient_id", "kind", "received_at").filter(pl.col("kind") == "open")
                  .group_by("job_id", "recipient_id").agg(pl.col("received_at").min().alias("batch_open")))  # fmt: skip
